@@ -1,0 +1,352 @@
+//! `rtvla sim ...` subcommands.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::eval::{self, EvalReport};
+
+/// Simulator commands.
+#[derive(Debug, Subcommand)]
+pub enum SimCommand {
+    /// Closed-loop evaluation of a policy over scenarios × seeds (Bench2Drive-style table).
+    Eval {
+        /// expert | idle | random | model | udp
+        #[arg(long, default_value = "expert")]
+        policy: String,
+        /// Model manifest (policy model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// train | held-out | all | NAME[,NAME...]
+        #[arg(long, default_value = "held-out")]
+        scenarios: String,
+        /// Seed range A..B (exclusive); default: the first 10 seeds of the chosen split.
+        #[arg(long)]
+        seeds: Option<String>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Print one line per run.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Write an expert driving dataset (image shards + JSONL index + data card).
+    Dataset {
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of frames to write.
+        #[arg(long, default_value_t = 1000)]
+        frames: usize,
+        /// Seed range A..B (default: the training range).
+        #[arg(long)]
+        seeds: Option<String>,
+        /// all | train | NAME[,NAME...]
+        #[arg(long, default_value = "all")]
+        scenarios: String,
+        /// Image width and height.
+        #[arg(long, default_value_t = 256)]
+        width: usize,
+        #[arg(long, default_value_t = 144)]
+        height: usize,
+        /// Record every k-th control tick.
+        #[arg(long, default_value_t = 2)]
+        every: u32,
+        /// Frames per shard.
+        #[arg(long, default_value_t = 2048)]
+        shard: usize,
+        /// Probability per tick to start a steering perturbation (recovery data).
+        #[arg(long, default_value_t = 0.01)]
+        noise: f32,
+    },
+    /// Write a self-contained HTML replay (bird's-eye + camera) of one episode.
+    Replay {
+        #[arg(long)]
+        scenario: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        seed: u64,
+        #[arg(long, default_value = "expert")]
+        policy: String,
+        #[arg(long)]
+        html: PathBuf,
+        /// Keep every k-th tick.
+        #[arg(long, default_value_t = 2)]
+        every: u32,
+        #[arg(long, default_value_t = 256)]
+        width: usize,
+        #[arg(long, default_value_t = 144)]
+        height: usize,
+    },
+    /// Render benchmark: frames/s at 256×128 and 512×256.
+    BenchRender {
+        #[arg(long, default_value_t = 400)]
+        frames: usize,
+    },
+    /// Drive the expert for `--step` ticks and write the camera frame as JPEG.
+    Frame {
+        #[arg(long)]
+        scenario: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        seed: u64,
+        #[arg(long, default_value_t = 0)]
+        step: u32,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 512)]
+        width: usize,
+        #[arg(long, default_value_t = 288)]
+        height: usize,
+    },
+    /// List scenario kinds and seed ranges.
+    List,
+}
+
+fn default_seeds(split: &str) -> std::ops::Range<u64> {
+    if split == "train" {
+        super::TRAIN_SEEDS.start..super::TRAIN_SEEDS.start + 10
+    } else {
+        super::HELD_OUT_SEEDS.start..super::HELD_OUT_SEEDS.start + 10
+    }
+}
+
+/// Boxed episode runner: (scenario, seed) -> metrics.
+pub type EpisodeRunner = Box<dyn FnMut(&str, u64) -> anyhow::Result<super::EpisodeMetrics>>;
+
+/// Episode runner for a policy name: built-ins here, `model`/`udp` through the runtime.
+pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<EpisodeRunner> {
+    match policy {
+        "expert" | "idle" | "random" => {
+            let p = policy.to_string();
+            Ok(Box::new(move |sc: &str, seed: u64| {
+                eval::builtin_episode(&p, sc, seed)
+            }))
+        }
+        "model" | "udp" => {
+            let p = policy.to_string();
+            Ok(Box::new(move |sc: &str, seed: u64| {
+                runtime_episode(&p, model.as_deref(), sc, seed)
+            }))
+        }
+        other => Err(BadInput(format!(
+            "unknown policy '{other}'; valid: expert, idle, random, model, udp"
+        ))
+        .into()),
+    }
+}
+
+/// Policies that run the student go through the runtime (wired by the lead in `crate::runtime::sim_episode`).
+fn runtime_episode(
+    policy: &str,
+    model: Option<&std::path::Path>,
+    scenario: &str,
+    seed: u64,
+) -> anyhow::Result<super::EpisodeMetrics> {
+    let _ = (policy, model, scenario, seed);
+    anyhow::bail!("policy {policy} is wired by the runtime (crate::runtime::sim_episode is not available in this build)")
+}
+
+/// A bad-input error (exit code 2).
+#[derive(Debug)]
+pub struct BadInput(pub String);
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadInput {}
+
+fn bad<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
+    r.map_err(|e| BadInput(format!("{e:#}")).into())
+}
+
+/// Run a simulator command; returns the process exit code (0 ok, 2 bad input, 1 runtime fault).
+pub fn run(cmd: SimCommand) -> anyhow::Result<i32> {
+    match run_inner(cmd) {
+        Ok(c) => Ok(c),
+        Err(e)
+            if e.downcast_ref::<BadInput>().is_some()
+                || e.downcast_ref::<super::SimError>().is_some() =>
+        {
+            eprintln!("error: {e:#}");
+            Ok(2)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
+    match cmd {
+        SimCommand::Eval {
+            policy,
+            model,
+            scenarios,
+            seeds,
+            json,
+            verbose,
+        } => {
+            let names = bad(eval::resolve_scenarios(&scenarios))?;
+            let seeds = match seeds {
+                Some(s) => bad(eval::parse_seeds(&s))?,
+                None => default_seeds(&scenarios),
+            };
+            let mut runner = episode_runner(&policy, model)?;
+            let total = names.len() as u64 * (seeds.end - seeds.start);
+            let pb = indicatif::ProgressBar::new(total);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} {msg} [{elapsed}<{eta}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let mut prog = |m: &super::EpisodeMetrics| {
+                pb.inc(1);
+                if verbose {
+                    pb.println(format!(
+                        "{:<20} {:>8} DS {:>6.1} RC {:>5.1}% {:?} {:?}",
+                        m.scenario,
+                        m.seed,
+                        m.driving_score,
+                        m.route_completion * 100.0,
+                        m.termination,
+                        m.infractions
+                    ));
+                }
+            };
+            let rep: EvalReport =
+                eval::evaluate(&policy, &names, seeds, &mut *runner, Some(&mut prog));
+            pb.finish_and_clear();
+            print!("{}", rep.table());
+            for e in rep.errors.iter().take(5) {
+                eprintln!("error: {e}");
+            }
+            if let Some(p) = json {
+                std::fs::write(&p, serde_json::to_string_pretty(&rep)?)?;
+            }
+            if !rep.errors.is_empty() && rep.runs.is_empty() {
+                return Ok(1);
+            }
+            Ok(0)
+        }
+        SimCommand::Dataset {
+            out,
+            frames,
+            seeds,
+            scenarios,
+            width,
+            height,
+            every,
+            shard,
+            noise,
+        } => {
+            let names = bad(eval::resolve_scenarios(&scenarios))?;
+            let seeds = match seeds {
+                Some(s) => bad(eval::parse_seeds(&s))?,
+                None => super::TRAIN_SEEDS,
+            };
+            let opts = super::dataset::DatasetOptions {
+                out,
+                frames,
+                seeds,
+                scenarios: names,
+                width,
+                height,
+                every: every.max(1),
+                shard: shard.max(1),
+                noise,
+                progress: true,
+            };
+            let card = super::dataset::write_dataset(&opts)?;
+            println!(
+                "wrote {} frames in {} shards to {}",
+                card.frames,
+                card.shards,
+                opts.out.display()
+            );
+            Ok(0)
+        }
+        SimCommand::Replay {
+            scenario,
+            seed,
+            policy,
+            html,
+            every,
+            width,
+            height,
+        } => {
+            if !super::scenario_names().contains(&scenario.as_str()) {
+                return Err(BadInput(format!(
+                    "unknown scenario '{scenario}'; valid: {}",
+                    super::scenario_names().join(", ")
+                ))
+                .into());
+            }
+            let m = super::replay::write_replay(
+                &scenario,
+                seed,
+                &policy,
+                &html,
+                every.max(1),
+                width,
+                height,
+            )?;
+            println!(
+                "{} seed {}: DS {:.1} RC {:.1}% -> {}",
+                scenario,
+                seed,
+                m.driving_score,
+                m.route_completion * 100.0,
+                html.display()
+            );
+            Ok(0)
+        }
+        SimCommand::BenchRender { frames } => {
+            for (w, h) in [(256usize, 128usize), (512, 256)] {
+                let fps = super::render::bench(w, h, frames);
+                println!("render {w}x{h}: {fps:.0} frames/s");
+            }
+            Ok(0)
+        }
+        SimCommand::Frame {
+            scenario,
+            seed,
+            step,
+            out,
+            width,
+            height,
+        } => {
+            let mut w = super::World::new(&scenario, seed)?;
+            let mut ctl = super::ExpertController::new();
+            while w.step_count < step && !w.done() {
+                let p = w.expert_plan();
+                let c = ctl.step(&p.waypoints, w.ego.speed);
+                w.step(&c, super::DT);
+            }
+            let mut r = super::Renderer::new(width, height);
+            let mut img = vec![0u8; width * height * 3];
+            w.render(&mut r, &mut img);
+            let bytes = if out.extension().is_some_and(|e| e == "png") {
+                super::replay::png(&img, width, height)
+            } else {
+                super::replay::jpeg(&img, width, height)?
+            };
+            std::fs::write(&out, bytes)?;
+            println!("{}", w.expert().commentary);
+            for a in &w.actors {
+                let l = super::geom::to_local(w.ego.pos, w.ego.yaw, a.pos);
+                println!(
+                    "  {:?} at ({:.1}, {:.1}) ego frame, v {:.1}",
+                    a.kind, l[0], l[1], a.v
+                );
+            }
+            Ok(0)
+        }
+        SimCommand::List => {
+            println!("scenarios: {}", super::scenario_names().join(", "));
+            println!(
+                "train seeds: {:?}   held-out seeds: {:?}",
+                super::TRAIN_SEEDS,
+                super::HELD_OUT_SEEDS
+            );
+            Ok(0)
+        }
+    }
+}
