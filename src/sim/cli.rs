@@ -114,7 +114,7 @@ pub type EpisodeRunner = Box<dyn FnMut(&str, u64) -> anyhow::Result<super::Episo
 /// Episode runner for a policy name: built-ins here, `model`/`udp` through the runtime.
 pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<EpisodeRunner> {
     match policy {
-        "expert" | "idle" | "random" => {
+        "expert" | "blind" | "idle" | "random" => {
             let p = policy.to_string();
             Ok(Box::new(move |sc: &str, seed: u64| {
                 eval::builtin_episode(&p, sc, seed)
@@ -127,7 +127,7 @@ pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<Ep
             }))
         }
         other => Err(BadInput(format!(
-            "unknown policy '{other}'; valid: expert, idle, random, model, udp"
+            "unknown policy '{other}'; valid: expert, blind, idle, random, model, udp"
         ))
         .into()),
     }

@@ -222,7 +222,8 @@ impl EvalReport {
 pub fn builtin_episode(policy: &str, scenario: &str, seed: u64) -> anyhow::Result<EpisodeMetrics> {
     let mut w = World::new(scenario, seed)?;
     match policy {
-        "expert" => {
+        "expert" | "blind" => {
+            w.expert_state.blind = policy == "blind";
             let mut ctl = super::ExpertController::new();
             while !w.done() {
                 let plan = w.expert_plan();

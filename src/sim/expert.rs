@@ -134,6 +134,8 @@ pub struct ExpertOutput {
 /// Memory of the expert across ticks.
 #[derive(Clone, Debug, Default)]
 pub struct ExpertState {
+    /// Ignore every object, light and sign (a lane-following baseline that shows what the scenarios demand).
+    pub blind: bool,
     stop_done: u64,
     stop_timer: f32,
     last_t: f32,
@@ -235,7 +237,8 @@ pub fn plan(w: &mut World) -> ExpertPlan {
     let mut zones = [(0.0f32, 0.0f32); 4];
     let mut nz = 0;
     for a in &w.actors {
-        if a.kind == ActorKind::Parked
+        if !w.expert_state.blind
+            && a.kind == ActorKind::Parked
             && a.route_s > s0 - 15.0
             && a.route_s < s0 + 80.0
             && a.route_lat.abs() < 2.5
@@ -298,7 +301,8 @@ pub fn plan(w: &mut World) -> ExpertPlan {
         }
     }
     let corridor = EGO_HALF_WIDTH + 0.45;
-    for a in &w.actors {
+    let blind = w.expert_state.blind;
+    for a in w.actors.iter().filter(|_| !blind) {
         let ahead = a.route_s - s0;
         if !(-2.0..70.0).contains(&ahead) {
             continue;
@@ -369,7 +373,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
             }
         }
     }
-    for l in &w.lights {
+    for l in w.lights.iter().filter(|_| !blind) {
         let d = l.route_s - front;
         if !(-0.5..=80.0).contains(&d) {
             continue;
@@ -393,7 +397,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
             });
         }
     }
-    for (i, st) in w.stops.iter().enumerate() {
+    for (i, st) in w.stops.iter().enumerate().filter(|_| !blind) {
         let d = st.route_s - front;
         let bit = 1u64 << (i & 63);
         if w.expert_state.stop_done & bit != 0 || !(-0.5..=80.0).contains(&d) {
@@ -427,7 +431,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
             continue;
         }
         let vmax = cap.min(6.0);
-        for a in &w.actors {
+        for a in w.actors.iter().filter(|_| !blind) {
             if a.kind != ActorKind::Car {
                 continue;
             }

@@ -154,6 +154,8 @@ pub enum Behavior {
         to_lat: f32,
         dur: f32,
         t0: f32,
+        /// Target speed once the shift starts.
+        v_after: f32,
     },
     /// Stand still until the ego's front is within `trigger` m (along the route) of the actor's crossing point, then walk.
     Walk {
@@ -338,7 +340,7 @@ pub struct World {
     pub step_count: u32,
     pub time_limit: f32,
     m: MetricState,
-    pub(crate) expert_state: expert::ExpertState,
+    pub expert_state: expert::ExpertState,
 }
 
 impl World {
@@ -460,11 +462,14 @@ impl World {
                     to_lat,
                     dur,
                     t0,
+                    v_after,
                 } => {
                     if *t0 < 0.0 {
                         lat = *from_lat;
                         if gap_to_ego < *trigger_gap && gap_to_ego > *min_gap {
                             *t0 = t;
+                            v_target = *v_after;
+                            self.actors[i].v_target = *v_after;
                         }
                     } else {
                         let u = ((t - *t0) / *dur).clamp(0.0, 1.0);
@@ -530,7 +535,7 @@ impl World {
             } else {
                 let (amax, b) = (2.0f32, 3.0f32);
                 let v0 = v_target.max(0.1);
-                let free = 1.0 - (v / v0).powi(4);
+                let free = (1.0 - (v / v0).powi(4)).max(-1.5);
                 let inter = if gap < 200.0 {
                     let s_star = 2.0 + v * 1.2 + v * (v - v_lead) / (2.0 * (amax * b).sqrt());
                     (s_star.max(0.0) / gap.max(0.1)).powi(2)

@@ -689,6 +689,7 @@ pub fn build(name: &'static str, seed: u64) -> World {
                     to_lat: 0.0,
                     dur: b.u(1.8, 3.0),
                     t0: -1.0,
+                    v_after: v,
                 };
                 let i = b.car(lane, s0, v, beh);
                 b.actors[i].lat = from_lat;
@@ -699,11 +700,12 @@ pub fn build(name: &'static str, seed: u64) -> World {
                 let v = b.u(10.5, 12.5);
                 let beh = Behavior::LaneShift {
                     trigger_gap: b.u(9.0, 14.0),
-                    min_gap: 6.0,
+                    min_gap: 4.0,
                     from_lat,
                     to_lat: 0.0,
                     dur: b.u(2.0, 3.0),
                     t0: -1.0,
+                    v_after: b.u(2.5, 5.0),
                 };
                 let i = b.car(lane, s0, v, beh);
                 b.actors[i].lat = from_lat;
@@ -750,7 +752,17 @@ pub fn build(name: &'static str, seed: u64) -> World {
             let north = b.add_path(b.roads[rb].lane_path(0));
             let south = b.add_path(b.roads[rb].lane_path(-1));
             let oncoming = b.add_path(b.roads[ra].lane_path(-1));
-            let t_arrive = approach / ((b.ego_v0 + b.speed_limit) * 0.5).max(4.0);
+            // time for the ego to reach the junction from standstill (accelerating at ~2 m/s² to the limit)
+            let t_arrive = {
+                let (a, v) = (2.0, b.speed_limit);
+                let d = approach - 8.0;
+                let d_acc = v * v / (2.0 * a);
+                if d < d_acc {
+                    (2.0 * d / a).sqrt()
+                } else {
+                    v / a + (d - d_acc) / v
+                }
+            } + if turn != 0 { 1.5 } else { 0.0 };
             match name {
                 "red_light" => {
                     if b.chance(0.7) {
@@ -822,8 +834,8 @@ pub fn build(name: &'static str, seed: u64) -> World {
                             f32::INFINITY,
                         );
                     }
-                    let n = b.rng.random_range(1..=3);
-                    let mut t_at = t_arrive + b.u(-2.0, 2.0);
+                    let n = b.rng.random_range(2..=4);
+                    let mut t_at = t_arrive + b.u(-3.0, 1.0);
                     let l_back = approach + 45.0;
                     let plen = b.paths[oncoming].len();
                     for _ in 0..n {
@@ -833,7 +845,7 @@ pub fn build(name: &'static str, seed: u64) -> World {
                         if s > 0.0 && s < plen - l_back {
                             b.car(oncoming, s, v, Behavior::Cruise);
                         }
-                        t_at += b.u(2.5, 6.0);
+                        t_at += b.u(2.0, 4.5);
                     }
                 }
                 _ => {
