@@ -27,11 +27,7 @@ pub struct Command {
 
 impl Command {
     /// Full stop request: no throttle, full brake, wheel straight.
-    pub const STOP: Command = Command {
-        steer: 0.0,
-        throttle: 0.0,
-        brake: 1.0,
-    };
+    pub const STOP: Command = Command { steer: 0.0, throttle: 0.0, brake: 1.0 };
 
     /// True when every field is finite and in its range.
     pub fn is_valid(&self) -> bool {
@@ -64,20 +60,13 @@ pub struct Waypoints {
 
 impl Default for Waypoints {
     fn default() -> Self {
-        Waypoints {
-            path: [[0.0; 2]; PATH_POINTS],
-            speed_wps: [[0.0; 2]; SPEED_POINTS],
-        }
+        Waypoints { path: [[0.0; 2]; PATH_POINTS], speed_wps: [[0.0; 2]; SPEED_POINTS] }
     }
 }
 
 impl Waypoints {
     /// True when every coordinate is finite and within `limit` metres.
     pub fn is_sane(&self, limit: f32) -> bool {
-        self.path
-            .iter()
-            .chain(self.speed_wps.iter())
-            .flatten()
-            .all(|v| v.is_finite() && v.abs() <= limit)
+        self.path.iter().chain(self.speed_wps.iter()).flatten().all(|v| v.is_finite() && v.abs() <= limit)
     }
 }
