@@ -1,2 +1,21 @@
+//! rtvla — edge runtime of a distilled real-time vision-language-action driving model.
+//!
+//! Data flows one way: FrameSource (`camera`) → `preprocess` → Student (`model`) → `control` → `supervisor` →
+//! VehicleLink (`vehicle`), run by the fixed-rate loop in `runtime`. `sim` is the closed-loop world the
+//! `host-sim` board drives in. See DESIGN.md for the contracts.
+
+pub mod alloc_counter;
+pub mod board;
+pub mod camera;
+pub mod clock;
+pub mod control;
+pub mod error;
+pub mod model;
+pub mod preprocess;
+pub mod report;
+pub mod runtime;
 pub mod sim;
+pub mod stats;
+pub mod supervisor;
 pub mod types;
+pub mod vehicle;

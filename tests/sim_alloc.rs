@@ -50,10 +50,6 @@ fn step_expert_and_render_do_not_allocate() {
             w.render(&mut r, &mut img);
         }
         ON.store(false, Ordering::SeqCst);
-        assert_eq!(
-            COUNT.swap(0, Ordering::SeqCst),
-            0,
-            "{name}: allocations in the tick path"
-        );
+        assert_eq!(COUNT.swap(0, Ordering::SeqCst), 0, "{name}: allocations in the tick path");
     }
 }

@@ -116,20 +116,15 @@ pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<Ep
     match policy {
         "expert" | "blind" | "idle" | "random" => {
             let p = policy.to_string();
-            Ok(Box::new(move |sc: &str, seed: u64| {
-                eval::builtin_episode(&p, sc, seed)
-            }))
+            Ok(Box::new(move |sc: &str, seed: u64| eval::builtin_episode(&p, sc, seed)))
         }
         "model" | "udp" => {
             let p = policy.to_string();
-            Ok(Box::new(move |sc: &str, seed: u64| {
-                runtime_episode(&p, model.as_deref(), sc, seed)
-            }))
+            Ok(Box::new(move |sc: &str, seed: u64| runtime_episode(&p, model.as_deref(), sc, seed)))
         }
-        other => Err(BadInput(format!(
-            "unknown policy '{other}'; valid: expert, blind, idle, random, model, udp"
-        ))
-        .into()),
+        other => {
+            Err(BadInput(format!("unknown policy '{other}'; valid: expert, blind, idle, random, model, udp")).into())
+        }
     }
 }
 
@@ -141,7 +136,9 @@ fn runtime_episode(
     seed: u64,
 ) -> anyhow::Result<super::EpisodeMetrics> {
     let _ = (policy, model, scenario, seed);
-    anyhow::bail!("policy {policy} is wired by the runtime (crate::runtime::sim_episode is not available in this build)")
+    anyhow::bail!(
+        "policy {policy} is wired by the runtime (crate::runtime::sim_episode is not available in this build)"
+    )
 }
 
 /// A bad-input error (exit code 2).
@@ -162,10 +159,7 @@ fn bad<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
 pub fn run(cmd: SimCommand) -> anyhow::Result<i32> {
     match run_inner(cmd) {
         Ok(c) => Ok(c),
-        Err(e)
-            if e.downcast_ref::<BadInput>().is_some()
-                || e.downcast_ref::<super::SimError>().is_some() =>
-        {
+        Err(e) if e.downcast_ref::<BadInput>().is_some() || e.downcast_ref::<super::SimError>().is_some() => {
             eprintln!("error: {e:#}");
             Ok(2)
         }
@@ -175,14 +169,7 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<i32> {
 
 fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
     match cmd {
-        SimCommand::Eval {
-            policy,
-            model,
-            scenarios,
-            seeds,
-            json,
-            verbose,
-        } => {
+        SimCommand::Eval { policy, model, scenarios, seeds, json, verbose } => {
             let names = bad(eval::resolve_scenarios(&scenarios))?;
             let seeds = match seeds {
                 Some(s) => bad(eval::parse_seeds(&s))?,
@@ -192,10 +179,8 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
             let total = names.len() as u64 * (seeds.end - seeds.start);
             let pb = indicatif::ProgressBar::new(total);
             pb.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} {msg} [{elapsed}<{eta}]",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}<{eta}]")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             let mut prog = |m: &super::EpisodeMetrics| {
                 pb.inc(1);
@@ -211,8 +196,7 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
                     ));
                 }
             };
-            let rep: EvalReport =
-                eval::evaluate(&policy, &names, seeds, &mut *runner, Some(&mut prog));
+            let rep: EvalReport = eval::evaluate(&policy, &names, seeds, &mut *runner, Some(&mut prog));
             pb.finish_and_clear();
             print!("{}", rep.table());
             for e in rep.errors.iter().take(5) {
@@ -226,17 +210,7 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        SimCommand::Dataset {
-            out,
-            frames,
-            seeds,
-            scenarios,
-            width,
-            height,
-            every,
-            shard,
-            noise,
-        } => {
+        SimCommand::Dataset { out, frames, seeds, scenarios, width, height, every, shard, noise } => {
             let names = bad(eval::resolve_scenarios(&scenarios))?;
             let seeds = match seeds {
                 Some(s) => bad(eval::parse_seeds(&s))?,
@@ -255,23 +229,10 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
                 progress: true,
             };
             let card = super::dataset::write_dataset(&opts)?;
-            println!(
-                "wrote {} frames in {} shards to {}",
-                card.frames,
-                card.shards,
-                opts.out.display()
-            );
+            println!("wrote {} frames in {} shards to {}", card.frames, card.shards, opts.out.display());
             Ok(0)
         }
-        SimCommand::Replay {
-            scenario,
-            seed,
-            policy,
-            html,
-            every,
-            width,
-            height,
-        } => {
+        SimCommand::Replay { scenario, seed, policy, html, every, width, height } => {
             if !super::scenario_names().contains(&scenario.as_str()) {
                 return Err(BadInput(format!(
                     "unknown scenario '{scenario}'; valid: {}",
@@ -279,15 +240,7 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
                 ))
                 .into());
             }
-            let m = super::replay::write_replay(
-                &scenario,
-                seed,
-                &policy,
-                &html,
-                every.max(1),
-                width,
-                height,
-            )?;
+            let m = super::replay::write_replay(&scenario, seed, &policy, &html, every.max(1), width, height)?;
             println!(
                 "{} seed {}: DS {:.1} RC {:.1}% -> {}",
                 scenario,
@@ -305,14 +258,7 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        SimCommand::Frame {
-            scenario,
-            seed,
-            step,
-            out,
-            width,
-            height,
-        } => {
+        SimCommand::Frame { scenario, seed, step, out, width, height } => {
             let mut w = super::World::new(&scenario, seed)?;
             let mut ctl = super::ExpertController::new();
             while w.step_count < step && !w.done() {
@@ -332,20 +278,13 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
             println!("{}", w.expert().commentary);
             for a in &w.actors {
                 let l = super::geom::to_local(w.ego.pos, w.ego.yaw, a.pos);
-                println!(
-                    "  {:?} at ({:.1}, {:.1}) ego frame, v {:.1}",
-                    a.kind, l[0], l[1], a.v
-                );
+                println!("  {:?} at ({:.1}, {:.1}) ego frame, v {:.1}", a.kind, l[0], l[1], a.v);
             }
             Ok(0)
         }
         SimCommand::List => {
             println!("scenarios: {}", super::scenario_names().join(", "));
-            println!(
-                "train seeds: {:?}   held-out seeds: {:?}",
-                super::TRAIN_SEEDS,
-                super::HELD_OUT_SEEDS
-            );
+            println!("train seeds: {:?}   held-out seeds: {:?}", super::TRAIN_SEEDS, super::HELD_OUT_SEEDS);
             Ok(0)
         }
     }

@@ -87,11 +87,7 @@ pub struct FrameRecord {
 /// Write an `.npy` header for a uint8 array of the given shape.
 pub fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_s = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
+    let shape_s = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
     let mut dict = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape_s}, }}");
     let total = 10 + dict.len() + 1;
     let pad = (64 - total % 64) % 64;
@@ -104,14 +100,7 @@ pub fn npy_header(shape: &[usize]) -> Vec<u8> {
     h
 }
 
-fn write_shard(
-    dir: &Path,
-    k: usize,
-    data: &[u8],
-    n: usize,
-    h: usize,
-    w: usize,
-) -> anyhow::Result<()> {
+fn write_shard(dir: &Path, k: usize, data: &[u8], n: usize, h: usize, w: usize) -> anyhow::Result<()> {
     let p = dir.join(format!("images_{k:04}.npy"));
     let mut f = std::io::BufWriter::new(std::fs::File::create(&p)?);
     f.write_all(&npy_header(&[n, h, w, 3]))?;
@@ -141,27 +130,17 @@ pub fn write_dataset(o: &DatasetOptions) -> anyhow::Result<DataCard> {
     };
     let mut renderer = Renderer::new(o.width, o.height);
     let mut img = vec![0u8; frame_bytes];
-    let pb = if o.progress {
-        indicatif::ProgressBar::new(o.frames as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let pb = if o.progress { indicatif::ProgressBar::new(o.frames as u64) } else { indicatif::ProgressBar::hidden() };
     pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} frames {msg} [{elapsed}<{eta}]",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames {msg} [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let n_sc = o.scenarios.len() as u64;
     let n_seeds = o.seeds.end - o.seeds.start;
     let mut episode: u64 = 0;
     let mut ds_sum = 0.0;
     while card.frames < o.frames {
-        anyhow::ensure!(
-            episode < n_sc * n_seeds,
-            "seed range exhausted after {} frames",
-            card.frames
-        );
+        anyhow::ensure!(episode < n_sc * n_seeds, "seed range exhausted after {} frames", card.frames);
         let sc = o.scenarios[(episode % n_sc) as usize];
         let seed = o.seeds.start + episode / n_sc;
         episode += 1;
@@ -179,14 +158,9 @@ pub fn write_dataset(o: &DatasetOptions) -> anyhow::Result<DataCard> {
                 None => w.expert_plan().waypoints,
             };
             let clean = ctl.step(&plan_wps, w.ego.speed);
-            if perturb_left == 0
-                && o.noise > 0.0
-                && w.ego.speed > 2.0
-                && rng.random::<f32>() < o.noise
-            {
+            if perturb_left == 0 && o.noise > 0.0 && w.ego.speed > 2.0 && rng.random::<f32>() < o.noise {
                 perturb_left = rng.random_range(8..25);
-                perturb_steer =
-                    rng.random_range(0.08..0.3) * if rng.random::<bool>() { 1.0 } else { -1.0 };
+                perturb_steer = rng.random_range(0.08..0.3) * if rng.random::<bool>() { 1.0 } else { -1.0 };
             }
             let mut applied = clean;
             let perturbed = perturb_left > 0;
@@ -224,14 +198,8 @@ pub fn write_dataset(o: &DatasetOptions) -> anyhow::Result<DataCard> {
                 serde_json::to_writer(&mut index, &rec)?;
                 index.write_all(b"\n")?;
                 *card.per_scenario.entry(sc.to_string()).or_default() += 1;
-                *card
-                    .per_action
-                    .entry(x.action.name().to_string())
-                    .or_default() += 1;
-                *card
-                    .per_object
-                    .entry(x.object.name().to_string())
-                    .or_default() += 1;
+                *card.per_action.entry(x.action.name().to_string()).or_default() += 1;
+                *card.per_object.entry(x.object.name().to_string()).or_default() += 1;
                 let tod = ["day", "dusk", "night"][w.env.time_of_day.min(2) as usize];
                 *card.per_time_of_day.entry(tod.to_string()).or_default() += 1;
                 card.perturbed_frames += usize::from(perturbed);
@@ -260,16 +228,10 @@ pub fn write_dataset(o: &DatasetOptions) -> anyhow::Result<DataCard> {
     }
     index.flush()?;
     card.shards = shard_k;
-    card.expert_mean_driving_score = if card.expert_episodes_completed > 0 {
-        ds_sum / card.expert_episodes_completed as f32
-    } else {
-        0.0
-    };
+    card.expert_mean_driving_score =
+        if card.expert_episodes_completed > 0 { ds_sum / card.expert_episodes_completed as f32 } else { 0.0 };
     pb.finish_and_clear();
-    std::fs::write(
-        o.out.join("data_card.json"),
-        serde_json::to_string_pretty(&card)?,
-    )?;
+    std::fs::write(o.out.join("data_card.json"), serde_json::to_string_pretty(&card)?)?;
     std::fs::write(o.out.join("DATA_CARD.md"), card_markdown(&card, o))?;
     Ok(card)
 }
@@ -283,9 +245,11 @@ fn card_markdown(c: &DataCard, o: &DatasetOptions) -> String {
         c.frames, c.width, c.height, c.shards, c.every_ticks, c.control_hz, c.episodes, c.seeds[0], c.seeds[1],
         super::TRAIN_SEEDS, super::HELD_OUT_SEEDS
     ));
-    s.push_str("Files: `images_XXXX.npy` (uint8 N×H×W×3), `index.jsonl` (one record per frame: `shard`, `index`, inputs \
+    s.push_str(
+        "Files: `images_XXXX.npy` (uint8 N×H×W×3), `index.jsonl` (one record per frame: `shard`, `index`, inputs \
                 `speed`, `target_points`; targets `path` (20 points, 1 m), `speed_wps` (10 points, 0.25 s); `command`, \
-                `commentary`, `action`, `object`, `object_dist`, `qa`). Ego frame x forward, y right, metres.\n\n");
+                `commentary`, `action`, `object`, `object_dist`, `qa`). Ego frame x forward, y right, metres.\n\n",
+    );
     s.push_str(&format!(
         "Steering perturbations (recovery data): {} frames ({:.1}%) are recorded while a steering offset is applied; their \
          targets are the expert's clean plan from the perturbed state. Perturbation rate per tick: {}.\n\n",
@@ -303,11 +267,7 @@ fn card_markdown(c: &DataCard, o: &DatasetOptions) -> String {
         ("Object", &c.per_object),
         ("Time of day", &c.per_time_of_day),
     ] {
-        s.push_str(&format!(
-            "## Frames per {}\n\n| {} | frames |\n|---|---:|\n",
-            title.to_lowercase(),
-            title
-        ));
+        s.push_str(&format!("## Frames per {}\n\n| {} | frames |\n|---|---:|\n", title.to_lowercase(), title));
         for (k, v) in m {
             s.push_str(&format!("| {k} | {v} |\n"));
         }

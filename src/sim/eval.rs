@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg32;
 use serde::{Deserialize, Serialize};
 
-use super::{pilot::Pilot, EpisodeMetrics, Infractions, World, DT};
+use super::{EpisodeMetrics, Infractions, World, DT};
 use crate::types::Command;
 
 /// Aggregate of an evaluation.
@@ -59,16 +59,12 @@ pub fn resolve_scenarios(arg: &str) -> anyhow::Result<Vec<&'static str>> {
         list => list
             .split(',')
             .map(|n| {
-                super::scenario_names()
-                    .iter()
-                    .find(|k| **k == n.trim())
-                    .copied()
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "unknown scenario '{n}'; valid: train, held-out, all, {}",
-                            super::scenario_names().join(", ")
-                        )
-                    })
+                super::scenario_names().iter().find(|k| **k == n.trim()).copied().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown scenario '{n}'; valid: train, held-out, all, {}",
+                        super::scenario_names().join(", ")
+                    )
+                })
             })
             .collect(),
     }
@@ -98,10 +94,7 @@ pub fn evaluate(
     run_episode: &mut dyn FnMut(&str, u64) -> anyhow::Result<EpisodeMetrics>,
     mut progress: Option<&mut dyn FnMut(&EpisodeMetrics)>,
 ) -> EvalReport {
-    let mut rep = EvalReport {
-        policy: policy.to_string(),
-        ..Default::default()
-    };
+    let mut rep = EvalReport { policy: policy.to_string(), ..Default::default() };
     let mut ms = vec![];
     for sc in scenarios {
         for seed in seeds.clone() {
@@ -173,16 +166,8 @@ impl EvalReport {
     /// Bench2Drive-style text table.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        s.push_str(&format!(
-            "policy: {}   runs: {}   errors: {}\n",
-            self.policy,
-            self.runs.len(),
-            self.errors.len()
-        ));
-        s.push_str(&format!(
-            "{:<22}{:>6}{:>9}{:>8}{:>9}\n",
-            "scenario", "runs", "DS", "RC%", "success%"
-        ));
+        s.push_str(&format!("policy: {}   runs: {}   errors: {}\n", self.policy, self.runs.len(), self.errors.len()));
+        s.push_str(&format!("{:<22}{:>6}{:>9}{:>8}{:>9}\n", "scenario", "runs", "DS", "RC%", "success%"));
         for (k, v) in &self.per_scenario {
             s.push_str(&format!(
                 "{:<22}{:>6}{:>9.1}{:>8.1}{:>9.1}\n",
@@ -233,14 +218,7 @@ pub fn builtin_episode(policy: &str, scenario: &str, seed: u64) -> anyhow::Resul
         }
         "idle" => {
             while !w.done() {
-                w.step(
-                    &Command {
-                        steer: 0.0,
-                        throttle: 0.0,
-                        brake: 0.0,
-                    },
-                    DT,
-                );
+                w.step(&Command { steer: 0.0, throttle: 0.0, brake: 0.0 }, DT);
             }
         }
         "random" => {
@@ -259,6 +237,5 @@ pub fn builtin_episode(policy: &str, scenario: &str, seed: u64) -> anyhow::Resul
         }
         other => anyhow::bail!("unknown built-in policy '{other}'"),
     }
-    let _ = Pilot::new;
     Ok(w.metrics())
 }

@@ -170,11 +170,7 @@ fn compute_conflicts(w: &World) -> Vec<Vec<Option<(f32, f32)>>> {
                 .iter()
                 .map(|&(s_in, s_out, _)| {
                     let lo = route.s.iter().position(|&s| s >= s_in - 4.0).unwrap_or(0);
-                    let hi = route
-                        .s
-                        .iter()
-                        .position(|&s| s >= s_out + 6.0)
-                        .unwrap_or(route.s.len() - 1);
+                    let hi = route.s.iter().position(|&s| s >= s_out + 6.0).unwrap_or(route.s.len() - 1);
                     for (k, q) in p.pts.iter().enumerate() {
                         for i in lo..=hi {
                             let r = route.pts[i];
@@ -271,13 +267,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
     }
 
     // ---- longitudinal constraints
-    let mut cs = [Constraint {
-        gap: 0.0,
-        v_obj: 0.0,
-        headway: 0.0,
-        reason: Reason::Limit,
-        dist: f32::NAN,
-    }; MAX_C];
+    let mut cs = [Constraint { gap: 0.0, v_obj: 0.0, headway: 0.0, reason: Reason::Limit, dist: f32::NAN }; MAX_C];
     let mut nc = 0;
     let mut push = |c: Constraint| {
         if nc < MAX_C {
@@ -334,22 +324,14 @@ pub fn plan(w: &mut World) -> ExpertPlan {
                 let p = &w.paths[a.path];
                 let (_, pyaw) = p.pose_at(a.s);
                 let ryaw = route.path.pose_at(a.route_s).1;
-                let walking = matches!(a.behavior, super::Behavior::Walk { started: true, .. })
-                    && a.s < p.len() - 0.5;
-                let lat_rate = if walking {
-                    a.v_target * wrap(pyaw - ryaw).sin()
-                } else {
-                    0.0
-                };
+                let walking = matches!(a.behavior, super::Behavior::Walk { started: true, .. }) && a.s < p.len() - 0.5;
+                let lat_rate = if walking { a.v_target * wrap(pyaw - ryaw).sin() } else { 0.0 };
                 let rel = a.route_lat - offset(a.route_s);
                 let half = corridor + 0.8;
                 let inside = rel.abs() < half;
                 let approaching = walking && rel * lat_rate < 0.0;
-                let t_enter = if approaching {
-                    (rel.abs() - half).max(0.0) / lat_rate.abs().max(0.1)
-                } else {
-                    f32::INFINITY
-                };
+                let t_enter =
+                    if approaching { (rel.abs() - half).max(0.0) / lat_rate.abs().max(0.1) } else { f32::INFINITY };
                 let t_reach = ahead / v.max(1.0);
                 let dist = ahead - EGO_HALF_LEN;
                 if inside || t_enter < t_reach + 2.5 {
@@ -388,11 +370,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
                 gap: d - 1.0,
                 v_obj: 0.0,
                 headway: 0.0,
-                reason: if l.state == LightState::Red {
-                    Reason::RedLight
-                } else {
-                    Reason::YellowLight
-                },
+                reason: if l.state == LightState::Red { Reason::RedLight } else { Reason::YellowLight },
                 dist: d,
             });
         }
@@ -413,13 +391,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
         } else {
             w.expert_state.stop_timer = 0.0;
         }
-        push(Constraint {
-            gap: d - 1.0,
-            v_obj: 0.0,
-            headway: 0.0,
-            reason: Reason::StopSign,
-            dist: d,
-        });
+        push(Constraint { gap: d - 1.0, v_obj: 0.0, headway: 0.0, reason: Reason::StopSign, dist: d });
     }
     // yield at junctions
     let mut turn = 0i8;
@@ -444,11 +416,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
             }
             let va = a.v.max(0.1);
             let t_arr = ((d - a.half_len - 3.0).max(0.0)) / va;
-            let t_leave = if a.v < 0.3 {
-                f32::INFINITY
-            } else {
-                (d + a.half_len + 3.0) / va
-            };
+            let t_leave = if a.v < 0.3 { f32::INFINITY } else { (d + a.half_len + 3.0) / va };
             if a.v < 0.3 && d > 12.0 {
                 continue;
             }
@@ -458,13 +426,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
                 let dd = s_in - front;
                 // only if we can still stop before the junction
                 if v * v / (2.0 * 6.0) < dd + 1.0 {
-                    push(Constraint {
-                        gap: dd - 1.0,
-                        v_obj: 0.0,
-                        headway: 0.0,
-                        reason: Reason::YieldCar,
-                        dist: dd,
-                    });
+                    push(Constraint { gap: dd - 1.0, v_obj: 0.0, headway: 0.0, reason: Reason::YieldCar, dist: dd });
                 }
             }
         }
@@ -502,11 +464,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
         for j in 0..per {
             let t = (k * per + j) as f32 * sub;
             let (vt, _) = eval(x, t);
-            let nv = if vt < 0.05 && vv < 1.0 {
-                0.0
-            } else {
-                (vv + (vt - vv).clamp(-7.0 * sub, 2.0 * sub)).max(0.0)
-            };
+            let nv = if vt < 0.05 && vv < 1.0 { 0.0 } else { (vv + (vt - vv).clamp(-7.0 * sub, 2.0 * sub)).max(0.0) };
             x += 0.5 * (vv + nv) * sub;
             vv = nv;
         }
@@ -515,11 +473,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
     }
 
     // ---- labels
-    let (reason, dist) = if arg0 == usize::MAX {
-        (cap_reason, f32::NAN)
-    } else {
-        (cs[arg0].reason, cs[arg0].dist)
-    };
+    let (reason, dist) = if arg0 == usize::MAX { (cap_reason, f32::NAN) } else { (cs[arg0].reason, cs[arg0].dist) };
     let object = match reason {
         Reason::Limit => ObjectLabel::None,
         Reason::Curve => ObjectLabel::Curve,
@@ -530,9 +484,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
     };
     let mut action = if target0 < 0.3 && v < 0.3 {
         Action::Wait
-    } else if target0 < 0.3
-        || (target0 < v - 3.0 && object != ObjectLabel::None && object != ObjectLabel::Curve)
-    {
+    } else if target0 < 0.3 || (target0 < v - 3.0 && object != ObjectLabel::None && object != ObjectLabel::Curve) {
         Action::Stop
     } else if target0 < v - 0.5 {
         Action::Decelerate
@@ -546,10 +498,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
     let lateral_offset = offset(s0 + 3.0);
     let bypass_ahead = (0..20).any(|k| offset(s0 + k as f32).abs() > 0.3);
     if bypass_ahead
-        && matches!(
-            action,
-            Action::Accelerate | Action::KeepSpeed | Action::Decelerate
-        )
+        && matches!(action, Action::Accelerate | Action::KeepSpeed | Action::Decelerate)
         && reason != Reason::LeadCar
     {
         action = Action::GoAround;
@@ -560,20 +509,10 @@ pub fn plan(w: &mut World) -> ExpertPlan {
             .filter(|a| a.kind == ActorKind::Parked && a.route_s > s0)
             .map(|a| a.route_s - a.half_len - front)
             .fold(f32::NAN, |m, d| if m.is_nan() || d < m { d } else { m });
-    } else if turn != 0 && matches!(reason, Reason::Limit | Reason::Curve) && action != Action::Wait
-    {
-        action = if turn < 0 {
-            Action::TurnLeft
-        } else {
-            Action::TurnRight
-        };
+    } else if turn != 0 && matches!(reason, Reason::Limit | Reason::Curve) && action != Action::Wait {
+        action = if turn < 0 { Action::TurnLeft } else { Action::TurnRight };
         object = ObjectLabel::Junction;
-        let s_in = route
-            .junctions
-            .iter()
-            .find(|j| front < j.1)
-            .map(|j| j.0)
-            .unwrap_or(front);
+        let s_in = route.junctions.iter().find(|j| front < j.1).map(|j| j.0).unwrap_or(front);
         dist = (s_in - front).max(0.0);
     }
     let light = w
@@ -605,11 +544,7 @@ fn light_name(s: LightState) -> &'static str {
 
 /// Commentary sentence for a plan (SimLingo style).
 pub fn commentary(p: &ExpertPlan) -> String {
-    let d = if p.object_dist.is_finite() {
-        p.object_dist.max(0.0).round() as i32
-    } else {
-        0
-    };
+    let d = if p.object_dist.is_finite() { p.object_dist.max(0.0).round() as i32 } else { 0 };
     use Action as A;
     match (p.reason, p.action) {
         (_, A::GoAround) => {
@@ -618,9 +553,7 @@ pub fn commentary(p: &ExpertPlan) -> String {
         (_, A::TurnLeft) => "Turn left at the junction. Slow down for the turn.".to_string(),
         (_, A::TurnRight) => "Turn right at the junction. Slow down for the turn.".to_string(),
         (Reason::Pedestrian, A::Wait) => "Wait for the pedestrian to finish crossing.".to_string(),
-        (Reason::Pedestrian, A::Stop) => {
-            "Stop now due to the pedestrian crossing your path.".to_string()
-        }
+        (Reason::Pedestrian, A::Stop) => "Stop now due to the pedestrian crossing your path.".to_string(),
         (Reason::Pedestrian, _) => {
             format!("Slow down and stop for the pedestrian crossing in {d} m.")
         }
@@ -630,13 +563,9 @@ pub fn commentary(p: &ExpertPlan) -> String {
         (Reason::RedLight, A::Wait) => "Wait at the red light until it turns green.".to_string(),
         (Reason::RedLight, _) => format!("Slow down and stop at the red light in {d} m."),
         (Reason::YellowLight, _) => format!("The light turns yellow. Stop at the line in {d} m."),
-        (Reason::StopSign, A::Wait) => {
-            "Wait at the stop sign, then check the junction.".to_string()
-        }
+        (Reason::StopSign, A::Wait) => "Wait at the stop sign, then check the junction.".to_string(),
         (Reason::StopSign, _) => format!("Stop at the stop sign in {d} m."),
-        (Reason::YieldCar, A::Wait) => {
-            "Wait for the crossing car to pass before entering the junction.".to_string()
-        }
+        (Reason::YieldCar, A::Wait) => "Wait for the crossing car to pass before entering the junction.".to_string(),
         (Reason::YieldCar, _) => {
             format!("Slow down and yield to the car crossing the junction in {d} m.")
         }
@@ -647,12 +576,8 @@ pub fn commentary(p: &ExpertPlan) -> String {
         (Reason::LeadCar, _) => format!("Keep the distance to the car in {d} m."),
         (Reason::Curve, A::Accelerate) => "Follow the curve. Accelerate gently.".to_string(),
         (Reason::Curve, _) => "Slow down for the curve ahead.".to_string(),
-        (Reason::Limit, A::Accelerate) => {
-            "Follow the route. Accelerate to reach the speed limit.".to_string()
-        }
-        (Reason::Limit, A::Decelerate | A::Stop) => {
-            "Follow the route. Slow down to the speed limit.".to_string()
-        }
+        (Reason::Limit, A::Accelerate) => "Follow the route. Accelerate to reach the speed limit.".to_string(),
+        (Reason::Limit, A::Decelerate | A::Stop) => "Follow the route. Slow down to the speed limit.".to_string(),
         (Reason::Limit, _) => "Follow the route. Keep the current speed.".to_string(),
     }
 }
@@ -663,29 +588,16 @@ pub fn describe(w: &World, p: &ExpertPlan) -> ExpertOutput {
     let mut qa = Vec::with_capacity(4);
     qa.push(("What should the ego vehicle do?".to_string(), c.clone()));
     let light = match p.light {
-        Some((s, d)) => format!(
-            "Yes, the traffic light {} m ahead is {}.",
-            d.round() as i32,
-            light_name(s)
-        ),
+        Some((s, d)) => format!("Yes, the traffic light {} m ahead is {}.", d.round() as i32, light_name(s)),
         None => "No, there is no traffic light ahead.".to_string(),
     };
     qa.push(("Is there a traffic light ahead?".to_string(), light));
     let obj = match (p.object, p.object_dist.is_finite()) {
-        (ObjectLabel::None, _) | (ObjectLabel::Curve, _) => {
-            "There is no object that requires a reaction.".to_string()
-        }
-        (o, true) => format!(
-            "The {} in {} m.",
-            o.name().replace('_', " "),
-            p.object_dist.max(0.0).round() as i32
-        ),
+        (ObjectLabel::None, _) | (ObjectLabel::Curve, _) => "There is no object that requires a reaction.".to_string(),
+        (o, true) => format!("The {} in {} m.", o.name().replace('_', " "), p.object_dist.max(0.0).round() as i32),
         (o, false) => format!("The {}.", o.name().replace('_', " ")),
     };
-    qa.push((
-        "Which object is most important for the ego vehicle?".to_string(),
-        obj,
-    ));
+    qa.push(("Which object is most important for the ego vehicle?".to_string(), obj));
     let route = match p.turn {
         -1 => "Turn left at the next junction.",
         1 => "Turn right at the next junction.",
@@ -702,11 +614,7 @@ pub fn describe(w: &World, p: &ExpertPlan) -> ExpertOutput {
         target_speed: p.target_speed,
         action: p.action,
         object: p.object,
-        object_dist: if p.object_dist.is_finite() {
-            Some(p.object_dist)
-        } else {
-            None
-        },
+        object_dist: if p.object_dist.is_finite() { Some(p.object_dist) } else { None },
         commentary: c,
         qa,
     }

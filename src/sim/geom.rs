@@ -67,11 +67,7 @@ impl Path {
                 acc += dist(pts[i - 1], pts[i]);
             }
             s.push(acc);
-            let (a, b) = if i + 1 < n {
-                (pts[i], pts[i + 1])
-            } else {
-                (pts[i - 1], pts[i])
-            };
+            let (a, b) = if i + 1 < n { (pts[i], pts[i + 1]) } else { (pts[i - 1], pts[i]) };
             yaw.push((b[1] - a[1]).atan2(b[0] - a[0]));
         }
         Path { pts, s, yaw }
@@ -85,10 +81,7 @@ impl Path {
     #[inline]
     fn seg(&self, s: f32) -> usize {
         let n = self.s.len();
-        match self
-            .s
-            .binary_search_by(|v| v.partial_cmp(&s).unwrap_or(std::cmp::Ordering::Less))
-        {
+        match self.s.binary_search_by(|v| v.partial_cmp(&s).unwrap_or(std::cmp::Ordering::Less)) {
             Ok(i) => i.min(n - 2),
             Err(i) => i.saturating_sub(1).min(n - 2),
         }
@@ -182,20 +175,14 @@ impl Path {
     pub fn resampled(&self, step: f32) -> Path {
         let len = self.len();
         let n = (len / step).ceil().max(1.0) as usize;
-        let pts = (0..=n)
-            .map(|k| self.pose_at(len * k as f32 / n as f32).0)
-            .collect();
+        let pts = (0..=n).map(|k| self.pose_at(len * k as f32 / n as f32).0).collect();
         Path::from_points(pts)
     }
 
     /// Concatenate `other` (whose start should coincide with this end).
     pub fn concat(&self, other: &Path) -> Path {
         let mut pts = self.pts.clone();
-        let skip = if dist(*pts.last().unwrap(), other.pts[0]) < 0.05 {
-            1
-        } else {
-            0
-        };
+        let skip = if dist(*pts.last().unwrap(), other.pts[0]) < 0.05 { 1 } else { 0 };
         pts.extend_from_slice(&other.pts[skip..]);
         Path::from_points(pts).resampled(PATH_STEP)
     }
@@ -210,11 +197,7 @@ pub struct PathBuilder {
 
 impl PathBuilder {
     pub fn new(pos: Point, yaw: f32) -> PathBuilder {
-        PathBuilder {
-            pos,
-            yaw,
-            pts: vec![pos],
-        }
+        PathBuilder { pos, yaw, pts: vec![pos] }
     }
     pub fn straight(mut self, len: f32) -> Self {
         let n = (len / PATH_STEP).ceil().max(1.0) as usize;
@@ -233,16 +216,12 @@ impl PathBuilder {
         let n = (len / PATH_STEP).ceil().max(1.0) as usize;
         let sgn = angle.signum();
         let r = right(self.yaw);
-        let c = [
-            self.pos[0] + r[0] * radius * sgn,
-            self.pos[1] + r[1] * radius * sgn,
-        ];
+        let c = [self.pos[0] + r[0] * radius * sgn, self.pos[1] + r[1] * radius * sgn];
         let y0 = self.yaw;
         for k in 1..=n {
             let y = y0 + angle * k as f32 / n as f32;
             let rr = right(y);
-            self.pts
-                .push([c[0] - rr[0] * radius * sgn, c[1] - rr[1] * radius * sgn]);
+            self.pts.push([c[0] - rr[0] * radius * sgn, c[1] - rr[1] * radius * sgn]);
         }
         self.yaw = y0 + angle;
         self.pos = *self.pts.last().unwrap();
@@ -268,10 +247,7 @@ impl Obb {
         let f = fwd(self.yaw);
         let r = right(self.yaw);
         let mut out = [[0.0; 2]; 4];
-        for (k, (a, b)) in [(1.0, 1.0), (1.0, -1.0), (-1.0, -1.0), (-1.0, 1.0)]
-            .iter()
-            .enumerate()
-        {
+        for (k, (a, b)) in [(1.0, 1.0), (1.0, -1.0), (-1.0, -1.0), (-1.0, 1.0)].iter().enumerate() {
             out[k] = [
                 self.c[0] + f[0] * self.hl * a + r[0] * self.hw * b,
                 self.c[1] + f[1] * self.hl * a + r[1] * self.hw * b,
@@ -321,15 +297,9 @@ mod tests {
 
     #[test]
     fn arc_turns_right_for_positive_angle() {
-        let p = PathBuilder::new([0.0, 0.0], 0.0)
-            .straight(10.0)
-            .arc(10.0, std::f32::consts::FRAC_PI_2)
-            .build();
+        let p = PathBuilder::new([0.0, 0.0], 0.0).straight(10.0).arc(10.0, std::f32::consts::FRAC_PI_2).build();
         let end = *p.pts.last().unwrap();
-        assert!(
-            (end[0] - 20.0).abs() < 0.05 && (end[1] - 10.0).abs() < 0.05,
-            "{end:?}"
-        );
+        assert!((end[0] - 20.0).abs() < 0.05 && (end[1] - 10.0).abs() < 0.05, "{end:?}");
         assert!((p.len() - (10.0 + 10.0 * std::f32::consts::FRAC_PI_2)).abs() < 0.1);
         let (_, s, lat) = p.project_global([5.0, 1.0]);
         assert!((s - 5.0).abs() < 1e-3 && (lat - 1.0).abs() < 1e-3);
@@ -338,23 +308,8 @@ mod tests {
 
     #[test]
     fn obb_overlap() {
-        let a = Obb {
-            c: [0.0, 0.0],
-            yaw: 0.0,
-            hl: 2.0,
-            hw: 1.0,
-        };
-        assert!(a.overlaps(&Obb {
-            c: [3.5, 0.0],
-            yaw: 0.5,
-            hl: 2.0,
-            hw: 1.0
-        }));
-        assert!(!a.overlaps(&Obb {
-            c: [0.0, 2.5],
-            yaw: 0.0,
-            hl: 2.0,
-            hw: 1.0
-        }));
+        let a = Obb { c: [0.0, 0.0], yaw: 0.0, hl: 2.0, hw: 1.0 };
+        assert!(a.overlaps(&Obb { c: [3.5, 0.0], yaw: 0.5, hl: 2.0, hw: 1.0 }));
+        assert!(!a.overlaps(&Obb { c: [0.0, 2.5], yaw: 0.0, hl: 2.0, hw: 1.0 }));
     }
 }

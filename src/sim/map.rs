@@ -29,13 +29,7 @@ pub struct Road {
 
 impl Road {
     pub fn new(path: Path, lanes_right: u8, lanes_left: u8) -> Road {
-        Road {
-            path,
-            lanes_right,
-            lanes_left,
-            lane_w: LANE_W,
-            sidewalk_w: 3.0,
-        }
+        Road { path, lanes_right, lanes_left, lane_w: LANE_W, sidewalk_w: 3.0 }
     }
     /// Lateral offset of lane `k` (0 = next to the centre). `k >= 0`: right lanes; `k < 0`: left lanes (-1 nearest).
     pub fn lane_offset(&self, k: i32) -> f32 {
@@ -87,13 +81,7 @@ impl Ground {
     pub fn new(min: Point, max: Point) -> Ground {
         let gw = (((max[0] - min[0]) / CELL) as usize / TILE) + 1;
         let gh = (((max[1] - min[1]) / CELL) as usize / TILE) + 1;
-        Ground {
-            origin: min,
-            gw,
-            gh,
-            grid: vec![NONE; gw * gh],
-            tiles: Vec::new(),
-        }
+        Ground { origin: min, gw, gh, grid: vec![NONE; gw * gh], tiles: Vec::new() }
     }
 
     #[inline]
@@ -139,8 +127,7 @@ impl Ground {
         let g = ty * self.gw + tx;
         if self.grid[g] == NONE {
             self.grid[g] = self.tiles.len() as u32;
-            self.tiles
-                .push(vec![mat::GRASS; TILE * TILE].into_boxed_slice());
+            self.tiles.push(vec![mat::GRASS; TILE * TILE].into_boxed_slice());
         }
         let t = self.grid[g] as usize;
         Some(&mut self.tiles[t][((iy as usize) & (TILE - 1)) * TILE + ((ix as usize) & (TILE - 1))])
@@ -189,11 +176,7 @@ impl Map {
         for r in &roads {
             paint_road(&mut ground, r, &junctions);
         }
-        Map {
-            roads,
-            junctions,
-            ground,
-        }
+        Map { roads, junctions, ground }
     }
 
     /// Paint a stop line across the lanes right of the centre of `road` at arc length `s`.
@@ -239,9 +222,7 @@ fn paint_road(g: &mut Ground, r: &Road, junctions: &[Junction]) {
     while s <= len + PATH_STEP {
         let (c, yaw) = r.path.pose_at(s);
         let rv = super::geom::right(yaw);
-        let in_junction = junctions
-            .iter()
-            .any(|j| super::geom::dist(j.c, c) < j.r + 14.0);
+        let in_junction = junctions.iter().any(|j| super::geom::dist(j.c, c) < j.r + 14.0);
         let dash_on = s.rem_euclid(9.0) < 3.0;
         let mut d = le - sw - 0.2;
         while d <= re + sw + 0.2 {
@@ -255,9 +236,7 @@ fn paint_road(g: &mut Ground, r: &Road, junctions: &[Junction]) {
             } else if d < le || d > re {
                 mat::CURB
             } else {
-                let marking = if in_junction
-                    && junctions.iter().any(|j| super::geom::dist(j.c, p) < j.r)
-                {
+                let marking = if in_junction && junctions.iter().any(|j| super::geom::dist(j.c, p) < j.r) {
                     None
                 } else if r.lanes_left > 0 && r.lanes_right > 0 && (0.08..0.22).contains(&d.abs()) {
                     Some(mat::YELLOW)
@@ -266,12 +245,7 @@ fn paint_road(g: &mut Ground, r: &Road, junctions: &[Junction]) {
                 } else {
                     let q = d / r.lane_w;
                     let k = q.round();
-                    if k != 0.0
-                        && (q - k).abs() * r.lane_w < 0.075
-                        && dash_on
-                        && d > le + 0.5
-                        && d < re - 0.5
-                    {
+                    if k != 0.0 && (q - k).abs() * r.lane_w < 0.075 && dash_on && d > le + 0.5 && d < re - 0.5 {
                         Some(mat::WHITE)
                     } else {
                         None
@@ -295,11 +269,7 @@ mod tests {
 
     #[test]
     fn raster_has_road_markings_and_sidewalk() {
-        let road = Road::new(
-            PathBuilder::new([0.0, 0.0], 0.0).straight(40.0).build(),
-            2,
-            2,
-        );
+        let road = Road::new(PathBuilder::new([0.0, 0.0], 0.0).straight(40.0).build(), 2, 2);
         let m = Map::build(vec![road], vec![]);
         assert_eq!(m.ground.at([20.0, 1.75]), mat::ROAD);
         assert_eq!(m.ground.at([20.0, 0.15]), mat::YELLOW);

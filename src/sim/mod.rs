@@ -10,7 +10,6 @@ pub mod eval;
 pub mod expert;
 pub mod geom;
 pub mod map;
-pub mod pilot;
 pub mod render;
 pub mod replay;
 pub mod scenario;
@@ -195,12 +194,7 @@ pub struct Actor {
 
 impl Actor {
     pub fn obb(&self) -> Obb {
-        Obb {
-            c: self.pos,
-            yaw: self.yaw,
-            hl: self.half_len,
-            hw: self.half_width,
-        }
+        Obb { c: self.pos, yaw: self.yaw, hl: self.half_len, hw: self.half_width }
     }
     pub fn is_vehicle(&self) -> bool {
         matches!(self.kind, ActorKind::Car | ActorKind::Parked)
@@ -283,12 +277,7 @@ pub struct Ego {
 
 impl Ego {
     pub fn obb(&self) -> Obb {
-        Obb {
-            c: self.pos,
-            yaw: self.yaw,
-            hl: EGO_HALF_LEN,
-            hw: EGO_HALF_WIDTH,
-        }
+        Obb { c: self.pos, yaw: self.yaw, hl: EGO_HALF_LEN, hw: EGO_HALF_WIDTH }
     }
 }
 
@@ -347,10 +336,7 @@ impl World {
     /// Deterministic from (scenario, seed). Err for an unknown scenario name (message lists valid names).
     pub fn new(scenario: &str, seed: u64) -> Result<World, SimError> {
         let Some(&name) = scenario::NAMES.iter().find(|n| **n == scenario) else {
-            return Err(SimError::UnknownScenario {
-                name: scenario.to_string(),
-                valid: scenario::NAMES.join(", "),
-            });
+            return Err(SimError::UnknownScenario { name: scenario.to_string(), valid: scenario::NAMES.join(", ") });
         };
         let mut w = scenario::build(name, seed);
         w.update_projections();
@@ -377,16 +363,8 @@ impl World {
         let fin = |v: f32, lo: f32, hi: f32| if v.is_finite() { v.clamp(lo, hi) } else { 0.0 };
         let steer = fin(cmd.steer, -1.0, 1.0);
         let thr = fin(cmd.throttle, 0.0, 1.0);
-        let brk = if cmd.brake.is_finite() {
-            cmd.brake.clamp(0.0, 1.0)
-        } else {
-            1.0
-        };
-        self.ego.last_cmd = Command {
-            steer,
-            throttle: thr,
-            brake: brk,
-        };
+        let brk = if cmd.brake.is_finite() { cmd.brake.clamp(0.0, 1.0) } else { 1.0 };
+        self.ego.last_cmd = Command { steer, throttle: thr, brake: brk };
         let e = &mut self.ego;
         // steering actuator: rate limited
         let target = steer * MAX_WHEEL_ANGLE;
@@ -430,13 +408,7 @@ impl World {
             match &mut beh {
                 Behavior::Static => skip = true,
                 Behavior::Cruise => {}
-                Behavior::HardBrake {
-                    trigger_gap,
-                    decel,
-                    hold,
-                    phase,
-                    t0,
-                } => match *phase {
+                Behavior::HardBrake { trigger_gap, decel, hold, phase, t0 } => match *phase {
                     0 if gap_to_ego < *trigger_gap && route_lat.abs() < 2.0 => *phase = 1,
                     1 => {
                         hard_decel = Some(*decel);
@@ -455,15 +427,7 @@ impl World {
                     }
                     _ => {}
                 },
-                Behavior::LaneShift {
-                    trigger_gap,
-                    min_gap,
-                    from_lat,
-                    to_lat,
-                    dur,
-                    t0,
-                    v_after,
-                } => {
+                Behavior::LaneShift { trigger_gap, min_gap, from_lat, to_lat, dur, t0, v_after } => {
                     if *t0 < 0.0 {
                         lat = *from_lat;
                         if gap_to_ego < *trigger_gap && gap_to_ego > *min_gap {
@@ -556,11 +520,7 @@ impl World {
             let (c, yaw) = p.pose_at(a.s);
             let r = geom::right(yaw);
             a.pos = [c[0] + r[0] * a.lat, c[1] + r[1] * a.lat];
-            a.yaw = if a.kind == ActorKind::Car && a.v > 0.1 {
-                yaw + (a.lat_v / a.v).atan()
-            } else {
-                yaw
-            };
+            a.yaw = if a.kind == ActorKind::Car && a.v > 0.1 { yaw + (a.lat_v / a.v).atan() } else { yaw };
         }
     }
 
@@ -584,10 +544,7 @@ impl World {
     }
 
     fn update_projections(&mut self) {
-        let (hint, s, lat) = self
-            .route
-            .path
-            .project(self.ego.pos, self.ego.route_hint, 24);
+        let (hint, s, lat) = self.route.path.project(self.ego.pos, self.ego.route_hint, 24);
         self.ego.route_hint = hint;
         self.ego.route_s = s;
         self.ego.route_lat = lat;
@@ -614,10 +571,7 @@ impl World {
             }
         }
         for p in &self.props {
-            if geom::dist(p.obb.c, e.pos) < 30.0
-                && eb.overlaps(&p.obb)
-                && self.m.infr.collision_static == 0
-            {
+            if geom::dist(p.obb.c, e.pos) < 30.0 && eb.overlaps(&p.obb) && self.m.infr.collision_static == 0 {
                 self.m.infr.collision_static += 1;
             }
         }
@@ -678,21 +632,13 @@ impl World {
 
     /// Ego speed + the two next route target points in the ego frame.
     pub fn ego(&self) -> EgoState {
-        EgoState {
-            speed_mps: self.ego.speed,
-            target_points: self.target_points(),
-        }
+        EgoState { speed_mps: self.ego.speed, target_points: self.target_points() }
     }
 
     /// The two next sparse route points at least 7.5 m ahead, in the ego frame, each at most 50 m away.
     pub fn target_points(&self) -> [Point; 2] {
         let s0 = self.ego.route_s + 7.5;
-        let k = self
-            .route
-            .targets
-            .iter()
-            .position(|&s| s >= s0)
-            .unwrap_or(self.route.targets.len() - 1);
+        let k = self.route.targets.iter().position(|&s| s >= s0).unwrap_or(self.route.targets.len() - 1);
         let k2 = (k + 1).min(self.route.targets.len() - 1);
         let mut out = [[0.0; 2]; 2];
         for (o, kk) in out.iter_mut().zip([k, k2]) {
@@ -759,9 +705,10 @@ impl World {
 /// Control tick of the closed loop, seconds (20 Hz).
 pub const DT: f32 = 0.05;
 
-/// The controller that turns the expert's waypoints into commands (the same path the student is driven through).
+/// The controller that turns the expert's waypoints into commands: the runtime's SimLingo controller port
+/// (`crate::control::Controller`), the same path the student is driven through.
 pub struct ExpertController {
-    inner: pilot::Pilot,
+    inner: crate::control::Controller,
 }
 
 impl Default for ExpertController {
@@ -772,15 +719,13 @@ impl Default for ExpertController {
 
 impl ExpertController {
     pub fn new() -> Self {
-        ExpertController {
-            inner: pilot::Pilot::new(),
-        }
+        ExpertController { inner: crate::control::Controller::new() }
     }
     pub fn reset(&mut self) {
         self.inner.reset();
     }
     pub fn step(&mut self, wps: &crate::types::Waypoints, speed_mps: f32) -> Command {
-        self.inner.step(wps, speed_mps)
+        self.inner.step(wps, speed_mps).command
     }
 }
 

@@ -43,31 +43,18 @@ impl Renderer {
             h ^= h << 5;
             *v = (h % 256) as i16 - 128;
         }
-        Renderer {
-            width,
-            height,
-            invz: vec![0.0; width * height],
-            boxes: Vec::with_capacity(512),
-            noise,
-        }
+        Renderer { width, height, invz: vec![0.0; width * height], boxes: Vec::with_capacity(512), noise }
     }
 
     /// Render `w` into `out` (packed RGB8, `width*height*3` bytes).
     pub fn render(&mut self, w: &World, out: &mut [u8]) {
         let (wd, ht) = (self.width, self.height);
-        assert_eq!(
-            out.len(),
-            wd * ht * 3,
-            "output buffer must be width*height*3"
-        );
+        assert_eq!(out.len(), wd * ht * 3, "output buffer must be width*height*3");
         let env = &w.env;
         let yaw = w.ego.yaw;
         let f = fwd(yaw);
         let r = right(yaw);
-        let cam = [
-            w.ego.pos[0] - f[0] * CAM_BACK,
-            w.ego.pos[1] - f[1] * CAM_BACK,
-        ];
+        let cam = [w.ego.pos[0] - f[0] * CAM_BACK, w.ego.pos[1] - f[1] * CAM_BACK];
         let focal = (wd as f32 * 0.5) / (FOV_DEG.to_radians() * 0.5).tan();
         let (cx, cy) = (wd as f32 * 0.5, ht as f32 * 0.5);
         let sun_light = env.ambient + env.sun * env.sun_dir[2].max(0.0);
@@ -88,8 +75,7 @@ impl Renderer {
                 let haze = (env.fog_density * 40.0).min(1.0) * (1.0 - t);
                 let mut c = [0.0f32; 3];
                 for k in 0..3 {
-                    let base =
-                        env.sky_horizon[k] + (env.sky_top[k] - env.sky_horizon[k]) * t.sqrt();
+                    let base = env.sky_horizon[k] + (env.sky_top[k] - env.sky_horizon[k]) * t.sqrt();
                     c[k] = base + (fogc[k] - base) * haze;
                 }
                 let px = to_u8(c);
@@ -102,11 +88,8 @@ impl Renderer {
             let z = (CAM_HEIGHT * focal / (vrow - cy)).min(2000.0);
             let fog = 1.0 - (-env.fog_density * z).exp();
             // headlights brighten the road ahead at night
-            let hl = if env.headlights && z < 50.0 {
-                1.8 * (-z / 18.0).exp() * if night { 1.0 } else { 0.4 }
-            } else {
-                0.0
-            };
+            let hl =
+                if env.headlights && z < 50.0 { 1.8 * (-z / 18.0).exp() * if night { 1.0 } else { 0.4 } } else { 0.0 };
             let mut pal = [[0i16; 3]; super::map::mat::COUNT];
             let mut pal_lit = [[0i16; 3]; super::map::mat::COUNT];
             for (m, (p, pl)) in pal.iter_mut().zip(pal_lit.iter_mut()).enumerate() {
@@ -139,11 +122,7 @@ impl Renderer {
                     m = super::map::mat::ROAD;
                 }
                 let lat = (x as f32 + u0) * scale;
-                let c = if hl > 0.0 && lat.abs() < beam {
-                    &pal_lit[m as usize]
-                } else {
-                    &pal[m as usize]
-                };
+                let c = if hl > 0.0 && lat.abs() < beam { &pal_lit[m as usize] } else { &pal[m as usize] };
                 let n = ((n1 + n2) as f32 * 0.5 * namp) as i16;
                 let o = &mut row[x * 3..x * 3 + 3];
                 o[0] = (c[0] + n).clamp(0, 255) as u8;
@@ -210,11 +189,7 @@ fn to_u8(c: [f32; 3]) -> [u8; 3] {
 }
 
 fn rgb(c: [u8; 3]) -> [f32; 3] {
-    [
-        c[0] as f32 / 255.0,
-        c[1] as f32 / 255.0,
-        c[2] as f32 / 255.0,
-    ]
+    [c[0] as f32 / 255.0, c[1] as f32 / 255.0, c[2] as f32 / 255.0]
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -230,23 +205,14 @@ fn push_box(
     emissive: bool,
 ) {
     if out.len() < out.capacity() {
-        out.push(Box3 {
-            obb: Obb { c, yaw, hl, hw },
-            z0,
-            z1,
-            color,
-            emissive,
-        });
+        out.push(Box3 { obb: Obb { c, yaw, hl, hw }, z0, z1, color, emissive });
     }
 }
 
 fn offset(c: [f32; 2], yaw: f32, along: f32, side: f32) -> [f32; 2] {
     let f = fwd(yaw);
     let r = right(yaw);
-    [
-        c[0] + f[0] * along + r[0] * side,
-        c[1] + f[1] * along + r[1] * side,
-    ]
+    [c[0] + f[0] * along + r[0] * side, c[1] + f[1] * along + r[1] * side]
 }
 
 fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
@@ -271,17 +237,7 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
     );
     for p in &w.props {
         if visible(p.obb.c, p.obb.hl + p.obb.hw) {
-            push_box(
-                out,
-                p.obb.c,
-                p.obb.yaw,
-                p.obb.hl,
-                p.obb.hw,
-                p.z0,
-                p.z1,
-                rgb(p.color),
-                false,
-            );
+            push_box(out, p.obb.c, p.obb.yaw, p.obb.hl, p.obb.hw, p.z0, p.z1, rgb(p.color), false);
         }
     }
     for a in &w.actors {
@@ -292,48 +248,14 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
         match a.kind {
             ActorKind::Car | ActorKind::Parked => {
                 let h = a.height;
-                push_box(
-                    out,
-                    a.pos,
-                    a.yaw,
-                    a.half_len,
-                    a.half_width,
-                    0.25,
-                    0.55 * h + 0.1,
-                    col,
-                    false,
-                );
+                push_box(out, a.pos, a.yaw, a.half_len, a.half_width, 0.25, 0.55 * h + 0.1, col, false);
                 let cab = offset(a.pos, a.yaw, -0.1 * a.half_len, 0.0);
-                let dark = [
-                    col[0] * 0.55 + 0.05,
-                    col[1] * 0.55 + 0.07,
-                    col[2] * 0.55 + 0.1,
-                ];
-                push_box(
-                    out,
-                    cab,
-                    a.yaw,
-                    0.55 * a.half_len,
-                    a.half_width - 0.08,
-                    0.55 * h + 0.1,
-                    h,
-                    dark,
-                    false,
-                );
+                let dark = [col[0] * 0.55 + 0.05, col[1] * 0.55 + 0.07, col[2] * 0.55 + 0.1];
+                push_box(out, cab, a.yaw, 0.55 * a.half_len, a.half_width - 0.08, 0.55 * h + 0.1, h, dark, false);
                 // wheels (dark, slightly outside the body)
                 for (al, sd) in [(0.65, 1.0), (0.65, -1.0), (-0.65, 1.0), (-0.65, -1.0)] {
                     let c = offset(a.pos, a.yaw, al * a.half_len, sd * (a.half_width - 0.15));
-                    push_box(
-                        out,
-                        c,
-                        a.yaw,
-                        0.33,
-                        0.16,
-                        0.0,
-                        0.6,
-                        [0.04, 0.04, 0.04],
-                        false,
-                    );
+                    push_box(out, c, a.yaw, 0.33, 0.16, 0.0, 0.6, [0.04, 0.04, 0.04], false);
                 }
                 // lamps
                 let (head, tail) = if lights_on && a.kind == ActorKind::Car {
@@ -352,47 +274,13 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
             ActorKind::Pedestrian => {
                 let h = a.height;
                 let walking = matches!(a.behavior, super::Behavior::Walk { started: true, .. });
-                let swing = if walking {
-                    (a.s * 3.0).sin() * 0.12
-                } else {
-                    0.0
-                };
+                let swing = if walking { (a.s * 3.0).sin() * 0.12 } else { 0.0 };
                 for sd in [-1.0f32, 1.0] {
                     let c = offset(a.pos, a.yaw, swing * sd, sd * 0.1);
-                    push_box(
-                        out,
-                        c,
-                        a.yaw,
-                        0.09,
-                        0.08,
-                        0.0,
-                        0.47 * h,
-                        [0.15, 0.15, 0.22],
-                        false,
-                    );
+                    push_box(out, c, a.yaw, 0.09, 0.08, 0.0, 0.47 * h, [0.15, 0.15, 0.22], false);
                 }
-                push_box(
-                    out,
-                    a.pos,
-                    a.yaw,
-                    0.14,
-                    0.24,
-                    0.47 * h,
-                    0.86 * h,
-                    col,
-                    false,
-                );
-                push_box(
-                    out,
-                    a.pos,
-                    a.yaw,
-                    0.1,
-                    0.1,
-                    0.86 * h,
-                    h,
-                    [0.85, 0.67, 0.55],
-                    false,
-                );
+                push_box(out, a.pos, a.yaw, 0.14, 0.24, 0.47 * h, 0.86 * h, col, false);
+                push_box(out, a.pos, a.yaw, 0.1, 0.1, 0.86 * h, h, [0.85, 0.67, 0.55], false);
             }
         }
     }
@@ -402,38 +290,15 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
         }
         // pole on the corner, arm over the ego's lanes, housing with three lamps facing the ego
         let fy = l.yaw;
-        push_box(
-            out,
-            l.pos,
-            fy,
-            0.12,
-            0.12,
-            0.0,
-            5.4,
-            [0.25, 0.25, 0.27],
-            false,
-        );
+        push_box(out, l.pos, fy, 0.12, 0.12, 0.0, 5.4, [0.25, 0.25, 0.27], false);
         let arm_len = 6.0;
         let arm_c = offset(l.pos, fy, 0.0, arm_len * 0.5);
-        push_box(
-            out,
-            arm_c,
-            fy,
-            0.08,
-            arm_len * 0.5,
-            5.1,
-            5.3,
-            [0.25, 0.25, 0.27],
-            false,
-        );
+        push_box(out, arm_c, fy, 0.08, arm_len * 0.5, 5.1, 5.3, [0.25, 0.25, 0.27], false);
         for (k, dd) in [(0usize, arm_len - 0.6), (1, 0.0)] {
             let hc = offset(l.pos, fy, 0.15, dd);
             let (z0, z1) = if k == 0 { (4.0, 5.1) } else { (2.4, 3.5) };
             push_box(out, hc, fy, 0.18, 0.2, z0, z1, [0.08, 0.08, 0.08], false);
-            for (i, st) in [LightState::Red, LightState::Yellow, LightState::Green]
-                .iter()
-                .enumerate()
-            {
+            for (i, st) in [LightState::Red, LightState::Yellow, LightState::Green].iter().enumerate() {
                 let on = l.state == *st;
                 let c = match (st, on) {
                     (LightState::Red, true) => [1.0, 0.12, 0.1],
@@ -451,41 +316,11 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
         if !visible(s.pos, 3.0) {
             continue;
         }
-        push_box(
-            out,
-            s.pos,
-            s.yaw,
-            0.05,
-            0.05,
-            0.0,
-            2.1,
-            [0.6, 0.6, 0.62],
-            false,
-        );
+        push_box(out, s.pos, s.yaw, 0.05, 0.05, 0.0, 2.1, [0.6, 0.6, 0.62], false);
         let pc = offset(s.pos, s.yaw, 0.07, 0.0);
-        push_box(
-            out,
-            pc,
-            s.yaw,
-            0.03,
-            0.4,
-            2.0,
-            2.8,
-            [0.85, 0.05, 0.05],
-            false,
-        );
+        push_box(out, pc, s.yaw, 0.03, 0.4, 2.0, 2.8, [0.85, 0.05, 0.05], false);
         let tc = offset(s.pos, s.yaw, 0.11, 0.0);
-        push_box(
-            out,
-            tc,
-            s.yaw,
-            0.01,
-            0.3,
-            2.33,
-            2.47,
-            [0.95, 0.95, 0.95],
-            false,
-        );
+        push_box(out, tc, s.yaw, 0.01, 0.3, 2.33, 2.47, [0.95, 0.95, 0.95], false);
     }
 }
 
@@ -511,28 +346,16 @@ impl Ctx {
     #[inline]
     fn to_cam(&self, p: [f32; 2], z: f32) -> [f32; 3] {
         let d = [p[0] - self.cam[0], p[1] - self.cam[1]];
-        [
-            d[0] * self.f[0] + d[1] * self.f[1],
-            d[0] * self.r[0] + d[1] * self.r[1],
-            z - CAM_HEIGHT,
-        ]
+        [d[0] * self.f[0] + d[1] * self.f[1], d[0] * self.r[0] + d[1] * self.r[1], z - CAM_HEIGHT]
     }
 }
 
 fn draw_box(ctx: &Ctx, b: &Box3, out: &mut [u8], invz: &mut [f32]) {
     let c = b.obb.corners(); // front-right, front-left(? see geom), back..., in order around the box
-    let bot: [[f32; 3]; 4] = [
-        ctx.to_cam(c[0], b.z0),
-        ctx.to_cam(c[1], b.z0),
-        ctx.to_cam(c[2], b.z0),
-        ctx.to_cam(c[3], b.z0),
-    ];
-    let top: [[f32; 3]; 4] = [
-        ctx.to_cam(c[0], b.z1),
-        ctx.to_cam(c[1], b.z1),
-        ctx.to_cam(c[2], b.z1),
-        ctx.to_cam(c[3], b.z1),
-    ];
+    let bot: [[f32; 3]; 4] =
+        [ctx.to_cam(c[0], b.z0), ctx.to_cam(c[1], b.z0), ctx.to_cam(c[2], b.z0), ctx.to_cam(c[3], b.z0)];
+    let top: [[f32; 3]; 4] =
+        [ctx.to_cam(c[0], b.z1), ctx.to_cam(c[1], b.z1), ctx.to_cam(c[2], b.z1), ctx.to_cam(c[3], b.z1)];
     if bot.iter().chain(top.iter()).all(|p| p[0] < 0.1) {
         return;
     }
@@ -544,11 +367,7 @@ fn draw_box(ctx: &Ctx, b: &Box3, out: &mut [u8], invz: &mut [f32]) {
         if !b.emissive {
             let ndl = (n[0] * ctx.sun[0] + n[1] * ctx.sun[1] + n[2] * ctx.sun[2]).max(0.0);
             let mut k = ctx.ambient + ctx.sunk * ndl + 0.06 * n[2];
-            if ctx.headlights
-                && centre[0] > 0.0
-                && centre[0] < 40.0
-                && centre[1].abs() < centre[0] * 0.5 + 2.0
-            {
+            if ctx.headlights && centre[0] > 0.0 && centre[0] < 40.0 && centre[1].abs() < centre[0] * 0.5 + 2.0 {
                 k += 1.2 * (-centre[0] / 15.0).exp();
             }
             for v in col.iter_mut() {
@@ -613,11 +432,7 @@ fn fill(ctx: &Ctx, q: &[[f32; 3]; 4], col: [u8; 3], out: &mut [u8], invz: &mut [
     // plane: normal in camera coords
     let e1 = [q[1][0] - q[0][0], q[1][1] - q[0][1], q[1][2] - q[0][2]];
     let e2 = [q[3][0] - q[0][0], q[3][1] - q[0][1], q[3][2] - q[0][2]];
-    let nrm = [
-        e1[1] * e2[2] - e1[2] * e2[1],
-        e1[2] * e2[0] - e1[0] * e2[2],
-        e1[0] * e2[1] - e1[1] * e2[0],
-    ];
+    let nrm = [e1[1] * e2[2] - e1[2] * e2[1], e1[2] * e2[0] - e1[0] * e2[2], e1[0] * e2[1] - e1[1] * e2[0]];
     let d = nrm[0] * q[0][0] + nrm[1] * q[0][1] + nrm[2] * q[0][2];
     if d.abs() < 1e-9 {
         return;
@@ -656,11 +471,7 @@ fn fill(ctx: &Ctx, q: &[[f32; 3]; 4], col: [u8; 3], out: &mut [u8], invz: &mut [
                 } else {
                     a[0] + (b[0] - a[0]) * (yc - a[1]) / (b[1] - a[1])
                 };
-                let x2 = if (b[1] - a[1]).abs() < 1e-6 {
-                    a[0].max(b[0])
-                } else {
-                    x
-                };
+                let x2 = if (b[1] - a[1]).abs() < 1e-6 { a[0].max(b[0]) } else { x };
                 xl = xl.min(x);
                 xr = xr.max(x2);
             }
@@ -691,12 +502,7 @@ fn fill(ctx: &Ctx, q: &[[f32; 3]; 4], col: [u8; 3], out: &mut [u8], invz: &mut [
 pub fn bench(w: usize, h: usize, frames: usize) -> f64 {
     let mut r = Renderer::new(w, h);
     let mut out = vec![0u8; w * h * 3];
-    let names = [
-        "lane_keep",
-        "red_light",
-        "pedestrian_crossing",
-        "unprotected_left",
-    ];
+    let names = ["lane_keep", "red_light", "pedestrian_crossing", "unprotected_left"];
     let per = frames.div_ceil(names.len()).max(1);
     let mut total = std::time::Duration::ZERO;
     let mut n = 0usize;

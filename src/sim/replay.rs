@@ -63,31 +63,15 @@ pub fn write_replay(
         let _ = write!(
             statics,
             "{{\"walk\":{},\"road\":{}}}",
-            mk(
-                road.left_edge() - road.sidewalk_w,
-                road.right_edge() + road.sidewalk_w
-            ),
+            mk(road.left_edge() - road.sidewalk_w, road.right_edge() + road.sidewalk_w),
             mk(road.left_edge(), road.right_edge())
         );
     }
     let rp = w.route.path.resampled(2.0);
     let route_pts: Vec<[f32; 2]> =
-        rp.s.iter()
-            .filter(|&&s| s >= w.route.start_s && s <= w.route.goal_s)
-            .map(|&s| rp.point_at(s, 0.0))
-            .collect();
-    let props: Vec<String> = w
-        .props
-        .iter()
-        .filter(|p| p.obb.hl > 0.5)
-        .map(|p| poly_json(&p.obb.corners()))
-        .collect();
-    let _ = write!(
-        statics,
-        "],\"route\":{},\"props\":[{}]}}",
-        poly_json(&route_pts),
-        props.join(",")
-    );
+        rp.s.iter().filter(|&&s| s >= w.route.start_s && s <= w.route.goal_s).map(|&s| rp.point_at(s, 0.0)).collect();
+    let props: Vec<String> = w.props.iter().filter(|p| p.obb.hl > 0.5).map(|p| poly_json(&p.obb.corners())).collect();
+    let _ = write!(statics, "],\"route\":{},\"props\":[{}]}}", poly_json(&route_pts), props.join(","));
 
     let mut frames = String::from("[");
     let mut nf = 0usize;
@@ -141,19 +125,12 @@ pub fn write_replay(
                         LightState::Yellow => "orange",
                         LightState::Green => "lime",
                     };
-                    format!(
-                        "{{\"p\":[{:.1},{:.1}],\"s\":\"{}\"}}",
-                        l.pos[0], l.pos[1], c
-                    )
+                    format!("{{\"p\":[{:.1},{:.1}],\"s\":\"{}\"}}", l.pos[0], l.pos[1], c)
                 })
                 .collect();
             let m = w.metrics();
-            let path_w: Vec<[f32; 2]> = plan
-                .waypoints
-                .path
-                .iter()
-                .map(|p| super::geom::to_world(w.ego.pos, w.ego.yaw, *p))
-                .collect();
+            let path_w: Vec<[f32; 2]> =
+                plan.waypoints.path.iter().map(|p| super::geom::to_world(w.ego.pos, w.ego.yaw, *p)).collect();
             if nf > 0 {
                 frames.push(',');
             }
@@ -263,11 +240,7 @@ pub fn png(rgb: &[u8], w: usize, h: usize) -> Vec<u8> {
         for &b in data {
             c ^= b as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
             }
         }
         !c

@@ -5,9 +5,7 @@ use rand_pcg::Pcg32;
 
 use super::geom::{dist, Obb, Path, PathBuilder};
 use super::map::{mat, Junction, Map, Road, LANE_W};
-use super::{
-    Actor, ActorKind, Behavior, Ego, Env, Light, LightState, Prop, Route, StopSign, World,
-};
+use super::{Actor, ActorKind, Behavior, Ego, Env, Light, LightState, Prop, Route, StopSign, World};
 use crate::types::Point;
 
 /// Scenario kinds.
@@ -123,11 +121,7 @@ impl B {
         self.actors.len() - 1
     }
     fn pedestrian(&mut self, path: usize, v: f32, trigger: f32) {
-        let color = [
-            self.rng.random_range(20..230),
-            self.rng.random_range(20..230),
-            self.rng.random_range(20..230),
-        ];
+        let color = [self.rng.random_range(20..230), self.rng.random_range(20..230), self.rng.random_range(20..230)];
         let height = self.u(1.55, 1.9);
         self.actors.push(Actor {
             kind: ActorKind::Pedestrian,
@@ -141,10 +135,7 @@ impl B {
             half_width: 0.3,
             height,
             color,
-            behavior: Behavior::Walk {
-                trigger,
-                started: false,
-            },
+            behavior: Behavior::Walk { trigger, started: false },
             pos: [0.0; 2],
             yaw: 0.0,
             route_s: 0.0,
@@ -185,25 +176,14 @@ impl B {
         let goal_s = (start_s + len).min(path.len() - 45.0);
         let allowed = vec![(lo, hi); path.pts.len()];
         let targets = targets_for(&path);
-        self.route = Some(Route {
-            path,
-            start_s,
-            goal_s,
-            allowed,
-            targets,
-            junctions: vec![],
-        });
+        self.route = Some(Route { path, start_s, goal_s, allowed, targets, junctions: vec![] });
     }
 
     fn decorate_corridor(&mut self, road: usize) {
         let r = self.roads[road].clone();
         let len = r.path.len();
         for side in [-1.0f32, 1.0] {
-            let edge = if side > 0.0 {
-                r.right_edge()
-            } else {
-                -r.left_edge()
-            } + r.sidewalk_w;
+            let edge = if side > 0.0 { r.right_edge() } else { -r.left_edge() } + r.sidewalk_w;
             let mut s = self.u(0.0, 10.0);
             while s < len {
                 let depth = self.u(8.0, 16.0);
@@ -222,46 +202,25 @@ impl B {
                         (g * tint[2]).min(255.0) as u8,
                     ];
                     self.props.push(Prop {
-                        obb: Obb {
-                            c: bc,
-                            yaw,
-                            hl: flen * 0.5,
-                            hw: depth * 0.5,
-                        },
+                        obb: Obb { c: bc, yaw, hl: flen * 0.5, hw: depth * 0.5 },
                         z0: 0.0,
                         z1: h,
                         color,
                     });
                 } else {
                     // tree: trunk + crown
-                    let tc = [
-                        c[0] + rr[0] * (edge + 2.0) * side,
-                        c[1] + rr[1] * (edge + 2.0) * side,
-                    ];
+                    let tc = [c[0] + rr[0] * (edge + 2.0) * side, c[1] + rr[1] * (edge + 2.0) * side];
                     self.props.push(Prop {
-                        obb: Obb {
-                            c: tc,
-                            yaw,
-                            hl: 0.2,
-                            hw: 0.2,
-                        },
+                        obb: Obb { c: tc, yaw, hl: 0.2, hw: 0.2 },
                         z0: 0.0,
                         z1: 2.5,
                         color: [90, 60, 35],
                     });
                     let cs = self.u(1.2, 2.2);
-                    let green = [
-                        self.rng.random_range(30..70),
-                        self.rng.random_range(90..150),
-                        self.rng.random_range(30..60),
-                    ];
+                    let green =
+                        [self.rng.random_range(30..70), self.rng.random_range(90..150), self.rng.random_range(30..60)];
                     self.props.push(Prop {
-                        obb: Obb {
-                            c: tc,
-                            yaw,
-                            hl: cs,
-                            hw: cs,
-                        },
+                        obb: Obb { c: tc, yaw, hl: cs, hw: cs },
                         z0: 2.0,
                         z1: 2.0 + cs * 2.2,
                         color: green,
@@ -274,12 +233,7 @@ impl B {
             while s < len {
                 let p = r.path.point_at(s, side * (edge - r.sidewalk_w + 0.6));
                 self.props.push(Prop {
-                    obb: Obb {
-                        c: p,
-                        yaw: 0.0,
-                        hl: 0.1,
-                        hw: 0.1,
-                    },
+                    obb: Obb { c: p, yaw: 0.0, hl: 0.1, hw: 0.1 },
                     z0: 0.0,
                     z1: 6.0,
                     color: [70, 70, 75],
@@ -295,49 +249,28 @@ impl B {
         let w = LANE_W;
         let a = self.roads.len();
         let l_back = approach + 45.0;
+        self.roads.push(Road::new(PathBuilder::new([-l_back, 0.0], 0.0).straight(l_back + 130.0).build(), 2, 2));
         self.roads.push(Road::new(
-            PathBuilder::new([-l_back, 0.0], 0.0)
-                .straight(l_back + 130.0)
-                .build(),
-            2,
-            2,
-        ));
-        self.roads.push(Road::new(
-            PathBuilder::new([0.0, -130.0], std::f32::consts::FRAC_PI_2)
-                .straight(260.0)
-                .build(),
+            PathBuilder::new([0.0, -130.0], std::f32::consts::FRAC_PI_2).straight(260.0).build(),
             2,
             2,
         ));
         let (ha, hb) = (2.0 * w, 2.0 * w);
-        self.junctions.push(Junction {
-            c: [0.0, 0.0],
-            r: (ha * ha + hb * hb).sqrt() + 0.5,
-        });
+        self.junctions.push(Junction { c: [0.0, 0.0], r: (ha * ha + hb * hb).sqrt() + 0.5 });
         let y_lane = w * 0.5;
         let start_x = -approach - 25.0;
         let half_pi = std::f32::consts::FRAC_PI_2;
         let path = match turn {
-            0 => PathBuilder::new([start_x, y_lane], 0.0)
-                .straight(approach + 25.0 + 110.0)
-                .build(),
+            0 => PathBuilder::new([start_x, y_lane], 0.0).straight(approach + 25.0 + 110.0).build(),
             1 => {
                 let r = 6.0;
                 let x0 = -w * 0.5 - r;
-                PathBuilder::new([start_x, y_lane], 0.0)
-                    .straight(x0 - start_x)
-                    .arc(r, half_pi)
-                    .straight(110.0)
-                    .build()
+                PathBuilder::new([start_x, y_lane], 0.0).straight(x0 - start_x).arc(r, half_pi).straight(110.0).build()
             }
             _ => {
                 let r = 9.0;
                 let x0 = w * 0.5 - r;
-                PathBuilder::new([start_x, y_lane], 0.0)
-                    .straight(x0 - start_x)
-                    .arc(r, -half_pi)
-                    .straight(110.0)
-                    .build()
+                PathBuilder::new([start_x, y_lane], 0.0).straight(x0 - start_x).arc(r, -half_pi).straight(110.0).build()
             }
         };
         // junction zone on the route and allowed lateral range
@@ -345,28 +278,21 @@ impl B {
         let first = path.pts.iter().position(inside).unwrap_or(0);
         let last = path.pts.iter().rposition(inside).unwrap_or(0);
         let (s_in, s_out) = (path.s[first], path.s[last]);
-        let allowed = path
-            .s
-            .iter()
-            .map(|&s| {
-                if s > s_in - 6.0 && s < s_out + 6.0 {
-                    (-3.0, 3.0)
-                } else {
-                    (0.3 - w * 0.5, 2.0 * w - 0.3 - w * 0.5)
-                }
-            })
-            .collect();
+        let allowed =
+            path.s
+                .iter()
+                .map(|&s| {
+                    if s > s_in - 6.0 && s < s_out + 6.0 {
+                        (-3.0, 3.0)
+                    } else {
+                        (0.3 - w * 0.5, 2.0 * w - 0.3 - w * 0.5)
+                    }
+                })
+                .collect();
         let start_s = 25.0;
         let goal_s = s_out + 45.0;
         let targets = targets_for(&path);
-        self.route = Some(Route {
-            path,
-            start_s,
-            goal_s,
-            allowed,
-            targets,
-            junctions: vec![(s_in, s_out, turn)],
-        });
+        self.route = Some(Route { path, start_s, goal_s, allowed, targets, junctions: vec![(s_in, s_out, turn)] });
         // stop line and crosswalks on each approach of road 0 and road 1
         let sa = l_back - hb - 4.5;
         self.stop_lines.push((a, sa));
@@ -392,20 +318,11 @@ impl B {
                 let depth = self.u(8.0, 14.0);
                 let ht = self.u(5.0, 25.0);
                 let g = self.u(90.0, 210.0);
-                let color = [
-                    g as u8,
-                    (g * self.u(0.85, 1.05)) as u8,
-                    (g * self.u(0.8, 1.05)) as u8,
-                ];
+                let color = [g as u8, (g * self.u(0.85, 1.05)) as u8, (g * self.u(0.8, 1.05)) as u8];
                 let off = h + self.u(2.0, 6.0) + depth * 0.5;
                 // along road 0 (x axis) and along road 1 (y axis)
                 self.props.push(Prop {
-                    obb: Obb {
-                        c: [sx * (x + flen * 0.5), sy * off],
-                        yaw: 0.0,
-                        hl: flen * 0.5,
-                        hw: depth * 0.5,
-                    },
+                    obb: Obb { c: [sx * (x + flen * 0.5), sy * off], yaw: 0.0, hl: flen * 0.5, hw: depth * 0.5 },
                     z0: 0.0,
                     z1: ht,
                     color,
@@ -445,10 +362,7 @@ impl B {
     }
 
     fn finish(mut self, name: &'static str, seed: u64) -> World {
-        let mut map = Map::build(
-            std::mem::take(&mut self.roads),
-            std::mem::take(&mut self.junctions),
-        );
+        let mut map = Map::build(std::mem::take(&mut self.roads), std::mem::take(&mut self.junctions));
         for &(r, s) in &self.stop_lines {
             map.stop_line(r, s);
         }
@@ -467,11 +381,7 @@ impl B {
                 let m = map.ground.at(*q);
                 m == mat::GRASS || ((small || elevated) && m == mat::SIDEWALK)
             });
-            let overlap = !small
-                && !elevated
-                && kept
-                    .iter()
-                    .any(|k| k.obb.hl >= 0.5 && k.obb.overlaps(&p.obb));
+            let overlap = !small && !elevated && kept.iter().any(|k| k.obb.hl >= 0.5 && k.obb.overlaps(&p.obb));
             if clear && !overlap {
                 kept.push(p);
             }
@@ -487,12 +397,7 @@ impl B {
             map,
             paths: self.paths,
             route,
-            ego: Ego {
-                pos: p0,
-                yaw: yaw0,
-                speed: self.ego_v0,
-                ..Default::default()
-            },
+            ego: Ego { pos: p0, yaw: yaw0, speed: self.ego_v0, ..Default::default() },
             actors: self.actors,
             lights: self.lights,
             stops: self.stops,
@@ -557,16 +462,8 @@ fn make_env(rng: &mut Pcg32) -> Env {
         1 => ([0.2, 0.2, 0.45], [0.95, 0.55, 0.3]),
         _ => ([0.01, 0.01, 0.04], [0.08, 0.08, 0.12]),
     };
-    let fog_density = if rng.random::<f32>() < 0.3 {
-        rng.random_range(0.008..0.04)
-    } else {
-        0.0015
-    };
-    let rain = if rng.random::<f32>() < 0.2 {
-        rng.random_range(0.3..1.0)
-    } else {
-        0.0
-    };
+    let fog_density = if rng.random::<f32>() < 0.3 { rng.random_range(0.008..0.04) } else { 0.0015 };
+    let rain = if rng.random::<f32>() < 0.2 { rng.random_range(0.3..1.0) } else { 0.0 };
     let fog_color = match time_of_day {
         0 => [0.72, 0.75, 0.78],
         1 => [0.55, 0.45, 0.42],
@@ -574,11 +471,7 @@ fn make_env(rng: &mut Pcg32) -> Env {
     };
     let a = rng.random_range(0.22..0.42f32);
     let wet = if rain > 0.0 { 0.75 } else { 1.0 };
-    let grass = [
-        rng.random_range(0.2..0.45),
-        rng.random_range(0.35..0.55),
-        rng.random_range(0.12..0.25),
-    ];
+    let grass = [rng.random_range(0.2..0.45), rng.random_range(0.35..0.55), rng.random_range(0.12..0.25)];
     let sw = rng.random_range(0.55..0.8f32);
     let mut ground = [[0.0; 3]; super::map::mat::COUNT];
     ground[mat::GRASS as usize] = grass;
@@ -768,19 +661,12 @@ pub fn build(name: &'static str, seed: u64) -> World {
                     if b.chance(0.7) {
                         let red = t_arrive + b.u(2.0, 8.0);
                         b.light(
-                            [
-                                (LightState::Red, red),
-                                (LightState::Green, f32::INFINITY),
-                                (LightState::Green, 0.0),
-                            ],
+                            [(LightState::Red, red), (LightState::Green, f32::INFINITY), (LightState::Green, 0.0)],
                             f32::INFINITY,
                         );
                         // cross traffic passing during the red phase
                         for _ in 0..b.rng.random_range(0..3) {
-                            let (p, t_at) = (
-                                if b.chance(0.5) { north } else { south },
-                                b.u(1.0, (red - 4.0).max(1.5)),
-                            );
+                            let (p, t_at) = (if b.chance(0.5) { north } else { south }, b.u(1.0, (red - 4.0).max(1.5)));
                             let v = b.u(7.0, 10.0);
                             let s = 130.0 - v * t_at;
                             if s > 0.0 {
@@ -790,19 +676,9 @@ pub fn build(name: &'static str, seed: u64) -> World {
                     } else {
                         let trig = b.u(32.0, 48.0);
                         let red = b.u(5.0, 10.0);
-                        b.light(
-                            [
-                                (LightState::Green, 0.0),
-                                (LightState::Yellow, 2.5),
-                                (LightState::Red, red),
-                            ],
-                            trig,
-                        );
-                        b.lights[0].seq = [
-                            (LightState::Yellow, 2.5),
-                            (LightState::Red, red),
-                            (LightState::Green, f32::INFINITY),
-                        ];
+                        b.light([(LightState::Green, 0.0), (LightState::Yellow, 2.5), (LightState::Red, red)], trig);
+                        b.lights[0].seq =
+                            [(LightState::Yellow, 2.5), (LightState::Red, red), (LightState::Green, f32::INFINITY)];
                         b.lights[0].state = LightState::Green;
                     }
                 }
@@ -826,11 +702,7 @@ pub fn build(name: &'static str, seed: u64) -> World {
                 "unprotected_left" => {
                     if b.chance(0.5) {
                         b.light(
-                            [
-                                (LightState::Green, f32::INFINITY),
-                                (LightState::Green, 0.0),
-                                (LightState::Green, 0.0),
-                            ],
+                            [(LightState::Green, f32::INFINITY), (LightState::Green, 0.0), (LightState::Green, 0.0)],
                             f32::INFINITY,
                         );
                     }
@@ -852,11 +724,7 @@ pub fn build(name: &'static str, seed: u64) -> World {
                     // right turn: cross traffic from the left going north (the target lane), or a pedestrian on the crosswalk
                     if b.chance(0.5) {
                         b.light(
-                            [
-                                (LightState::Green, f32::INFINITY),
-                                (LightState::Green, 0.0),
-                                (LightState::Green, 0.0),
-                            ],
+                            [(LightState::Green, f32::INFINITY), (LightState::Green, 0.0), (LightState::Green, 0.0)],
                             f32::INFINITY,
                         );
                     }
@@ -870,14 +738,9 @@ pub fn build(name: &'static str, seed: u64) -> World {
                     } else {
                         let y = 2.0 * w + 2.1;
                         let from_left = b.chance(0.5);
-                        let (x0, x1) = if from_left {
-                            (2.0 * w + 1.5, -2.0 * w - 1.5)
-                        } else {
-                            (-2.0 * w - 1.5, 2.0 * w + 1.5)
-                        };
-                        let pp = b.add_path(
-                            Path::from_points(vec![[x0, y], [x1, y], [x1 * 1.6, y]]).resampled(0.5),
-                        );
+                        let (x0, x1) =
+                            if from_left { (2.0 * w + 1.5, -2.0 * w - 1.5) } else { (-2.0 * w - 1.5, 2.0 * w + 1.5) };
+                        let pp = b.add_path(Path::from_points(vec![[x0, y], [x1, y], [x1 * 1.6, y]]).resampled(0.5));
                         let v = b.u(1.2, 1.8);
                         let trig = b.u(30.0, 40.0);
                         b.pedestrian(pp, v, trig);

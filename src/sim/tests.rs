@@ -79,20 +79,14 @@ fn expert_drives_held_out_subset_well() {
         for seed in HELD_OUT_SEEDS.start..HELD_OUT_SEEDS.start + 2 {
             let m = run_expert_episode(name, seed).unwrap();
             if m.driving_score < 95.0 {
-                worst.push(format!(
-                    "{name}/{seed}: {:.1} {:?} {:?}",
-                    m.driving_score, m.termination, m.infractions
-                ));
+                worst.push(format!("{name}/{seed}: {:.1} {:?} {:?}", m.driving_score, m.termination, m.infractions));
             }
             sum += m.driving_score;
             n += 1.0;
         }
     }
     let mean = sum / n;
-    assert!(
-        mean >= 95.0,
-        "expert mean DS {mean:.1}; low runs: {worst:#?}"
-    );
+    assert!(mean >= 95.0, "expert mean DS {mean:.1}; low runs: {worst:#?}");
 }
 
 #[test]
@@ -101,12 +95,8 @@ fn idle_scores_near_zero_and_random_low() {
     let mut random = 0.0;
     let names = scenario_names();
     for name in names {
-        idle += eval::builtin_episode("idle", name, HELD_OUT_SEEDS.start)
-            .unwrap()
-            .driving_score;
-        random += eval::builtin_episode("random", name, HELD_OUT_SEEDS.start)
-            .unwrap()
-            .driving_score;
+        idle += eval::builtin_episode("idle", name, HELD_OUT_SEEDS.start).unwrap().driving_score;
+        random += eval::builtin_episode("random", name, HELD_OUT_SEEDS.start).unwrap().driving_score;
     }
     let n = names.len() as f32;
     assert!(idle / n < 5.0, "idle DS {}", idle / n);
@@ -122,13 +112,8 @@ fn render_fills_sky_and_ground() {
     let top = &img[..3];
     let bottom = &img[(53 * 96 + 48) * 3..(53 * 96 + 48) * 3 + 3];
     assert_ne!(top, bottom);
-    let distinct: std::collections::HashSet<[u8; 3]> =
-        img.chunks(3).map(|c| [c[0], c[1], c[2]]).collect();
-    assert!(
-        distinct.len() > 20,
-        "image looks flat: {} colours",
-        distinct.len()
-    );
+    let distinct: std::collections::HashSet<[u8; 3]> = img.chunks(3).map(|c| [c[0], c[1], c[2]]).collect();
+    assert!(distinct.len() > 20, "image looks flat: {} colours", distinct.len());
 }
 
 #[test]

@@ -1,1 +1,229 @@
-fn main() {}
+//! Host-side chores for rtvla (cargo-xtask convention): `cargo xtask <task>`.
+//!
+//! Every task installs what it needs itself (idempotently) so a fresh machine only needs Rust, gcc, Python and git.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "rtvla host-side tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// The one test command: fmt, clippy -D warnings, all tests, and the end-to-end drive checks.
+    Ci,
+    /// Benchmarks: loop overhead vs inference, wake-up jitter, renderer frames/s. Prints ratios measured in one run.
+    Bench {
+        /// Shorter runs (CI smoke).
+        #[arg(long)]
+        quick: bool,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Regenerate the fixture student ONNX from its script (needs a Python venv with onnx; created on demand).
+    Fixture,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = project_root();
+    std::env::set_current_dir(&root)?;
+    match cli.task {
+        Task::Ci => ci(&root),
+        Task::Bench { quick, json } => bench(&root, quick, json),
+        Task::Fixture => fixture(&root),
+    }
+}
+
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn step(name: &str) {
+    eprintln!("\n==> {name}");
+}
+
+/// Run a command, failing with its name when it fails.
+fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn ci(root: &Path) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    step("rustfmt check");
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("clippy (all targets, -D warnings)");
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    step("tests (debug)");
+    run(cargo().args(["test", "--workspace"]))?;
+    step("release build");
+    run(cargo().args(["build", "--release", "--bin", "rtvla"]))?;
+    step("end-to-end: default drive on host-sim, 200 ticks, real time");
+    drive_check(root)?;
+    step("end-to-end: bad input exits 2 with one line");
+    bad_input_checks(root)?;
+    step("bench (quick)");
+    bench(root, true, Some(root.join("target-bench.json")))?;
+    let _ = std::fs::remove_file(root.join("target-bench.json"));
+    eprintln!("\nxtask ci: all checks passed in {:.0} s", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn release_bin(root: &Path) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    target.join("release").join("rtvla")
+}
+
+fn read_json(p: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// The must-show: 200 real-time ticks, no deadline miss, no allocation outside inference.
+fn drive_check(root: &Path) -> Result<()> {
+    let dir = tempdir()?;
+    let report = dir.join("r.json");
+    run(Command::new(release_bin(root))
+        .args(["drive", "--board", "boards/host-sim.toml", "--ticks", "200", "--report-json"])
+        .arg(&report))?;
+    let r = read_json(&report)?;
+    let get = |k: &str| r.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    eprintln!(
+        "ticks {} deadline_misses {} allocs_per_tick_outside_inference {} overhead_ratio {} driving_score {}",
+        get("ticks"),
+        get("deadline_misses"),
+        get("allocs_per_tick_outside_inference"),
+        get("overhead_ratio"),
+        get("driving_score")
+    );
+    if get("ticks").as_u64() != Some(200) {
+        bail!("drive: ticks = {}, expected 200", get("ticks"));
+    }
+    if get("deadline_misses").as_u64() != Some(0) {
+        bail!("drive: deadline_misses = {}, expected 0", get("deadline_misses"));
+    }
+    if get("allocs_per_tick_outside_inference").as_f64() != Some(0.0) {
+        bail!("drive: allocs_per_tick_outside_inference = {}, expected 0", get("allocs_per_tick_outside_inference"));
+    }
+    for k in
+        ["tick_ms", "infer_ms", "overhead_ms", "route_completion", "driving_score", "commands_hash", "events_written"]
+    {
+        if get(k).is_null() {
+            bail!("drive report lacks {k}");
+        }
+    }
+    Ok(())
+}
+
+fn bad_input_checks(root: &Path) -> Result<()> {
+    let dir = tempdir()?;
+    let board = std::fs::read_to_string(root.join("boards/host-sim.toml"))?;
+    let bad_board = dir.join("bad-board.toml");
+    std::fs::write(&bad_board, board.replace("rate_hz = 20", "rate_hz = 20\nrate_hx = 1"))?;
+    expect_exit2(root, &["drive", "--ticks", "5", "--board", bad_board.to_str().unwrap()], "rate_hx")?;
+    let manifest = std::fs::read_to_string(root.join("models/fixture/student_fixture.toml"))?;
+    let bad_manifest = dir.join("m.toml");
+    std::fs::write(&bad_manifest, manifest.replace("shape = [1, 20, 2]", "shape = [1, 21, 2]"))?;
+    let onnx = root.join("models/fixture/student_fixture.onnx");
+    std::fs::write(
+        &bad_manifest,
+        std::fs::read_to_string(&bad_manifest)?
+            .replace("onnx = \"student_fixture.onnx\"", &format!("onnx = {:?}", onnx.display().to_string())),
+    )?;
+    expect_exit2(root, &["drive", "--ticks", "5", "--model", bad_manifest.to_str().unwrap()], "[1, 21, 2]")?;
+    Ok(())
+}
+
+fn expect_exit2(root: &Path, args: &[&str], needle: &str) -> Result<()> {
+    let out = Command::new(release_bin(root)).args(args).output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    if out.status.code() != Some(2) || lines.len() != 1 || !stderr.contains(needle) {
+        bail!("rtvla {args:?}: expected exit 2 and one line naming {needle:?}, got {:?}: {stderr}", out.status.code());
+    }
+    eprintln!("ok: {}", lines[0]);
+    Ok(())
+}
+
+fn tempdir() -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("rtvla-xtask-{}", std::process::id()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+fn bench(root: &Path, quick: bool, json: Option<PathBuf>) -> Result<()> {
+    run(cargo().args(["build", "--release", "--bin", "rtvla"]))?;
+    let dir = tempdir()?;
+    let ticks = if quick { "200" } else { "1200" };
+    let report = dir.join("bench-drive.json");
+    eprintln!("real-time drive, fixture student, {ticks} ticks at 20 Hz ...");
+    run(Command::new(release_bin(root))
+        .args(["drive", "--quiet", "--board", "boards/host-sim.toml", "--ticks", ticks, "--report-json"])
+        .arg(&report))?;
+    let r = read_json(&report)?;
+    let f = |k: &str, q: &str| r[k][q].as_f64().unwrap_or(f64::NAN);
+    let overhead_ratio = r["overhead_ratio"].as_f64().unwrap_or(f64::NAN);
+    println!("loop, one run ({} ticks, {} model):", r["ticks"], r["model"]);
+    println!(
+        "  inference      mean {:.3} ms  p50 {:.3}  p99 {:.3}",
+        f("infer_ms", "mean"),
+        f("infer_ms", "p50"),
+        f("infer_ms", "p99")
+    );
+    println!(
+        "  loop overhead  mean {:.3} ms  p50 {:.3}  p99 {:.3}",
+        f("overhead_ms", "mean"),
+        f("overhead_ms", "p50"),
+        f("overhead_ms", "p99")
+    );
+    println!("  overhead / inference = {:.2} %  (goal <= 2 %)", overhead_ratio * 100.0);
+    println!("  wake-up jitter p99 {:.3} ms, deadline misses {}", f("jitter_ms", "p99"), r["deadline_misses"]);
+    let out = serde_json::json!({
+        "overhead_ratio": overhead_ratio,
+        "infer_ms": r["infer_ms"],
+        "overhead_ms": r["overhead_ms"],
+        "p99_jitter_ms": f("jitter_ms", "p99"),
+        "deadline_misses": r["deadline_misses"],
+        "allocs_per_tick_outside_inference": r["allocs_per_tick_outside_inference"],
+        "allocs_per_inference": r["allocs_per_inference"],
+        "model": r["model"],
+        // Filled by the distillation / quantisation work; null until those models exist.
+        "teacher_student_ratio": null,
+        "tract_vs_ort": null,
+        "quantized_speedup": null,
+    });
+    if let Some(p) = json {
+        std::fs::write(&p, serde_json::to_string_pretty(&out)? + "\n")?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn fixture(root: &Path) -> Result<()> {
+    let venv = root.join(".venv-tools");
+    if !venv.join("bin/python").exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "onnx==1.17.0", "numpy<2.3"]))?;
+    run(Command::new(venv.join("bin/python"))
+        .args(["models/fixture/make_fixture.py", "models/fixture/student_fixture.onnx"]))?;
+    eprintln!("fixture regenerated; update sha256 in models/fixture/student_fixture.toml if it changed (sha256sum models/fixture/student_fixture.onnx)");
+    Ok(())
+}

@@ -1,0 +1,302 @@
+//! Board profiles (`boards/*.toml`): everything that differs between the host simulator, QEMU and real boards.
+//!
+//! Unknown keys are errors (serde `deny_unknown_fields`) so a typo never silently falls back to a default.
+//! Relative paths are resolved against the profile's own directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::bad_input;
+
+/// A whole board profile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    pub board: BoardInfo,
+    pub camera: CameraConfig,
+    #[serde(rename = "loop")]
+    pub control_loop: LoopConfig,
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    pub vehicle: VehicleConfig,
+    #[serde(default)]
+    pub sim: SimConfig,
+    #[serde(default)]
+    pub deploy: Option<DeployConfig>,
+    /// Directory of the profile file, for relative paths.
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardInfo {
+    pub name: String,
+    /// Rust target triple the board's binary is built for.
+    pub target: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Where frames come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraSource {
+    /// The in-process simulator renders frames.
+    Sim,
+    /// A V4L2 device (camera issue).
+    V4l2,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub source: CameraSource,
+    #[serde(default)]
+    pub device: String,
+    #[serde(default = "default_format")]
+    pub format: String,
+    pub width: usize,
+    pub height: usize,
+    pub fps: u32,
+    /// SimLingo crops the bottom rows (ego hood) before resizing to the model input.
+    #[serde(default)]
+    pub crop_bottom_rows: usize,
+    /// A frame older than this at tick time is stale: the supervisor stops the car.
+    #[serde(default = "default_stale_ms")]
+    pub stale_after_ms: u32,
+}
+
+fn default_format() -> String {
+    "rgb24".into()
+}
+fn default_stale_ms() -> u32 {
+    150
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    pub rate_hz: f64,
+    /// Compute budget per tick; defaults to the whole period.
+    #[serde(default)]
+    pub deadline_ms: Option<f64>,
+    #[serde(default)]
+    pub cpu_affinity: Vec<usize>,
+    /// SCHED_FIFO priority (0 = normal scheduling).
+    #[serde(default)]
+    pub rt_priority: u8,
+    #[serde(default)]
+    pub mlockall: bool,
+    /// Ticks to run before allocation counting starts (tract and caches warm up).
+    #[serde(default = "default_warmup")]
+    pub warmup_ticks: u64,
+}
+
+fn default_warmup() -> u64 {
+    5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Path of the student's manifest TOML.
+    pub manifest: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+    #[serde(default = "default_budget")]
+    pub budget_bytes: u64,
+    #[serde(default = "default_fsync")]
+    pub fsync: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: default_store_path(), budget_bytes: default_budget(), fsync: default_fsync() }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("/tmp/rtvla-store")
+}
+fn default_budget() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_fsync() -> String {
+    "every_record".into()
+}
+
+/// Which vehicle link carries commands out and ego state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    Sim,
+    Udp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VehicleConfig {
+    pub link: LinkKind,
+    /// Local UDP address to bind (udp link).
+    #[serde(default)]
+    pub bind: Option<String>,
+    /// Peer UDP address commands are sent to (udp link).
+    #[serde(default)]
+    pub peer: Option<String>,
+    /// Ego state older than this is a link fault.
+    #[serde(default = "default_link_timeout")]
+    pub state_timeout_ms: u32,
+}
+
+fn default_link_timeout() -> u32 {
+    200
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimConfig {
+    #[serde(default = "default_scenario")]
+    pub scenario: String,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig { scenario: default_scenario(), seed: 0 }
+    }
+}
+
+fn default_scenario() -> String {
+    "following".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    pub host: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    pub install_dir: PathBuf,
+}
+
+impl Board {
+    /// Load and validate a profile. Every problem is `BadInput` naming the file and key.
+    pub fn load(path: &Path) -> anyhow::Result<Board> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad_input(format!("board profile {}: {e}", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse profile text; `path` is used for messages and relative paths.
+    pub fn parse(text: &str, path: &Path) -> anyhow::Result<Board> {
+        let mut board: Board = toml::from_str(text).map_err(|e| {
+            let msg = e.message().replace('\n', " ");
+            bad_input(format!("board profile {}: {msg}", path.display()))
+        })?;
+        board.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        board.validate().map_err(|m| bad_input(format!("board profile {}: {m}", path.display())))?;
+        Ok(board)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let c = &self.camera;
+        if !(self.control_loop.rate_hz > 0.0 && self.control_loop.rate_hz <= 1000.0) {
+            return Err(format!("loop.rate_hz = {} must be in (0, 1000]", self.control_loop.rate_hz));
+        }
+        if let Some(d) = self.control_loop.deadline_ms {
+            if !(d > 0.0 && d <= self.period_ms()) {
+                return Err(format!("loop.deadline_ms = {d} must be in (0, period = {} ms]", self.period_ms()));
+            }
+        }
+        if c.width == 0 || c.height == 0 || c.width > 8192 || c.height > 8192 {
+            return Err(format!("camera.width/height = {}x{} out of range", c.width, c.height));
+        }
+        if c.crop_bottom_rows >= c.height {
+            return Err(format!(
+                "camera.crop_bottom_rows = {} must be < camera.height = {}",
+                c.crop_bottom_rows, c.height
+            ));
+        }
+        if self.vehicle.link == LinkKind::Udp && self.vehicle.peer.is_none() {
+            return Err("vehicle.peer is required when vehicle.link = \"udp\"".into());
+        }
+        if !matches!(self.store.fsync.as_str(), "every_record" | "never" | "interval") {
+            return Err(format!("store.fsync = {:?} must be every_record, interval or never", self.store.fsync));
+        }
+        Ok(())
+    }
+
+    /// Control period in milliseconds.
+    pub fn period_ms(&self) -> f64 {
+        1000.0 / self.control_loop.rate_hz
+    }
+
+    /// Compute budget per tick in milliseconds.
+    pub fn deadline_ms(&self) -> f64 {
+        self.control_loop.deadline_ms.unwrap_or_else(|| self.period_ms())
+    }
+
+    /// Resolve a path from the profile relative to the profile's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    /// The student's manifest path, resolved.
+    pub fn model_manifest(&self) -> PathBuf {
+        self.resolve(&self.model.manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = include_str!("../boards/host-sim.toml");
+
+    #[test]
+    fn bundled_host_sim_profile_parses() {
+        let b = Board::parse(GOOD, Path::new("boards/host-sim.toml")).unwrap();
+        assert_eq!(b.board.name, "host-sim");
+        assert_eq!(b.camera.source, CameraSource::Sim);
+        assert_eq!(b.period_ms(), 50.0);
+        assert_eq!(b.model_manifest(), Path::new("boards/../models/fixture/student_fixture.toml"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("rate_hz = 20", "rate_hz = 20\nrate_hx = 3");
+        let err = Board::parse(&text, Path::new("b.toml")).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), 2);
+        assert!(err.to_string().contains("rate_hx"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let text = GOOD.replace("rate_hz = 20", "rate_hz = -1");
+        let err = Board::parse(&text, Path::new("b.toml")).unwrap_err();
+        assert!(err.to_string().contains("loop.rate_hz"), "{err}");
+        let text = GOOD.replace("rate_hz = 20", "rate_hz = \"fast\"");
+        let err = Board::parse(&text, Path::new("b.toml")).unwrap_err();
+        assert!(err.to_string().contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let text = GOOD.replace("fps = 20\n", "");
+        let err = Board::parse(&text, Path::new("b.toml")).unwrap_err();
+        assert!(err.to_string().contains("fps"), "{err}");
+    }
+}

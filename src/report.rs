@@ -1,0 +1,118 @@
+//! The run report: JSON for machines (`--report-json`), one screen for people.
+
+use serde::Serialize;
+
+use crate::stats::LatencyHistogram;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Quantiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Quantiles {
+    pub fn of(h: &LatencyHistogram) -> Quantiles {
+        Quantiles { p50: h.quantile(0.5), p99: h.quantile(0.99), max: h.max(), mean: h.mean() }
+    }
+}
+
+/// Everything `rtvla drive` measured. Sim-only fields are `null` on a real vehicle.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub board: String,
+    pub model: String,
+    pub model_is_fixture: bool,
+    pub policy: String,
+    pub clock: &'static str,
+    pub rate_hz: f64,
+    pub ticks: u64,
+    pub deadline_ms: f64,
+    pub deadline_misses: u64,
+    /// Ticks skipped because an overrun ran past the next period (never caught up back-to-back).
+    pub skipped_ticks: u64,
+    pub tick_ms: Quantiles,
+    pub infer_ms: Quantiles,
+    pub overhead_ms: Quantiles,
+    /// Tick start lateness against the schedule (0 in virtual time).
+    pub jitter_ms: Quantiles,
+    /// Mean loop overhead (everything but inference) as a fraction of mean inference time.
+    pub overhead_ratio: f64,
+    /// Heap allocations per tick on the loop thread outside the inference call, after warm-up.
+    /// `null` when the counting allocator is not installed.
+    pub allocs_per_tick_outside_inference: Option<f64>,
+    /// Heap allocations per tick inside the inference call (tract allocates op outputs), after warm-up.
+    pub allocs_per_inference: Option<f64>,
+    pub measured_ticks: u64,
+    pub fallbacks: u64,
+    pub fallback_ticks: u64,
+    pub faults: std::collections::BTreeMap<String, u64>,
+    pub frames_dropped: u64,
+    /// Snapshot events flagged by the supervisor (fallback entries).
+    pub events_flagged: u64,
+    /// Snapshots committed to the store (0 until the store is configured for this run).
+    pub events_written: u64,
+    pub commands_hash: String,
+    pub scenario: Option<String>,
+    pub seed: Option<u64>,
+    pub route_completion: Option<f64>,
+    pub infractions: Option<serde_json::Value>,
+    pub driving_score: Option<f64>,
+    pub wall_s: f64,
+}
+
+impl RunReport {
+    /// The human summary printed on exit.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let fixture = if self.model_is_fixture { " (FIXTURE, untrained)" } else { "" };
+        s += &format!("rtvla drive — board {}, policy {}, model {}{}\n", self.board, self.policy, self.model, fixture);
+        s += &format!(
+            "  ticks        {} at {} Hz ({} clock), {:.1} s wall\n",
+            self.ticks, self.rate_hz, self.clock, self.wall_s
+        );
+        s += &format!(
+            "  tick         p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms   budget {:.1} ms\n",
+            self.tick_ms.p50, self.tick_ms.p99, self.tick_ms.max, self.deadline_ms
+        );
+        s += &format!("  wake jitter  p50 {:.3} ms  p99 {:.3} ms\n", self.jitter_ms.p50, self.jitter_ms.p99);
+        s += &format!("  inference    p50 {:.2} ms  p99 {:.2} ms\n", self.infer_ms.p50, self.infer_ms.p99);
+        s += &format!(
+            "  overhead     p50 {:.3} ms  p99 {:.3} ms   ({:.2} % of inference)\n",
+            self.overhead_ms.p50,
+            self.overhead_ms.p99,
+            self.overhead_ratio * 100.0
+        );
+        s += &format!("  deadlines    {} missed, {} ticks skipped\n", self.deadline_misses, self.skipped_ticks);
+        let allocs =
+            |v: Option<f64>| v.map_or("n/a (counting allocator not installed)".to_string(), |a| format!("{a:.2}"));
+        s += &format!(
+            "  allocations  {} per tick outside inference, {} inside\n",
+            allocs(self.allocs_per_tick_outside_inference),
+            allocs(self.allocs_per_inference)
+        );
+        let faults: Vec<String> = self.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        s += &format!(
+            "  supervisor   {} fallbacks ({} ticks){}{}\n",
+            self.fallbacks,
+            self.fallback_ticks,
+            if faults.is_empty() { String::new() } else { format!(": {}", faults.join(", ")) },
+            if self.frames_dropped > 0 { format!(", {} frames dropped", self.frames_dropped) } else { String::new() }
+        );
+        if let (Some(ds), Some(rc)) = (self.driving_score, self.route_completion) {
+            s += &format!(
+                "  driving      score {:.1}, route completion {:.1} % ({} seed {})\n",
+                ds,
+                rc * 100.0,
+                self.scenario.as_deref().unwrap_or("?"),
+                self.seed.unwrap_or(0)
+            );
+            if let Some(inf) = &self.infractions {
+                s += &format!("  infractions  {inf}\n");
+            }
+        }
+        s += &format!("  commands     hash {}\n", self.commands_hash);
+        s
+    }
+}

@@ -1,0 +1,525 @@
+//! The fixed-rate control loop: FrameSource → Preprocess → Student → Controller → Supervisor → VehicleLink.
+//!
+//! One thread, one tick per period. Every buffer is allocated before the first tick; the loop thread's
+//! allocations are counted (outside and inside the inference call separately) to prove the hot path is clean.
+//! Overruns are counted, and missed ticks skipped rather than caught up.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::alloc_counter;
+use crate::board::{Board, CameraSource, LinkKind};
+use crate::camera::FrameSource;
+use crate::clock::{Clock, EmbassyClock, VirtualClock};
+use crate::control::Controller;
+use crate::error::bad_input;
+use crate::model::{Inference, PolicyInput, Student, TractStudent};
+use crate::preprocess::Preprocessor;
+use crate::report::{Quantiles, RunReport};
+use crate::stats::{CommandsHash, LatencyHistogram};
+use crate::supervisor::{Fault, Faults, Supervisor, SupervisorConfig, Transition};
+use crate::types::{Command, Waypoints};
+use crate::vehicle::sim::{SimHarness, SimOptions};
+use crate::vehicle::VehicleLink;
+
+/// Which policy produces the waypoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyKind {
+    /// The student network (tract).
+    Model,
+    /// The simulator's privileged expert (sim boards only): same controller, ground-truth targets.
+    Expert,
+}
+
+/// Loop timing and termination.
+#[derive(Clone, Debug)]
+pub struct LoopConfig {
+    pub period_us: u64,
+    pub deadline_us: u64,
+    pub stale_after: Duration,
+    /// Stop after this many ticks (None: until the vehicle says done or a stop is requested).
+    pub max_ticks: Option<u64>,
+    pub warmup_ticks: u64,
+}
+
+/// Counters visible to the monitor thread while the loop runs.
+#[derive(Default)]
+pub struct LiveStats {
+    pub ticks: AtomicU64,
+    pub deadline_misses: AtomicU64,
+    pub fallbacks: AtomicU64,
+    /// Last tick's work time in µs.
+    pub last_tick_us: AtomicU64,
+    pub last_infer_us: AtomicU64,
+}
+
+/// What the loop measured.
+pub struct LoopOutcome {
+    pub ticks: u64,
+    pub deadline_misses: u64,
+    pub skipped_ticks: u64,
+    pub tick: LatencyHistogram,
+    pub infer: LatencyHistogram,
+    pub overhead: LatencyHistogram,
+    /// How late each tick started against its schedule (wake-up jitter).
+    pub jitter: LatencyHistogram,
+    pub measured_ticks: u64,
+    pub allocs_outside: u64,
+    pub allocs_inside: u64,
+    pub fallbacks: u64,
+    pub fallback_ticks: u64,
+    pub fault_counts: [u64; Fault::ALL.len()],
+    pub commands_hash: CommandsHash,
+    pub vehicle_done: bool,
+    pub wall: Duration,
+}
+
+/// A driving policy backed by the simulator's privileged expert (targets travel with each sim frame).
+pub struct ExpertPolicy {
+    out: Inference,
+}
+
+impl Default for ExpertPolicy {
+    fn default() -> Self {
+        ExpertPolicy { out: Inference { waypoints: Waypoints::default(), features: Vec::new(), feature_shape: [0, 0] } }
+    }
+}
+
+impl Student for ExpertPolicy {
+    fn image_shape(&self) -> [usize; 3] {
+        [3, 128, 256]
+    }
+    fn infer(&mut self, input: &PolicyInput<'_>) -> anyhow::Result<&Inference> {
+        let wps = input.privileged.ok_or_else(|| anyhow::anyhow!("expert policy needs simulator frames"))?;
+        self.out.waypoints = *wps;
+        Ok(&self.out)
+    }
+}
+
+/// Run the loop until `max_ticks`, the vehicle's `done`, or `stop`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_loop(
+    cfg: &LoopConfig,
+    clock: &mut dyn Clock,
+    source: &mut dyn FrameSource,
+    pre: &mut Preprocessor,
+    student: &mut dyn Student,
+    controller: &mut Controller,
+    supervisor: &mut Supervisor,
+    vehicle: &mut dyn VehicleLink,
+    live: &LiveStats,
+    stop: &AtomicBool,
+) -> LoopOutcome {
+    let mut o = LoopOutcome {
+        ticks: 0,
+        deadline_misses: 0,
+        skipped_ticks: 0,
+        tick: LatencyHistogram::new(),
+        infer: LatencyHistogram::new(),
+        overhead: LatencyHistogram::new(),
+        jitter: LatencyHistogram::new(),
+        measured_ticks: 0,
+        allocs_outside: 0,
+        allocs_inside: 0,
+        fallbacks: 0,
+        fallback_ticks: 0,
+        fault_counts: [0; Fault::ALL.len()],
+        commands_hash: CommandsHash::default(),
+        vehicle_done: false,
+        wall: Duration::ZERO,
+    };
+    let virtual_time = clock.is_virtual();
+    let wall_start = Instant::now();
+    let mut scheduled = clock.now_us();
+    let mut carry = Faults::default(); // faults detected after a command went out, applied next tick
+    loop {
+        if cfg.max_ticks.is_some_and(|m| o.ticks >= m) || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let tick = o.ticks;
+        if !virtual_time {
+            o.jitter.record(clock.now_us().saturating_sub(scheduled) as f64 / 1e3);
+        }
+        let t0 = Instant::now();
+        let allocs0 = alloc_counter::thread_allocs();
+        let mut faults = carry;
+        carry = Faults::default();
+        let mut infer_time = Duration::ZERO;
+        let mut infer_allocs = 0;
+
+        let state = match vehicle.state() {
+            Ok(s) => Some(s),
+            Err(_) => {
+                faults.insert(Fault::LinkState);
+                None
+            }
+        };
+        let mut proposed: Option<Command> = None;
+        match source.latest() {
+            None => faults.insert(Fault::NoFrame),
+            Some(frame) => {
+                if !virtual_time && frame.captured_at.elapsed() > cfg.stale_after {
+                    faults.insert(Fault::StaleFrame);
+                }
+                match pre.run(&frame.rgb) {
+                    None => faults.insert(Fault::BadFrame),
+                    Some(image) => {
+                        if let Some(st) = &state {
+                            let input = PolicyInput { image, ego: &st.ego, privileged: frame.privileged.as_ref() };
+                            let a = alloc_counter::thread_allocs();
+                            let ti = Instant::now();
+                            let result = student.infer(&input);
+                            infer_time = ti.elapsed();
+                            match result {
+                                Err(_) => faults.insert(Fault::InferenceError),
+                                Ok(inf) if !inf.waypoints.is_sane(500.0) => faults.insert(Fault::BadModelOutput),
+                                Ok(inf) => proposed = Some(controller.step(&inf.waypoints, st.ego.speed_mps).command),
+                            }
+                            infer_allocs = alloc_counter::thread_allocs() - a;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(s) = &state {
+            o.vehicle_done |= s.done;
+        }
+
+        let (cmd, transition) = supervisor.filter(faults, proposed);
+        if vehicle.send(tick, &cmd).is_err() {
+            carry.insert(Fault::LinkSend);
+        }
+        o.commands_hash.add(&cmd);
+        let seen = if let Transition::Fallback(f) = transition { faults.first().or(Some(f)) } else { None };
+        if let Some(f) = seen {
+            o.fault_counts[Fault::ALL.iter().position(|x| *x == f).unwrap_or(0)] += 1;
+        }
+
+        let work = t0.elapsed();
+        let work_ms = work.as_secs_f64() * 1e3;
+        let infer_ms = infer_time.as_secs_f64() * 1e3;
+        o.tick.record(work_ms);
+        o.infer.record(infer_ms);
+        o.overhead.record(work_ms - infer_ms);
+        if tick >= cfg.warmup_ticks {
+            o.measured_ticks += 1;
+            o.allocs_inside += infer_allocs;
+            o.allocs_outside += alloc_counter::thread_allocs() - allocs0 - infer_allocs;
+        }
+        if work.as_micros() as u64 > cfg.deadline_us {
+            o.deadline_misses += 1;
+            // In virtual time a slow tick must not change behaviour (determinism); it is still counted.
+            if !virtual_time {
+                carry.insert(Fault::DeadlineMiss);
+            }
+        }
+        o.ticks += 1;
+        live.ticks.store(o.ticks, Ordering::Relaxed);
+        live.deadline_misses.store(o.deadline_misses, Ordering::Relaxed);
+        live.fallbacks.store(supervisor.fallbacks, Ordering::Relaxed);
+        live.last_tick_us.store(work.as_micros() as u64, Ordering::Relaxed);
+        live.last_infer_us.store(infer_time.as_micros() as u64, Ordering::Relaxed);
+        if o.vehicle_done {
+            break;
+        }
+
+        // Next deadline; after an overrun past it, skip (and count) the missed ticks instead of bursting.
+        scheduled += cfg.period_us;
+        let now = clock.now_us();
+        if now > scheduled {
+            let missed = (now - scheduled) / cfg.period_us + 1;
+            o.skipped_ticks += missed;
+            scheduled += missed * cfg.period_us;
+        }
+        clock.sleep_until(scheduled);
+    }
+    // Leave the vehicle stopped, not holding the last command.
+    let _ = vehicle.send(o.ticks, &Command::STOP);
+    o.fallbacks = supervisor.fallbacks;
+    o.fallback_ticks = supervisor.fallback_tick_count;
+    o.wall = wall_start.elapsed();
+    o
+}
+
+/// Options of one `rtvla drive` run (CLI flags over the board profile).
+#[derive(Clone, Debug)]
+pub struct DriveOptions {
+    pub board_path: PathBuf,
+    pub ticks: Option<u64>,
+    pub scenario: Option<String>,
+    pub seed: Option<u64>,
+    pub model: Option<PathBuf>,
+    pub policy: PolicyKind,
+    /// Simulated time: run as fast as possible (evaluation); otherwise real time at the board's rate.
+    pub virtual_time: bool,
+    /// Show a live progress line (only drawn on a terminal).
+    pub progress: bool,
+}
+
+impl DriveOptions {
+    pub fn new(board_path: impl Into<PathBuf>) -> Self {
+        DriveOptions {
+            board_path: board_path.into(),
+            ticks: None,
+            scenario: None,
+            seed: None,
+            model: None,
+            policy: PolicyKind::Model,
+            virtual_time: false,
+            progress: false,
+        }
+    }
+}
+
+/// Load everything, check it, run the loop, and build the report. Bad input fails before the first tick.
+pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
+    let board = Board::load(&opts.board_path)?;
+    let manifest_path = opts.model.clone().unwrap_or_else(|| board.model_manifest());
+    let mut student: Box<dyn Student> = match opts.policy {
+        PolicyKind::Model => Box::new(TractStudent::load(&manifest_path)?),
+        PolicyKind::Expert => {
+            if board.camera.source != CameraSource::Sim {
+                return Err(bad_input("--policy expert needs a simulator board (camera.source = \"sim\")"));
+            }
+            Box::new(ExpertPolicy::default())
+        }
+    };
+    let manifest = crate::model::Manifest::load(&manifest_path)?;
+    let [_, h, w] = manifest
+        .input(crate::model::Role::Image)
+        .map(|t| [t.shape[1], t.shape[2], t.shape[3]])
+        .unwrap_or([3, 128, 256]);
+    let cam = &board.camera;
+    let mut pre = Preprocessor::new(cam.width, cam.height, cam.crop_bottom_rows, w, h, &manifest.preprocess);
+
+    apply_realtime_settings(&board);
+
+    let cfg = LoopConfig {
+        period_us: (board.period_ms() * 1e3).round() as u64,
+        deadline_us: (board.deadline_ms() * 1e3).round() as u64,
+        stale_after: Duration::from_millis(cam.stale_after_ms as u64),
+        max_ticks: opts.ticks,
+        warmup_ticks: board.control_loop.warmup_ticks,
+    };
+    let live = Arc::new(LiveStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    install_sigint(stop.clone());
+    let monitor = Monitor::start(live.clone(), opts.ticks, opts.progress);
+    let mut controller = Controller::new();
+    let mut supervisor = Supervisor::new(SupervisorConfig::default());
+    let mut clock: Box<dyn Clock> =
+        if opts.virtual_time { Box::new(VirtualClock::default()) } else { Box::new(EmbassyClock::new()) };
+
+    let scenario = opts.scenario.clone().unwrap_or_else(|| board.sim.scenario.clone());
+    let seed = opts.seed.unwrap_or(board.sim.seed);
+    let (outcome, metrics) = match (board.camera.source, board.vehicle.link) {
+        (CameraSource::Sim, LinkKind::Sim) => {
+            let sim_opts = SimOptions {
+                scenario: scenario.clone(),
+                seed,
+                width: cam.width,
+                height: cam.height,
+                dt: (cfg.period_us as f32) * 1e-6,
+                with_expert: opts.policy == PolicyKind::Expert,
+                sync_timeout: if opts.virtual_time {
+                    Duration::from_secs(5)
+                } else {
+                    Duration::from_micros(cfg.period_us / 2)
+                },
+            };
+            let (harness, mut camera, mut vehicle) = SimHarness::spawn(sim_opts)?;
+            let o = run_loop(
+                &cfg,
+                clock.as_mut(),
+                &mut camera,
+                &mut pre,
+                student.as_mut(),
+                &mut controller,
+                &mut supervisor,
+                &mut vehicle,
+                &live,
+                &stop,
+            );
+            (o, Some(harness.finish()?))
+        }
+        (source, link) => {
+            return Err(bad_input(format!(
+                "board {}: camera.source {source:?} with vehicle.link {link:?} is not supported by this build yet",
+                board.board.name
+            )));
+        }
+    };
+    monitor.finish();
+
+    let mut faults = BTreeMap::new();
+    for (i, f) in Fault::ALL.iter().enumerate() {
+        if outcome.fault_counts[i] > 0 {
+            faults.insert(f.name().to_string(), outcome.fault_counts[i]);
+        }
+    }
+    let measured = outcome.measured_ticks.max(1) as f64;
+    let counting = alloc_counter::is_installed();
+    let infer_mean = outcome.infer.mean();
+    let report = RunReport {
+        board: board.board.name.clone(),
+        model: if opts.policy == PolicyKind::Expert { "privileged expert".into() } else { manifest.model.name.clone() },
+        model_is_fixture: opts.policy == PolicyKind::Model && manifest.model.fixture,
+        policy: format!("{:?}", opts.policy).to_lowercase(),
+        clock: if opts.virtual_time { "virtual" } else { "real" },
+        rate_hz: board.control_loop.rate_hz,
+        ticks: outcome.ticks,
+        deadline_ms: board.deadline_ms(),
+        deadline_misses: outcome.deadline_misses,
+        skipped_ticks: outcome.skipped_ticks,
+        tick_ms: Quantiles::of(&outcome.tick),
+        infer_ms: Quantiles::of(&outcome.infer),
+        overhead_ms: Quantiles::of(&outcome.overhead),
+        jitter_ms: Quantiles::of(&outcome.jitter),
+        overhead_ratio: if infer_mean > 0.0 { outcome.overhead.mean() / infer_mean } else { 0.0 },
+        allocs_per_tick_outside_inference: counting.then(|| outcome.allocs_outside as f64 / measured),
+        allocs_per_inference: counting.then(|| outcome.allocs_inside as f64 / measured),
+        measured_ticks: outcome.measured_ticks,
+        fallbacks: outcome.fallbacks,
+        fallback_ticks: outcome.fallback_ticks,
+        faults,
+        frames_dropped: 0,
+        events_flagged: outcome.fallbacks,
+        events_written: 0,
+        commands_hash: outcome.commands_hash.hex(),
+        scenario: metrics.as_ref().map(|_| scenario.clone()),
+        seed: metrics.as_ref().map(|_| seed),
+        route_completion: metrics.as_ref().map(|m| m.route_completion as f64),
+        infractions: metrics.as_ref().map(|m| serde_json::to_value(&m.infractions).unwrap_or_default()),
+        driving_score: metrics.as_ref().map(|m| m.driving_score as f64),
+        wall_s: outcome.wall.as_secs_f64(),
+    };
+    Ok(report)
+}
+
+/// Best effort: CPU affinity, SCHED_FIFO and mlockall from the board profile; warns where not permitted.
+fn apply_realtime_settings(board: &Board) {
+    let l = &board.control_loop;
+    // SAFETY: plain libc calls on the current thread with valid, initialised arguments.
+    unsafe {
+        if !l.cpu_affinity.is_empty() {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for cpu in &l.cpu_affinity {
+                libc::CPU_SET(*cpu, &mut set);
+            }
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                tracing::warn!("cpu_affinity {:?} not applied: {}", l.cpu_affinity, std::io::Error::last_os_error());
+            }
+        }
+        if l.rt_priority > 0 {
+            let p = libc::sched_param { sched_priority: l.rt_priority as i32 };
+            if libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) != 0 {
+                tracing::warn!("SCHED_FIFO {} not permitted: {}", l.rt_priority, std::io::Error::last_os_error());
+            }
+        }
+        if l.mlockall && libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
+            tracing::warn!("mlockall failed: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+static SIGINT_STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    if let Some(s) = SIGINT_STOP.get() {
+        s.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Ctrl-C ends the loop cleanly (the report is still written).
+fn install_sigint(stop: Arc<AtomicBool>) {
+    if SIGINT_STOP.set(stop).is_ok() {
+        // SAFETY: the handler only stores into an atomic.
+        unsafe {
+            libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// Live stats off the loop thread: a progress line on a terminal and a tracing line every few seconds.
+struct Monitor {
+    done: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Monitor {
+    fn start(live: Arc<LiveStats>, total: Option<u64>, progress: bool) -> Monitor {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let handle = std::thread::Builder::new()
+            .name("rtvla-monitor".into())
+            .spawn(move || {
+                let bar = if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                    let b = match total {
+                        Some(t) => indicatif::ProgressBar::new(t),
+                        None => indicatif::ProgressBar::new_spinner(),
+                    };
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} ticks {msg}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    Some(b)
+                } else {
+                    None
+                };
+                let mut last_log = Instant::now();
+                while !d.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let ticks = live.ticks.load(Ordering::Relaxed);
+                    let msg = format!(
+                        "tick {:.2} ms, infer {:.2} ms, misses {}, fallbacks {}",
+                        live.last_tick_us.load(Ordering::Relaxed) as f64 / 1e3,
+                        live.last_infer_us.load(Ordering::Relaxed) as f64 / 1e3,
+                        live.deadline_misses.load(Ordering::Relaxed),
+                        live.fallbacks.load(Ordering::Relaxed)
+                    );
+                    if let Some(b) = &bar {
+                        b.set_position(ticks);
+                        b.set_message(msg.clone());
+                    }
+                    if last_log.elapsed() >= Duration::from_secs(5) {
+                        tracing::info!(ticks, "{msg}");
+                        last_log = Instant::now();
+                    }
+                }
+                if let Some(b) = bar {
+                    b.finish_and_clear();
+                }
+            })
+            .ok();
+        Monitor { done, handle }
+    }
+
+    fn finish(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Convenience for tests and `sim eval`: drive one simulator episode in virtual time.
+pub fn sim_drive(
+    board: &Path,
+    policy: PolicyKind,
+    model: Option<&Path>,
+    scenario: &str,
+    seed: u64,
+    ticks: Option<u64>,
+) -> anyhow::Result<RunReport> {
+    let mut o = DriveOptions::new(board);
+    o.policy = policy;
+    o.model = model.map(Path::to_path_buf);
+    o.scenario = Some(scenario.to_string());
+    o.seed = Some(seed);
+    o.ticks = ticks;
+    o.virtual_time = true;
+    drive(&o)
+}

@@ -1,0 +1,38 @@
+//! Vehicle links: commands out, ego state in. `sim` closes the loop with the in-process simulator, `udp` talks to
+//! an external simulator or a HIL rig over the documented wire protocol (`vehicle::wire`).
+
+pub mod sim;
+pub mod udp;
+pub mod wire;
+
+use std::time::Instant;
+
+use crate::types::{Command, EgoState};
+
+/// Ego state as last received, with its arrival time (the supervisor checks its age).
+#[derive(Clone, Copy, Debug)]
+pub struct VehicleState {
+    pub ego: EgoState,
+    pub received_at: Instant,
+    /// The vehicle side says the episode / route is over.
+    pub done: bool,
+}
+
+/// Why a link failed this tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkError {
+    /// No state ever received, or none within the timeout.
+    NoState,
+    /// The command could not be sent.
+    SendFailed,
+    /// The peer is gone (thread exited, socket closed).
+    Disconnected,
+}
+
+/// The vehicle as the loop sees it. Implementations never block the loop.
+pub trait VehicleLink {
+    /// Freshest ego state.
+    fn state(&mut self) -> Result<VehicleState, LinkError>;
+    /// Send one command for control tick `tick`.
+    fn send(&mut self, tick: u64, cmd: &Command) -> Result<(), LinkError>;
+}

@@ -1,0 +1,148 @@
+//! The in-process simulator as camera + vehicle: `World` runs on its own thread, stepped once per received command
+//! (lockstep with the control tick, so a run is deterministic), rendering a frame after each step.
+//!
+//! Loop → sim: commands through a bounded SPSC ring (rtrb). Sim → loop: frames and ego state through triple
+//! buffers. Nothing here allocates on the loop thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use super::{LinkError, VehicleLink, VehicleState};
+use crate::camera::sim::SimCamera;
+use crate::camera::Frame;
+use crate::error::bad_input;
+use crate::sim::{EpisodeMetrics, Renderer, World};
+use crate::types::{Command, EgoState};
+
+/// What the sim thread publishes after each step.
+#[derive(Clone, Copy, Debug)]
+pub struct SimState {
+    pub seq: u64,
+    pub ego: EgoState,
+    pub done: bool,
+    pub at: Instant,
+}
+
+/// How the sim is started.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    pub scenario: String,
+    pub seed: u64,
+    pub width: usize,
+    pub height: usize,
+    /// Seconds per step (the control period).
+    pub dt: f32,
+    /// Compute the privileged expert's targets every step (for the `expert` policy).
+    pub with_expert: bool,
+    /// How long the camera waits for the frame that follows the last command.
+    pub sync_timeout: Duration,
+}
+
+/// Shared counters between the loop-side handles and the sim thread.
+pub(crate) struct Shared {
+    /// Number of commands the loop has sent = the frame seq it expects next.
+    pub commands_sent: AtomicU64,
+    pub stop: AtomicBool,
+}
+
+/// Owner of the sim thread; `finish` stops it and returns the episode metrics.
+pub struct SimHarness {
+    handle: Option<JoinHandle<anyhow::Result<EpisodeMetrics>>>,
+    shared: Arc<Shared>,
+    thread: Thread,
+}
+
+/// Loop-side vehicle handle of the simulator.
+pub struct SimVehicle {
+    commands: rtrb::Producer<(u64, Command)>,
+    state: triple_buffer::Output<SimState>,
+    shared: Arc<Shared>,
+    sim_thread: Thread,
+}
+
+impl SimHarness {
+    /// Build the world (bad scenario → `BadInput`) and start its thread.
+    pub fn spawn(opts: SimOptions) -> anyhow::Result<(SimHarness, SimCamera, SimVehicle)> {
+        let mut world = World::new(&opts.scenario, opts.seed).map_err(|e| bad_input(format!("sim: {e}")))?;
+        let mut renderer = Renderer::new(opts.width, opts.height);
+        let mut frame = Frame::blank(opts.width, opts.height);
+        world.render(&mut renderer, &mut frame.rgb);
+        frame.seq = 0;
+        frame.privileged = opts.with_expert.then(|| world.expert().waypoints);
+        let state0 = SimState { seq: 0, ego: world.ego(), done: world.done(), at: Instant::now() };
+        let (mut frame_in, frame_out) = triple_buffer::triple_buffer(&frame);
+        let (mut state_in, state_out) = triple_buffer::triple_buffer(&state0);
+        let (cmd_tx, mut cmd_rx) = rtrb::RingBuffer::<(u64, Command)>::new(8);
+        let shared = Arc::new(Shared { commands_sent: AtomicU64::new(0), stop: AtomicBool::new(false) });
+        let sh = shared.clone();
+        let handle = thread::Builder::new()
+            .name("rtvla-sim".into())
+            .spawn(move || -> anyhow::Result<EpisodeMetrics> {
+                while !sh.stop.load(Ordering::Acquire) {
+                    let Ok((tick, cmd)) = cmd_rx.pop() else {
+                        thread::park_timeout(Duration::from_millis(5));
+                        continue;
+                    };
+                    world.step(&cmd, opts.dt);
+                    let f = frame_in.input_buffer_mut();
+                    world.render(&mut renderer, &mut f.rgb);
+                    f.seq = tick + 1;
+                    f.captured_at = Instant::now();
+                    f.privileged = opts.with_expert.then(|| world.expert().waypoints);
+                    frame_in.publish();
+                    state_in.write(SimState {
+                        seq: tick + 1,
+                        ego: world.ego(),
+                        done: world.done(),
+                        at: Instant::now(),
+                    });
+                }
+                Ok(world.metrics())
+            })
+            .context("spawning the sim thread")?;
+        let thread = handle.thread().clone();
+        let camera = SimCamera::new(frame_out, shared.clone(), opts.sync_timeout);
+        let vehicle =
+            SimVehicle { commands: cmd_tx, state: state_out, shared: shared.clone(), sim_thread: thread.clone() };
+        Ok((SimHarness { handle: Some(handle), shared, thread }, camera, vehicle))
+    }
+
+    /// Stop the sim thread and return the episode's metrics.
+    pub fn finish(mut self) -> anyhow::Result<EpisodeMetrics> {
+        self.shared.stop.store(true, Ordering::Release);
+        self.thread.unpark();
+        let h = self.handle.take().expect("finish once");
+        h.join().map_err(|_| anyhow::anyhow!("sim thread panicked"))?
+    }
+}
+
+impl Drop for SimHarness {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.thread.unpark();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl VehicleLink for SimVehicle {
+    fn state(&mut self) -> Result<VehicleState, LinkError> {
+        let s = *self.state.read();
+        Ok(VehicleState { ego: s.ego, received_at: s.at, done: s.done })
+    }
+
+    fn send(&mut self, tick: u64, cmd: &Command) -> Result<(), LinkError> {
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return Err(LinkError::Disconnected);
+        }
+        self.commands.push((tick, *cmd)).map_err(|_| LinkError::SendFailed)?;
+        self.shared.commands_sent.store(tick + 1, Ordering::Release);
+        self.sim_thread.unpark();
+        Ok(())
+    }
+}
