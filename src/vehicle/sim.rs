@@ -82,24 +82,31 @@ impl SimHarness {
         let handle = thread::Builder::new()
             .name("rtvla-sim".into())
             .spawn(move || -> anyhow::Result<EpisodeMetrics> {
+                // The simulator stands in for the outside world: it must not preempt the control loop when the
+                // loop wakes it with a command (on a 2-core board that would land in the loop's measured tick).
+                // SAFETY: setpriority on this thread's own tid with a plain integer.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                }
                 while !sh.stop.load(Ordering::Acquire) {
                     let Ok((tick, cmd)) = cmd_rx.pop() else {
                         thread::park_timeout(Duration::from_millis(5));
                         continue;
                     };
                     world.step(&cmd, opts.dt);
-                    let f = frame_in.input_buffer_mut();
-                    world.render(&mut renderer, &mut f.rgb);
-                    f.seq = tick + 1;
-                    f.captured_at = Instant::now();
-                    f.privileged = opts.with_expert.then(|| world.expert().waypoints);
-                    frame_in.publish();
+                    // State first, then the frame the camera side waits on: a reader that has the frame has its state.
                     state_in.write(SimState {
                         seq: tick + 1,
                         ego: world.ego(),
                         done: world.done(),
                         at: Instant::now(),
                     });
+                    let f = frame_in.input_buffer_mut();
+                    world.render(&mut renderer, &mut f.rgb);
+                    f.seq = tick + 1;
+                    f.captured_at = Instant::now();
+                    f.privileged = opts.with_expert.then(|| world.expert().waypoints);
+                    frame_in.publish();
                 }
                 Ok(world.metrics())
             })

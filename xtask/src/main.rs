@@ -71,10 +71,11 @@ fn ci(root: &Path) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("clippy (all targets, -D warnings)");
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    step("tests (debug)");
-    run(cargo().args(["test", "--workspace"]))?;
+    // Tests run on the release profile: it shares one compile of tract with the release binary (CI time on 2 cores).
     step("release build");
     run(cargo().args(["build", "--release", "--bin", "rtvla"]))?;
+    step("tests (release profile)");
+    run(cargo().args(["test", "--release", "--workspace"]))?;
     step("end-to-end: default drive on host-sim, 200 ticks, real time");
     drive_check(root)?;
     step("end-to-end: bad input exits 2 with one line");
