@@ -85,11 +85,14 @@ impl RunReport {
             self.camera_ms.p50, self.preprocess_ms.p50
         );
         s += &format!("  inference    p50 {:.2} ms  p99 {:.2} ms\n", self.infer_ms.p50, self.infer_ms.p99);
+        let ratio = if self.infer_ms.mean > 1e-3 {
+            format!("({:.2} % of inference)", self.overhead_ratio * 100.0)
+        } else {
+            "(no model inference in this run)".to_string()
+        };
         s += &format!(
-            "  overhead     p50 {:.3} ms  p99 {:.3} ms   ({:.2} % of inference)\n",
-            self.overhead_ms.p50,
-            self.overhead_ms.p99,
-            self.overhead_ratio * 100.0
+            "  overhead     p50 {:.3} ms  p99 {:.3} ms   {ratio}\n",
+            self.overhead_ms.p50, self.overhead_ms.p99
         );
         s += &format!("  deadlines    {} missed, {} ticks skipped\n", self.deadline_misses, self.skipped_ticks);
         let allocs =
