@@ -389,7 +389,7 @@ impl B {
         let route = self.route.take().expect("scenario sets a route");
         let (p0, yaw0) = route.path.pose_at(route.start_s);
         let time_limit = (route.goal_s - route.start_s) / 2.0 + 45.0;
-        let mut rng_env = Pcg32::seed_from_u64(seed ^ 0x005E_ED0F_E4F1);
+        let mut rng_env = Pcg32::seed_from_u64(mix_seed(name, seed) ^ 0x005E_ED0F_E4F1);
         let env = make_env(&mut rng_env);
         let mut w = World {
             scenario: name,
