@@ -89,7 +89,7 @@ impl Renderer {
             let fog = 1.0 - (-env.fog_density * z).exp();
             // headlights brighten the road ahead at night
             let hl =
-                if env.headlights && z < 50.0 { 1.8 * (-z / 18.0).exp() * if night { 1.0 } else { 0.4 } } else { 0.0 };
+                if env.headlights && z < 50.0 { 1.3 * (-z / 18.0).exp() * if night { 1.0 } else { 0.4 } } else { 0.0 };
             let mut pal = [[0i16; 3]; super::map::mat::COUNT];
             let mut pal_lit = [[0i16; 3]; super::map::mat::COUNT];
             for (m, (p, pl)) in pal.iter_mut().zip(pal_lit.iter_mut()).enumerate() {
