@@ -177,3 +177,24 @@ fn dataset_replay_and_eval_outputs() {
     assert_eq!(v["runs"].as_array().unwrap().len(), 2);
     assert!(rep.table().contains("lane_keep"));
 }
+
+/// Long check (run with `cargo test --release -- --ignored expert_held_out_full --nocapture`): the expert on
+/// 11 scenarios × 50 held-out seeds.
+#[test]
+#[ignore]
+fn expert_held_out_full() {
+    let mut run = |sc: &str, seed: u64| eval::builtin_episode("expert", sc, seed);
+    let seeds = HELD_OUT_SEEDS.start..HELD_OUT_SEEDS.start + 50;
+    let rep = eval::evaluate("expert", scenario_names(), seeds, &mut run, None);
+    println!("{}", rep.table());
+    assert!(rep.driving_score >= 95.0);
+}
+
+/// Render benchmark (run with `cargo test --release -- --ignored render_benchmark --nocapture`).
+#[test]
+#[ignore]
+fn render_benchmark() {
+    for (w, h) in [(256, 128), (512, 256)] {
+        println!("render {w}x{h}: {:.0} frames/s", render::bench(w, h, 400));
+    }
+}
