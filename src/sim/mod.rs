@@ -225,6 +225,8 @@ pub struct Light {
     pub trigger: f32,
     pub armed: bool,
     pub passed: bool,
+    /// Distance to a second head on the far corner of the junction (0: none).
+    pub far: f32,
 }
 
 /// A stop sign with its stop line at route arc length `route_s`.

@@ -358,6 +358,7 @@ impl B {
             trigger,
             armed: trigger.is_infinite(),
             passed: false,
+            far: 2.0 * hb + 3.0,
         });
     }
 
