@@ -342,8 +342,12 @@ pub fn plan(w: &mut World) -> ExpertPlan {
                         reason: Reason::Pedestrian,
                         dist,
                     });
-                } else if rel.abs() < 9.0 && !(walking && rel * lat_rate > 0.0) && ahead < 45.0 {
-                    // standing close to the road: be ready to stop
+                } else if rel.abs() < 9.0
+                    && matches!(a.behavior, super::Behavior::Walk { .. })
+                    && !(walking && rel * lat_rate > 0.0)
+                    && ahead < 45.0
+                {
+                    // waiting at the kerb (or walking towards the road): be ready to stop
                     push(Constraint {
                         gap: f32::INFINITY,
                         v_obj: 6.0,

@@ -273,7 +273,7 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
             }
             ActorKind::Pedestrian => {
                 let h = a.height;
-                let walking = matches!(a.behavior, super::Behavior::Walk { started: true, .. });
+                let walking = a.v > 0.1;
                 let swing = if walking { (a.s * 3.0).sin() * 0.12 } else { 0.0 };
                 for sd in [-1.0f32, 1.0] {
                     let c = offset(a.pos, a.yaw, swing * sd, sd * 0.1);
