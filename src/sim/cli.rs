@@ -128,7 +128,8 @@ pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<Ep
     }
 }
 
-/// Policies that run the student go through the runtime (wired by the lead in `crate::runtime::sim_episode`).
+/// Policies that run the student go through the runtime (`crate::runtime::sim_episode`): the same path as
+/// `rtvla drive` on the host-sim board, in virtual time.
 fn runtime_episode(
     policy: &str,
     model: Option<&std::path::Path>,

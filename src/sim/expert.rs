@@ -342,8 +342,12 @@ pub fn plan(w: &mut World) -> ExpertPlan {
                         reason: Reason::Pedestrian,
                         dist,
                     });
-                } else if rel.abs() < 9.0 && !(walking && rel * lat_rate > 0.0) && ahead < 45.0 {
-                    // standing close to the road: be ready to stop
+                } else if rel.abs() < 9.0
+                    && matches!(a.behavior, super::Behavior::Walk { .. })
+                    && !(walking && rel * lat_rate > 0.0)
+                    && ahead < 45.0
+                {
+                    // waiting at the kerb (or walking towards the road): be ready to stop
                     push(Constraint {
                         gap: f32::INFINITY,
                         v_obj: 6.0,
@@ -455,7 +459,9 @@ pub fn plan(w: &mut World) -> ExpertPlan {
         }
         (vt, arg)
     };
-    let (target0, arg0) = eval(0.0, 0.0);
+    let (_, mut arg0) = eval(0.0, 0.0);
+    let mut bound = false;
+    let mut v_1s = v;
     let mut x = 0.0f32;
     let mut vv = v;
     let sub = 0.05f32;
@@ -463,10 +469,20 @@ pub fn plan(w: &mut World) -> ExpertPlan {
     for k in 0..SPEED_POINTS {
         for j in 0..per {
             let t = (k * per + j) as f32 * sub;
-            let (vt, _) = eval(x, t);
+            let (vt, arg) = eval(x, t);
+            if !bound && vt < vv - 0.05 {
+                // the first constraint that makes the profile slow down names the object
+                bound = true;
+                if arg != usize::MAX {
+                    arg0 = arg;
+                }
+            }
             let nv = if vt < 0.05 && vv < 1.0 { 0.0 } else { (vv + (vt - vv).clamp(-7.0 * sub, 2.0 * sub)).max(0.0) };
             x += 0.5 * (vv + nv) * sub;
             vv = nv;
+        }
+        if k == 3 {
+            v_1s = vv;
         }
         let s = s0 + x;
         wps.speed_wps[k] = to_local(e.pos, e.yaw, route.path.point_at(s, offset(s)));
@@ -482,13 +498,16 @@ pub fn plan(w: &mut World) -> ExpertPlan {
         Reason::RedLight | Reason::YellowLight => ObjectLabel::RedLight,
         Reason::StopSign => ObjectLabel::StopSign,
     };
-    let mut action = if target0 < 0.3 && v < 0.3 {
+    // a constraint that ends in a standstill (light, sign, pedestrian, yielding, stopped car)
+    let stop_type = arg0 != usize::MAX && cs[arg0].v_obj < 0.5 && cs[arg0].gap.is_finite();
+    let target0 = v_1s;
+    let mut action = if v < 0.3 && v_1s < 0.3 {
         Action::Wait
-    } else if target0 < 0.3 || (target0 < v - 3.0 && object != ObjectLabel::None && object != ObjectLabel::Curve) {
+    } else if stop_type && v_1s <= v + 0.1 {
         Action::Stop
-    } else if target0 < v - 0.5 {
+    } else if v_1s < v - 0.3 {
         Action::Decelerate
-    } else if target0 > v + 0.5 {
+    } else if v_1s > v + 0.3 {
         Action::Accelerate
     } else {
         Action::KeepSpeed

@@ -225,6 +225,8 @@ pub struct Light {
     pub trigger: f32,
     pub armed: bool,
     pub passed: bool,
+    /// Distance to a second head on the far corner of the junction (0: none).
+    pub far: f32,
 }
 
 /// A stop sign with its stop line at route arc length `route_s`.
@@ -430,7 +432,10 @@ impl World {
                 Behavior::LaneShift { trigger_gap, min_gap, from_lat, to_lat, dur, t0, v_after } => {
                     if *t0 < 0.0 {
                         lat = *from_lat;
-                        if gap_to_ego < *trigger_gap && gap_to_ego > *min_gap {
+                        // fair cut-in: only with room for the ego to brake comfortably (3.5 m/s²) to the cutter's speed
+                        let rel = (ego_speed - v).max(0.0);
+                        let need = *min_gap + rel * rel / (2.0 * 3.5);
+                        if gap_to_ego < trigger_gap.max(need + 2.0) && gap_to_ego > need {
                             *t0 = t;
                             v_target = *v_after;
                             self.actors[i].v_target = *v_after;

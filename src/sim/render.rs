@@ -89,7 +89,7 @@ impl Renderer {
             let fog = 1.0 - (-env.fog_density * z).exp();
             // headlights brighten the road ahead at night
             let hl =
-                if env.headlights && z < 50.0 { 1.8 * (-z / 18.0).exp() * if night { 1.0 } else { 0.4 } } else { 0.0 };
+                if env.headlights && z < 50.0 { 1.3 * (-z / 18.0).exp() * if night { 1.0 } else { 0.4 } } else { 0.0 };
             let mut pal = [[0i16; 3]; super::map::mat::COUNT];
             let mut pal_lit = [[0i16; 3]; super::map::mat::COUNT];
             for (m, (p, pl)) in pal.iter_mut().zip(pal_lit.iter_mut()).enumerate() {
@@ -273,7 +273,7 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
             }
             ActorKind::Pedestrian => {
                 let h = a.height;
-                let walking = matches!(a.behavior, super::Behavior::Walk { started: true, .. });
+                let walking = a.v > 0.1;
                 let swing = if walking { (a.s * 3.0).sin() * 0.12 } else { 0.0 };
                 for sd in [-1.0f32, 1.0] {
                     let c = offset(a.pos, a.yaw, swing * sd, sd * 0.1);
@@ -288,16 +288,25 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
         if !visible(l.pos, 8.0) {
             continue;
         }
-        // pole on the corner, arm over the ego's lanes, housing with three lamps facing the ego
+        // pole on the near corner with an arm over the ego's lanes, a second pole on the far corner; housings with
+        // three (oversized, so they read at low resolution) lamps facing the ego
         let fy = l.yaw;
-        push_box(out, l.pos, fy, 0.12, 0.12, 0.0, 5.4, [0.25, 0.25, 0.27], false);
+        push_box(out, l.pos, fy, 0.12, 0.12, 0.0, 5.6, [0.25, 0.25, 0.27], false);
         let arm_len = 6.0;
         let arm_c = offset(l.pos, fy, 0.0, arm_len * 0.5);
-        push_box(out, arm_c, fy, 0.08, arm_len * 0.5, 5.1, 5.3, [0.25, 0.25, 0.27], false);
-        for (k, dd) in [(0usize, arm_len - 0.6), (1, 0.0)] {
-            let hc = offset(l.pos, fy, 0.15, dd);
-            let (z0, z1) = if k == 0 { (4.0, 5.1) } else { (2.4, 3.5) };
-            push_box(out, hc, fy, 0.18, 0.2, z0, z1, [0.08, 0.08, 0.08], false);
+        push_box(out, arm_c, fy, 0.08, arm_len * 0.5, 5.3, 5.5, [0.25, 0.25, 0.27], false);
+        let far = offset(l.pos, fy, -l.far, 0.0);
+        if l.far > 0.0 {
+            push_box(out, far, fy, 0.12, 0.12, 0.0, 3.0, [0.25, 0.25, 0.27], false);
+        }
+        for (k, base) in [(0usize, offset(l.pos, fy, 0.15, arm_len - 0.6)), (1, offset(l.pos, fy, 0.15, 0.0)), (2, far)]
+        {
+            if k == 2 && l.far <= 0.0 {
+                continue;
+            }
+            let hc = if k == 2 { offset(base, fy, 0.15, 0.0) } else { base };
+            let (z0, z1) = if k == 0 { (3.4, 5.3) } else { (2.0, 3.9) };
+            push_box(out, hc, fy, 0.2, 0.36, z0, z1, [0.08, 0.08, 0.08], false);
             for (i, st) in [LightState::Red, LightState::Yellow, LightState::Green].iter().enumerate() {
                 let on = l.state == *st;
                 let c = match (st, on) {
@@ -306,9 +315,9 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
                     (LightState::Green, true) => [0.2, 1.0, 0.4],
                     _ => [0.12, 0.12, 0.12],
                 };
-                let zc = z1 - 0.2 - 0.35 * i as f32;
-                let lc = offset(hc, fy, 0.2, 0.0);
-                push_box(out, lc, fy, 0.03, 0.13, zc - 0.13, zc + 0.13, c, on);
+                let zc = z1 - 0.35 - 0.6 * i as f32;
+                let lc = offset(hc, fy, 0.22, 0.0);
+                push_box(out, lc, fy, 0.03, 0.26, zc - 0.25, zc + 0.25, c, on);
             }
         }
     }
@@ -318,9 +327,9 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
         }
         push_box(out, s.pos, s.yaw, 0.05, 0.05, 0.0, 2.1, [0.6, 0.6, 0.62], false);
         let pc = offset(s.pos, s.yaw, 0.07, 0.0);
-        push_box(out, pc, s.yaw, 0.03, 0.4, 2.0, 2.8, [0.85, 0.05, 0.05], false);
+        push_box(out, pc, s.yaw, 0.03, 0.55, 1.9, 3.0, [0.85, 0.05, 0.05], false);
         let tc = offset(s.pos, s.yaw, 0.11, 0.0);
-        push_box(out, tc, s.yaw, 0.01, 0.3, 2.33, 2.47, [0.95, 0.95, 0.95], false);
+        push_box(out, tc, s.yaw, 0.01, 0.4, 2.35, 2.55, [0.95, 0.95, 0.95], false);
     }
 }
 

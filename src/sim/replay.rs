@@ -229,7 +229,8 @@ document.getElementById('play').onclick=()=>{
  if(timer){clearInterval(timer);timer=null;return}
  timer=setInterval(()=>{let i=+sl.value+1;if(i>=FR.length){clearInterval(timer);timer=null;return}sl.value=i;draw(i)},100);
 };
-draw(0);
+// open at a frame with replay.html#N
+const start=Math.min(FR.length-1,Math.max(0,parseInt(location.hash.slice(1))||0));sl.value=start;draw(start);
 </script></body></html>
 "#;
 

@@ -182,6 +182,24 @@ impl B {
     fn decorate_corridor(&mut self, road: usize) {
         let r = self.roads[road].clone();
         let len = r.path.len();
+        // pedestrians walking along the sidewalks (they never step onto the road)
+        for _ in 0..self.rng.random_range(0..5) {
+            let side = if self.chance(0.5) { 1.0 } else { -1.0 };
+            let d = if side > 0.0 { r.right_edge() + 1.2 } else { r.left_edge() - 1.2 };
+            let mut p = r.path.offset(d + self.u(-0.3, 0.8) * side);
+            if self.chance(0.5) {
+                p = p.reversed();
+            }
+            let plen = p.len();
+            let pi = self.add_path(p);
+            let v = self.u(0.9, 1.6);
+            let s = self.u(0.0, plen * 0.8);
+            self.pedestrian(pi, v, 0.0);
+            let a = self.actors.last_mut().unwrap();
+            a.behavior = Behavior::Cruise;
+            a.s = s;
+            a.v = v;
+        }
         for side in [-1.0f32, 1.0] {
             let edge = if side > 0.0 { r.right_edge() } else { -r.left_edge() } + r.sidewalk_w;
             let mut s = self.u(0.0, 10.0);
@@ -358,6 +376,7 @@ impl B {
             trigger,
             armed: trigger.is_infinite(),
             passed: false,
+            far: 2.0 * hb + 3.0,
         });
     }
 
@@ -389,7 +408,7 @@ impl B {
         let route = self.route.take().expect("scenario sets a route");
         let (p0, yaw0) = route.path.pose_at(route.start_s);
         let time_limit = (route.goal_s - route.start_s) / 2.0 + 45.0;
-        let mut rng_env = Pcg32::seed_from_u64(seed ^ 0x005E_ED0F_E4F1);
+        let mut rng_env = Pcg32::seed_from_u64(mix_seed(name, seed) ^ 0x005E_ED0F_E4F1);
         let env = make_env(&mut rng_env);
         let mut w = World {
             scenario: name,

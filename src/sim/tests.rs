@@ -133,3 +133,68 @@ fn expert_commentary_names_action_and_object() {
     }
     assert!(saw_car);
 }
+
+#[test]
+fn dataset_replay_and_eval_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dataset::DatasetOptions {
+        out: dir.path().join("ds"),
+        frames: 12,
+        seeds: 0..2,
+        scenarios: vec!["following", "red_light"],
+        width: 32,
+        height: 18,
+        every: 10,
+        shard: 5,
+        noise: 0.05,
+        progress: false,
+    };
+    let card = dataset::write_dataset(&o).unwrap();
+    assert_eq!((card.frames, card.shards), (12, 3));
+    let idx = std::fs::read_to_string(o.out.join("index.jsonl")).unwrap();
+    assert_eq!(idx.lines().count(), 12);
+    let first: serde_json::Value = serde_json::from_str(idx.lines().next().unwrap()).unwrap();
+    for k in ["scenario", "seed", "speed", "target_points", "path", "speed_wps", "commentary", "action", "object", "qa"]
+    {
+        assert!(first.get(k).is_some(), "index record lacks {k}");
+    }
+    let shard0 = std::fs::metadata(o.out.join("images_0000.npy")).unwrap().len() as usize;
+    assert_eq!(shard0, dataset::npy_header(&[5, 18, 32, 3]).len() + 5 * 18 * 32 * 3);
+    assert!(o.out.join("DATA_CARD.md").exists() && o.out.join("data_card.json").exists());
+
+    let html = dir.path().join("r.html");
+    let m = replay::write_replay("stop_sign", 5, "expert", &html, 40, 32, 18).unwrap();
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("const FR=") && page.contains("data:image/jpeg;base64,"));
+    assert!(m.route_completion > 0.99);
+
+    let mut run = |sc: &str, seed: u64| eval::builtin_episode("idle", sc, seed);
+    let rep = eval::evaluate("idle", &["lane_keep"], 0..2, &mut run, None);
+    let v = serde_json::to_value(&rep).unwrap();
+    for k in ["driving_score", "route_completion", "success_rate", "infractions", "runs"] {
+        assert!(v.get(k).is_some(), "report lacks {k}");
+    }
+    assert_eq!(v["runs"].as_array().unwrap().len(), 2);
+    assert!(rep.table().contains("lane_keep"));
+}
+
+/// Long check (run with `cargo test --release -- --ignored expert_held_out_full --nocapture`): the expert on
+/// 11 scenarios × 50 held-out seeds.
+#[test]
+#[ignore]
+fn expert_held_out_full() {
+    let mut run = |sc: &str, seed: u64| eval::builtin_episode("expert", sc, seed);
+    let seeds = HELD_OUT_SEEDS.start..HELD_OUT_SEEDS.start + 50;
+    let rep = eval::evaluate("expert", scenario_names(), seeds, &mut run, None);
+    println!("{}", rep.table());
+    assert!(rep.driving_score >= 95.0);
+}
+
+/// Render benchmark (run with `cargo test --release -- --ignored render_benchmark --nocapture`).
+#[test]
+#[ignore]
+fn render_benchmark() {
+    for (w, h) in [(256, 128), (512, 256)] {
+        println!("render {w}x{h}: {:.0} frames/s", render::bench(w, h, 400));
+    }
+}
