@@ -24,7 +24,7 @@ use crate::stats::{CommandsHash, LatencyHistogram};
 use crate::supervisor::{Fault, Faults, Supervisor, SupervisorConfig, Transition};
 use crate::types::{Command, Waypoints};
 use crate::vehicle::sim::{SimHarness, SimOptions};
-use crate::vehicle::VehicleLink;
+use crate::vehicle::{LinkError, VehicleLink};
 
 /// Which policy produces the waypoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -163,6 +163,11 @@ pub fn run_loop(
         // State after the frame: a lockstep source (the simulator) publishes state before the frame it waits on.
         let state = match vehicle.state() {
             Ok(s) => Some(s),
+            // In simulated time nobody will ever reconnect a dead simulator: end the run instead of spinning.
+            Err(LinkError::Disconnected) if virtual_time => {
+                o.vehicle_done = true;
+                None
+            }
             Err(_) => {
                 faults.insert(Fault::LinkState);
                 None

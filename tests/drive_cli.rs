@@ -82,6 +82,11 @@ fn corrupt_onnx_exits_2() {
 }
 
 #[test]
+fn unwritable_report_path_exits_2_before_driving() {
+    assert_bad_input(&["drive", "--ticks", "3", "--report-json", "/nonexistent-dir/r.json"], "--report-json");
+}
+
+#[test]
 fn unknown_scenario_exits_2() {
     assert_bad_input(&["drive", "--ticks", "3", "--fast", "--scenario", "moon-landing"], "moon-landing");
 }
