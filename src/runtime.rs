@@ -530,7 +530,26 @@ impl Monitor {
     }
 }
 
-/// Convenience for tests and `sim eval`: drive one simulator episode in virtual time.
+/// Options for one simulator episode in virtual time (deterministic, as fast as possible).
+pub fn sim_drive_options(
+    board: &Path,
+    policy: PolicyKind,
+    model: Option<&Path>,
+    scenario: &str,
+    seed: u64,
+    ticks: Option<u64>,
+) -> DriveOptions {
+    let mut o = DriveOptions::new(board);
+    o.policy = policy;
+    o.model = model.map(Path::to_path_buf);
+    o.scenario = Some(scenario.to_string());
+    o.seed = Some(seed);
+    o.ticks = ticks;
+    o.virtual_time = true;
+    o
+}
+
+/// Convenience for tests: drive one simulator episode in virtual time.
 pub fn sim_drive(
     board: &Path,
     policy: PolicyKind,
@@ -539,18 +558,19 @@ pub fn sim_drive(
     seed: u64,
     ticks: Option<u64>,
 ) -> anyhow::Result<RunReport> {
-    let mut o = DriveOptions::new(board);
-    o.policy = policy;
-    o.model = model.map(Path::to_path_buf);
-    o.scenario = Some(scenario.to_string());
-    o.seed = Some(seed);
-    o.ticks = ticks;
-    o.virtual_time = true;
-    drive(&o)
+    drive(&sim_drive_options(board, policy, model, scenario, seed, ticks))
 }
 
-/// Board used by `sim eval` for runtime-driven policies.
-pub const SIM_EVAL_BOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/boards/host-sim.toml");
+/// The host-sim board `sim eval` drives runtime policies on: `boards/host-sim.toml` under the working directory,
+/// else the one in the source tree this binary was built from.
+pub fn sim_eval_board() -> PathBuf {
+    let local = PathBuf::from("boards/host-sim.toml");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/boards/host-sim.toml"))
+    }
+}
 
 /// One closed-loop simulator episode through the same runtime path as `drive` (simulated time, until the episode
 /// ends). `policy` is `model` (the student from `model`, default the board's) or `expert`.
@@ -562,12 +582,7 @@ pub fn sim_episode(policy: &str, model: Option<&Path>, scenario: &str, seed: u64
             return Err(bad_input(format!("policy {other:?} is not run through the runtime (use model or expert)")))
         }
     };
-    let mut o = DriveOptions::new(SIM_EVAL_BOARD);
-    o.policy = policy;
-    o.model = model.map(Path::to_path_buf);
-    o.scenario = Some(scenario.to_string());
-    o.seed = Some(seed);
-    o.virtual_time = true;
-    let (_, metrics) = drive_with_metrics(&o)?;
+    let opts = sim_drive_options(&sim_eval_board(), policy, model, scenario, seed, None);
+    let (_, metrics) = drive_with_metrics(&opts)?;
     metrics.ok_or_else(|| anyhow::anyhow!("the simulator returned no metrics"))
 }

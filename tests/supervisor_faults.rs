@@ -84,22 +84,26 @@ impl<V: VehicleLink> VehicleLink for Recording<V> {
     }
 }
 
-fn run(
-    student: &mut Scripted,
-    fail_state: std::ops::Range<u64>,
-    ticks: u64,
-    real_time: bool,
-) -> (LoopOutcome, Vec<Command>) {
-    let opts = SimOptions {
+/// A small, fast simulator: 128×72 frames, the following scenario.
+fn sim_options(sync_timeout: Duration) -> SimOptions {
+    SimOptions {
         scenario: "following".into(),
         seed: 1,
         width: 128,
         height: 72,
         dt: 0.05,
         with_expert: false,
-        sync_timeout: Duration::from_millis(25),
-    };
-    let (harness, mut camera, vehicle) = SimHarness::spawn(opts).unwrap();
+        sync_timeout,
+    }
+}
+
+fn run(
+    student: &mut Scripted,
+    fail_state: std::ops::Range<u64>,
+    ticks: u64,
+    real_time: bool,
+) -> (LoopOutcome, Vec<Command>) {
+    let (harness, mut camera, vehicle) = SimHarness::spawn(sim_options(Duration::from_millis(25))).unwrap();
     let mut vehicle = Recording { inner: vehicle, sent: Vec::with_capacity(ticks as usize + 1), fail_state, ticks: 0 };
     let cfg = LoopConfig {
         period_us: 50_000,
@@ -190,16 +194,7 @@ impl FrameSource for DeadCamera {
 
 #[test]
 fn unplugged_camera_holds_the_car_stopped() {
-    let opts = SimOptions {
-        scenario: "following".into(),
-        seed: 1,
-        width: 128,
-        height: 72,
-        dt: 0.05,
-        with_expert: false,
-        sync_timeout: Duration::from_millis(5),
-    };
-    let (harness, _camera, vehicle) = SimHarness::spawn(opts).unwrap();
+    let (harness, _camera, vehicle) = SimHarness::spawn(sim_options(Duration::from_millis(5))).unwrap();
     let mut vehicle = Recording { inner: vehicle, sent: vec![], fail_state: 0..0, ticks: 0 };
     let cfg = LoopConfig {
         period_us: 50_000,
