@@ -222,3 +222,48 @@ fn unplugged_camera_holds_the_car_stopped() {
     assert_eq!(fault_count(&o, Fault::NoFrame), 1);
     assert!(vehicle.sent.iter().all(|c| c.throttle == 0.0 && c.brake > 0.0));
 }
+
+/// A camera whose only frame is old (the capture thread hung): stale by age → stop, in real time.
+struct FrozenCamera(Frame);
+impl FrameSource for FrozenCamera {
+    fn latest(&mut self) -> Option<&Frame> {
+        Some(&self.0)
+    }
+    fn stats(&self) -> SourceStats {
+        SourceStats::default()
+    }
+}
+
+#[test]
+fn stale_frame_by_age_stops_the_car() {
+    let (harness, _camera, vehicle) = SimHarness::spawn(sim_options(Duration::from_millis(5))).unwrap();
+    let mut vehicle = Recording { inner: vehicle, sent: vec![], fail_state: 0..0, ticks: 0 };
+    let mut frame = Frame::blank(128, 72);
+    frame.seq = 1;
+    frame.captured_at = std::time::Instant::now() - Duration::from_millis(400);
+    let cfg = LoopConfig {
+        period_us: 20_000,
+        deadline_us: 20_000,
+        stale_after: Duration::from_millis(150),
+        max_ticks: Some(5),
+        warmup_ticks: 0,
+    };
+    let mut pre = Preprocessor::new(128, 72, 8, 128, 64, &PreprocessSpec::default());
+    let mut sup = Supervisor::new(SupervisorConfig::default());
+    let o = run_loop(
+        &cfg,
+        &mut EmbassyClock::new(),
+        &mut FrozenCamera(frame),
+        &mut pre,
+        &mut Scripted::new(),
+        &mut Controller::new(),
+        &mut sup,
+        &mut vehicle,
+        &LiveStats::default(),
+        &AtomicBool::new(false),
+    );
+    harness.finish().unwrap();
+    assert_eq!(fault_count(&o, Fault::StaleFrame), 1);
+    vehicle.sent.pop();
+    assert!(vehicle.sent.iter().all(|c| c.throttle == 0.0 && c.brake > 0.0), "{:?}", vehicle.sent);
+}
