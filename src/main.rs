@@ -25,10 +25,36 @@ struct Cli {
 enum Cmd {
     /// Run the fixed-rate control loop on a board (default: drive the student in the built-in simulator).
     Drive(DriveArgs),
+    /// Inspect the event store: list, verify every record, export to MCAP (Foxglove) or JSON.
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
     /// The closed-loop simulator: datasets, evaluation, replays.
     Sim {
         #[command(subcommand)]
         cmd: rtvla::sim::cli::SimCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// List the stored events (time, trigger, duration, size).
+    Ls {
+        dir: PathBuf,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record (CRC, framing, snapshot decode); exit 1 on corruption, naming file and offset.
+    Verify { dir: PathBuf },
+    /// Export the events: `--mcap FILE` (opens in Foxglove) and/or `--json FILE`.
+    Export {
+        dir: PathBuf,
+        #[arg(long)]
+        mcap: Option<PathBuf>,
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -55,6 +81,12 @@ struct DriveArgs {
     /// Run in simulated time as fast as possible (sim boards; deterministic evaluation).
     #[arg(long)]
     fast: bool,
+    /// Event store directory (default: the board's `store.path`).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Do not record event snapshots.
+    #[arg(long, conflicts_with = "store")]
+    no_store: bool,
     /// Write the JSON run report here.
     #[arg(long)]
     report_json: Option<PathBuf>,
@@ -70,6 +102,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
     let result = match cli.cmd {
         Cmd::Drive(a) => drive(a),
+        Cmd::Store { cmd } => store(cmd),
         Cmd::Sim { cmd } => rtvla::sim::cli::run(cmd),
     };
     match result {
@@ -90,6 +123,8 @@ fn drive(a: DriveArgs) -> anyhow::Result<i32> {
     o.policy = a.policy;
     o.virtual_time = a.fast;
     o.progress = !a.quiet;
+    o.store = a.store;
+    o.record_events = !a.no_store;
     // Open the report file before driving, so a bad path fails in a second, not after the run.
     let mut report_file = match &a.report_json {
         Some(p) => Some(
@@ -110,4 +145,38 @@ fn drive(a: DriveArgs) -> anyhow::Result<i32> {
         print!("{}", report.summary());
     }
     Ok(0)
+}
+
+fn store(cmd: StoreCmd) -> anyhow::Result<i32> {
+    use rtvla::store;
+    match cmd {
+        StoreCmd::Ls { dir, json } => {
+            let events = store::ls(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                store::print_table(&events, &mut std::io::stdout())?;
+            }
+            Ok(0)
+        }
+        StoreCmd::Verify { dir } => {
+            let report = store::verify(&dir)?;
+            print!("{}", report.render());
+            Ok(if report.is_ok() { 0 } else { 1 })
+        }
+        StoreCmd::Export { dir, mcap, json } => {
+            if mcap.is_none() && json.is_none() {
+                return Err(rtvla::error::bad_input("store export: give --mcap FILE and/or --json FILE"));
+            }
+            if let Some(p) = mcap {
+                let n = store::export_mcap(&dir, &p)?;
+                println!("wrote {} ({n} messages)", p.display());
+            }
+            if let Some(p) = json {
+                let n = store::export_json(&dir, &p)?;
+                println!("wrote {} ({n} events)", p.display());
+            }
+            Ok(0)
+        }
+    }
 }

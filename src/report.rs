@@ -54,8 +54,14 @@ pub struct RunReport {
     pub frames_dropped: u64,
     /// Snapshot events flagged by the supervisor (fallback entries).
     pub events_flagged: u64,
-    /// Snapshots committed to the store (0 until the store is configured for this run).
+    /// Snapshots committed to the store (written and fsynced per the board's policy).
     pub events_written: u64,
+    /// Snapshots lost: no free slot, queue full, store or encode error.
+    pub events_dropped: u64,
+    /// Trigger firings that started a snapshot.
+    pub event_triggers: u64,
+    /// Store directory (null when recording was off).
+    pub store_dir: Option<String>,
     pub commands_hash: String,
     pub scenario: Option<String>,
     pub seed: Option<u64>,
@@ -121,6 +127,12 @@ impl RunReport {
             if let Some(inf) = &self.infractions {
                 s += &format!("  infractions  {inf}\n");
             }
+        }
+        if let Some(dir) = &self.store_dir {
+            s += &format!(
+                "  events       {} triggers, {} snapshots written to {}, {} dropped\n",
+                self.event_triggers, self.events_written, dir, self.events_dropped
+            );
         }
         s += &format!("  commands     hash {}\n", self.commands_hash);
         s

@@ -16,12 +16,14 @@ use crate::camera::FrameSource;
 use crate::clock::{Clock, EmbassyClock, VirtualClock};
 use crate::control::Controller;
 use crate::error::bad_input;
+use crate::events::snapshot::{FLAG_DEADLINE_MISS, FLAG_FALLBACK, FLAG_NAN, FLAG_STALE_FRAME};
+use crate::events::{EventRecorder, RecorderConfig, TickTelemetry};
 use crate::model::{Inference, PolicyInput, Student, TractStudent};
 use crate::preprocess::Preprocessor;
 use crate::report::{Quantiles, RunReport};
 use crate::sim::EpisodeMetrics;
 use crate::stats::{CommandsHash, LatencyHistogram};
-use crate::supervisor::{Fault, Faults, Supervisor, SupervisorConfig, Transition};
+use crate::supervisor::{Fault, Faults, Mode, Supervisor, SupervisorConfig, Transition};
 use crate::types::{Command, Waypoints};
 use crate::vehicle::sim::{SimHarness, SimOptions};
 use crate::vehicle::{LinkError, VehicleLink};
@@ -114,6 +116,7 @@ pub fn run_loop(
     controller: &mut Controller,
     supervisor: &mut Supervisor,
     vehicle: &mut dyn VehicleLink,
+    mut recorder: Option<&mut EventRecorder>,
     live: &LiveStats,
     stop: &AtomicBool,
 ) -> LoopOutcome {
@@ -157,6 +160,8 @@ pub fn run_loop(
         let mut infer_allocs = 0;
 
         let mut proposed: Option<Command> = None;
+        let mut predicted: Option<Waypoints> = None;
+        let mut features: Option<&[f32]> = None;
         let tc = Instant::now();
         let latest = source.latest();
         o.camera.record(tc.elapsed().as_secs_f64() * 1e3);
@@ -194,7 +199,11 @@ pub fn run_loop(
                             match result {
                                 Err(_) => faults.insert(Fault::InferenceError),
                                 Ok(inf) if !inf.waypoints.is_sane(500.0) => faults.insert(Fault::BadModelOutput),
-                                Ok(inf) => proposed = Some(controller.step(&inf.waypoints, st.ego.speed_mps).command),
+                                Ok(inf) => {
+                                    proposed = Some(controller.step(&inf.waypoints, st.ego.speed_mps).command);
+                                    predicted = Some(inf.waypoints);
+                                    features = (!inf.features.is_empty()).then_some(&inf.features[..]);
+                                }
                             }
                             infer_allocs = alloc_counter::thread_allocs() - a;
                         }
@@ -214,6 +223,40 @@ pub fn run_loop(
         let seen = if let Transition::Fallback(f) = transition { faults.first().or(Some(f)) } else { None };
         if let Some(f) = seen {
             o.fault_counts[Fault::ALL.iter().position(|x| *x == f).unwrap_or(0)] += 1;
+        }
+
+        // Side tap: telemetry into the event recorder (ring, triggers, snapshot slots). Never blocks or allocates.
+        if let Some(rec) = recorder.as_deref_mut() {
+            let mut flags = 0u16;
+            if supervisor.mode() == Mode::Fallback {
+                flags |= FLAG_FALLBACK;
+            }
+            if faults.contains(Fault::DeadlineMiss) {
+                flags |= FLAG_DEADLINE_MISS;
+            }
+            if faults.contains(Fault::StaleFrame) || faults.contains(Fault::NoFrame) {
+                flags |= FLAG_STALE_FRAME;
+            }
+            if faults.contains(Fault::BadModelOutput) || (proposed.is_some_and(|c| !c.is_valid())) {
+                flags |= FLAG_NAN;
+            }
+            let wps = predicted.unwrap_or_default();
+            let ego = state.map(|s| s.ego).unwrap_or_default();
+            let telemetry = TickTelemetry {
+                time_us: clock.now_us(),
+                tick,
+                speed: ego.speed_mps,
+                target_points: ego.target_points,
+                path: wps.path,
+                speed_wps: wps.speed_wps,
+                command: cmd,
+                tick_ms: (t0.elapsed().as_secs_f64() * 1e3) as f32,
+                infer_ms: (infer_time.as_secs_f64() * 1e3) as f32,
+                ttc_s: f32::INFINITY,
+                flags,
+            };
+            let frame_rgb = latest.map(|f| (&f.rgb[..], f.width, f.height));
+            rec.on_tick(&telemetry, features, frame_rgb);
         }
 
         let work = t0.elapsed();
@@ -275,6 +318,10 @@ pub struct DriveOptions {
     pub virtual_time: bool,
     /// Show a live progress line (only drawn on a terminal).
     pub progress: bool,
+    /// Write event snapshots to the store (default on for `drive`, off for evaluation episodes).
+    pub record_events: bool,
+    /// Store directory overriding the board's `store.path`.
+    pub store: Option<PathBuf>,
 }
 
 impl DriveOptions {
@@ -288,6 +335,8 @@ impl DriveOptions {
             policy: PolicyKind::Model,
             virtual_time: false,
             progress: false,
+            record_events: true,
+            store: None,
         }
     }
 }
@@ -331,6 +380,26 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     let stop = Arc::new(AtomicBool::new(false));
     install_sigint(stop.clone());
     let monitor = Monitor::start(live.clone(), opts.ticks, opts.progress);
+    // Event recorder + store writer thread, sized and checked before the first tick.
+    let store_dir = opts.store.clone().unwrap_or_else(|| board.resolve(&board.store.path));
+    let (mut recorder, writer) = if opts.record_events {
+        let mut rc = RecorderConfig::for_rate(board.control_loop.rate_hz as f32, 2.0, 1.0);
+        if let Some(f) = manifest.output(crate::model::Role::Features) {
+            rc.feature_shape = [f.shape[1].min(u16::MAX as usize) as u16, f.shape[2].min(u16::MAX as usize) as u16];
+        }
+        let (mut rec, sink) = EventRecorder::new(rc).map_err(|e| bad_input(format!("event recorder: {e:#}")))?;
+        rec.set_next_event_id(crate::store::last_event_id(&store_dir).map_or(1, |i| i + 1));
+        let store_cfg = crate::store::segment::StoreConfig {
+            budget_bytes: board.store.budget_bytes,
+            segment_bytes: (board.store.budget_bytes / 8).clamp(256 * 1024, 4 * 1024 * 1024),
+            fsync: crate::store::segment::FsyncPolicy::parse(&board.store.fsync)?,
+        };
+        let w = crate::store::spawn_writer(crate::store::WriterConfig::new(store_dir.clone(), store_cfg), sink)
+            .map_err(|e| anyhow::anyhow!("starting the store writer: {e}"))?;
+        (Some(rec), Some(w))
+    } else {
+        (None, None)
+    };
     let mut controller = Controller::new();
     let mut supervisor = Supervisor::new(SupervisorConfig::default());
     let mut clock: Box<dyn Clock> =
@@ -363,6 +432,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
                 &mut controller,
                 &mut supervisor,
                 &mut vehicle,
+                recorder.as_mut(),
                 &live,
                 &stop,
             );
@@ -376,6 +446,13 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         }
     };
     monitor.finish();
+    let rec_stats = recorder.as_ref().map(|r| r.stats());
+    let writer_stats = writer.map(|w| w.stop());
+    if let Some(ws) = &writer_stats {
+        if let Some(err) = &ws.last_error {
+            tracing::warn!("store {}: {err}", store_dir.display());
+        }
+    }
 
     let mut faults = BTreeMap::new();
     for (i, f) in Fault::ALL.iter().enumerate() {
@@ -412,7 +489,11 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         faults,
         frames_dropped: 0,
         events_flagged: outcome.fallbacks,
-        events_written: 0,
+        events_written: writer_stats.as_ref().map_or(0, |w| w.written),
+        events_dropped: rec_stats.map_or(0, |r| r.dropped_no_slot + r.dropped_queue_full)
+            + writer_stats.as_ref().map_or(0, |w| w.dropped_store + w.dropped_encode),
+        event_triggers: rec_stats.map_or(0, |r| r.triggers),
+        store_dir: writer_stats.as_ref().map(|_| store_dir.display().to_string()),
         commands_hash: outcome.commands_hash.hex(),
         scenario: metrics.as_ref().map(|_| scenario.clone()),
         seed: metrics.as_ref().map(|_| seed),
@@ -546,6 +627,7 @@ pub fn sim_drive_options(
     o.seed = Some(seed);
     o.ticks = ticks;
     o.virtual_time = true;
+    o.record_events = false;
     o
 }
 

@@ -98,7 +98,17 @@ fn same_seed_same_commands_in_simulated_time() {
     for (i, seed) in [7u64, 7, 8].iter().enumerate() {
         let report = dir.path().join(format!("r{i}.json"));
         let out = rtvla()
-            .args(["drive", "--quiet", "--fast", "--ticks", "80", "--seed", &seed.to_string(), "--report-json"])
+            .args([
+                "drive",
+                "--quiet",
+                "--fast",
+                "--no-store",
+                "--ticks",
+                "80",
+                "--seed",
+                &seed.to_string(),
+                "--report-json",
+            ])
             .arg(&report)
             .output()
             .unwrap();

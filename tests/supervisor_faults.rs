@@ -128,6 +128,7 @@ fn run(
         &mut Controller::new(),
         &mut sup,
         &mut vehicle,
+        None,
         &live,
         &stop,
     );
@@ -214,6 +215,7 @@ fn unplugged_camera_holds_the_car_stopped() {
         &mut Controller::new(),
         &mut sup,
         &mut vehicle,
+        None,
         &LiveStats::default(),
         &AtomicBool::new(false),
     );
@@ -259,6 +261,7 @@ fn stale_frame_by_age_stops_the_car() {
         &mut Controller::new(),
         &mut sup,
         &mut vehicle,
+        None,
         &LiveStats::default(),
         &AtomicBool::new(false),
     );

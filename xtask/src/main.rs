@@ -101,8 +101,12 @@ fn read_json(p: &Path) -> Result<serde_json::Value> {
 fn drive_check(root: &Path) -> Result<()> {
     let dir = tempdir()?;
     let report = dir.join("r.json");
+    let store = dir.join("store");
+    let _ = std::fs::remove_dir_all(&store);
     run(Command::new(release_bin(root))
-        .args(["drive", "--board", "boards/host-sim.toml", "--ticks", "200", "--report-json"])
+        .args(["drive", "--board", "boards/host-sim.toml", "--ticks", "200", "--store"])
+        .arg(&store)
+        .arg("--report-json")
         .arg(&report))?;
     let r = read_json(&report)?;
     let get = |k: &str| r.get(k).cloned().unwrap_or(serde_json::Value::Null);
@@ -129,6 +133,21 @@ fn drive_check(root: &Path) -> Result<()> {
         if get(k).is_null() {
             bail!("drive report lacks {k}");
         }
+    }
+    // Every snapshot the report counts as written is listed and verifies.
+    if store.exists() {
+        let ls = Command::new(release_bin(root)).args(["store", "ls", "--json"]).arg(&store).output()?;
+        if !ls.status.success() {
+            bail!("rtvla store ls failed: {}", String::from_utf8_lossy(&ls.stderr));
+        }
+        let listed = serde_json::from_slice::<serde_json::Value>(&ls.stdout)?.as_array().map_or(0, |a| a.len()) as u64;
+        if Some(listed) != get("events_written").as_u64() {
+            bail!("store lists {listed} events, the report says {} written", get("events_written"));
+        }
+        run(Command::new(release_bin(root)).args(["store", "verify"]).arg(&store))?;
+        eprintln!("store: {listed} events written, listed and verified");
+    } else if get("events_written").as_u64() != Some(0) {
+        bail!("the report says {} events written but {} does not exist", get("events_written"), store.display());
     }
     Ok(())
 }
@@ -176,7 +195,7 @@ fn bench(root: &Path, quick: bool, json: Option<PathBuf>) -> Result<()> {
     let report = dir.join("bench-drive.json");
     eprintln!("real-time drive, fixture student, {ticks} ticks at 20 Hz ...");
     run(Command::new(release_bin(root))
-        .args(["drive", "--quiet", "--board", "boards/host-sim.toml", "--ticks", ticks, "--report-json"])
+        .args(["drive", "--quiet", "--no-store", "--board", "boards/host-sim.toml", "--ticks", ticks, "--report-json"])
         .arg(&report))?;
     let r = read_json(&report)?;
     let f = |k: &str, q: &str| r[k][q].as_f64().unwrap_or(f64::NAN);

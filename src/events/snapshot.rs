@@ -1,0 +1,368 @@
+//! The event snapshot: one self-contained, versioned, postcard-encoded record (≤ 64 KiB) per safety-critical moment.
+//!
+//! Every variable-length field is a `heapless` container, so a decoded snapshot has a fixed size, decoding never
+//! allocates from a length prefix, and an over-long prefix is an error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Command, Point, PATH_POINTS, SPEED_POINTS};
+
+/// Schema version, the first field of every snapshot. Bump on any incompatible change.
+pub const SCHEMA_VERSION: u16 = 1;
+/// Largest encoded snapshot.
+pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024;
+/// Most pre-window ticks a snapshot can hold.
+pub const MAX_PRE_TICKS: usize = 80;
+/// Most post-window ticks a snapshot can hold.
+pub const MAX_POST_TICKS: usize = 40;
+/// Most keyframes per snapshot.
+pub const MAX_KEYFRAMES: usize = 3;
+/// Most visual-feature values per keyframe (e.g. 32 tokens × 64 dims).
+pub const MAX_FEATURES: usize = 2048;
+/// Largest JPEG thumbnail.
+pub const MAX_JPEG_BYTES: usize = 8 * 1024;
+/// Thumbnail width, pixels.
+pub const THUMB_W: usize = 96;
+/// Thumbnail height, pixels.
+pub const THUMB_H: usize = 48;
+/// Bytes of a raw RGB thumbnail.
+pub const THUMB_RGB_BYTES: usize = THUMB_W * THUMB_H * 3;
+/// Cause text capacity.
+pub const CAUSE_LEN: usize = 64;
+
+/// Telemetry flag: the supervisor fell back (stop / safe command).
+pub const FLAG_FALLBACK: u16 = 1 << 0;
+/// Telemetry flag: the tick missed its deadline.
+pub const FLAG_DEADLINE_MISS: u16 = 1 << 1;
+/// Telemetry flag: an external / manual trigger was requested this tick.
+pub const FLAG_EXTERNAL: u16 = 1 << 2;
+/// Telemetry flag: the camera frame was stale.
+pub const FLAG_STALE_FRAME: u16 = 1 << 3;
+/// Telemetry flag: the model produced a non-finite output.
+pub const FLAG_NAN: u16 = 1 << 4;
+
+/// Why an event was recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TriggerKind {
+    /// Brake ≥ threshold at speed, or strong deceleration.
+    HardBrake,
+    /// |Δsteer|/dt above threshold.
+    SteerRate,
+    /// Time-to-collision below threshold.
+    NearMiss,
+    /// The loop missed its deadline.
+    DeadlineMiss,
+    /// The supervisor fell back.
+    Fallback,
+    /// Manual / external request (signal, UDP).
+    External,
+}
+
+impl TriggerKind {
+    /// All kinds, in index order.
+    pub const ALL: [TriggerKind; 6] = [
+        TriggerKind::HardBrake,
+        TriggerKind::SteerRate,
+        TriggerKind::NearMiss,
+        TriggerKind::DeadlineMiss,
+        TriggerKind::Fallback,
+        TriggerKind::External,
+    ];
+
+    /// Stable index (0..6).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// snake_case name for tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            TriggerKind::HardBrake => "hard_brake",
+            TriggerKind::SteerRate => "steer_rate",
+            TriggerKind::NearMiss => "near_miss",
+            TriggerKind::DeadlineMiss => "deadline_miss",
+            TriggerKind::Fallback => "fallback",
+            TriggerKind::External => "external",
+        }
+    }
+}
+
+/// What the loop records every tick (fixed size, `Copy`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TickTelemetry {
+    /// Monotonic time of the tick, µs.
+    pub time_us: u64,
+    /// Tick counter.
+    pub tick: u64,
+    /// Ego speed, m/s.
+    pub speed: f32,
+    /// The two route target points, ego frame.
+    pub target_points: [Point; 2],
+    /// Predicted path (20 points, 1 m apart).
+    pub path: [Point; PATH_POINTS],
+    /// Predicted speed waypoints (10, 0.25 s apart).
+    pub speed_wps: [Point; SPEED_POINTS],
+    /// Command sent this tick.
+    pub command: Command,
+    /// Whole tick duration, ms.
+    pub tick_ms: f32,
+    /// Inference duration, ms.
+    pub infer_ms: f32,
+    /// Time to collision, s (`f32::INFINITY` when nothing is ahead or unknown).
+    pub ttc_s: f32,
+    /// `FLAG_*` bits.
+    pub flags: u16,
+}
+
+impl Default for TickTelemetry {
+    fn default() -> Self {
+        TickTelemetry {
+            time_us: 0,
+            tick: 0,
+            speed: 0.0,
+            target_points: [[0.0; 2]; 2],
+            path: [[0.0; 2]; PATH_POINTS],
+            speed_wps: [[0.0; 2]; SPEED_POINTS],
+            command: Command::default(),
+            tick_ms: 0.0,
+            infer_ms: 0.0,
+            ttc_s: f32::INFINITY,
+            flags: 0,
+        }
+    }
+}
+
+/// One keyframe: the student's visual features (f16 bits) and a JPEG thumbnail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Keyframe {
+    /// Tick of this keyframe.
+    pub tick: u64,
+    /// Monotonic time, µs.
+    pub time_us: u64,
+    /// Feature tensor shape `[tokens, dims]`.
+    pub shape: [u16; 2],
+    /// Features as IEEE f16, little-endian bytes (2 per value), row-major `[tokens × dims]`. Bytes, not `u16`,
+    /// because postcard would varint-encode most f16 bit patterns in 3 bytes.
+    pub features: heapless::Vec<u8, { MAX_FEATURES * 2 }>,
+    /// Thumbnail width (0 when absent).
+    pub thumb_w: u16,
+    /// Thumbnail height.
+    pub thumb_h: u16,
+    /// Baseline JPEG bytes (empty when absent).
+    pub jpeg: heapless::Vec<u8, MAX_JPEG_BYTES>,
+}
+
+impl Keyframe {
+    /// Features converted back to f32.
+    pub fn features_f32(&self) -> impl Iterator<Item = f32> + '_ {
+        self.features.chunks_exact(2).map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+    }
+}
+
+/// One event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Always [`SCHEMA_VERSION`] when written; first on the wire.
+    pub schema_version: u16,
+    /// Event id (unique per run; the store seq is unique per store).
+    pub event_id: u64,
+    /// Why.
+    pub trigger: TriggerKind,
+    /// Human-readable cause ("brake 1.00 at 8.3 m/s").
+    pub cause: heapless::String<CAUSE_LEN>,
+    /// Wall-clock time of the trigger, µs since the Unix epoch.
+    pub wall_time_us: u64,
+    /// Monotonic time of the trigger tick, µs.
+    pub mono_time_us: u64,
+    /// Tick that fired the trigger.
+    pub trigger_tick: u64,
+    /// Ticks before the trigger (oldest first); the trigger tick is the last one.
+    pub pre: heapless::Vec<TickTelemetry, MAX_PRE_TICKS>,
+    /// Ticks after the trigger.
+    pub post: heapless::Vec<TickTelemetry, MAX_POST_TICKS>,
+    /// Up to three keyframes.
+    pub keyframes: heapless::Vec<Keyframe, MAX_KEYFRAMES>,
+}
+
+impl Snapshot {
+    /// An empty snapshot (boxed: it is ~60 KiB).
+    pub fn new_boxed() -> Box<Snapshot> {
+        Box::new(Snapshot {
+            schema_version: SCHEMA_VERSION,
+            event_id: 0,
+            trigger: TriggerKind::External,
+            cause: heapless::String::new(),
+            wall_time_us: 0,
+            mono_time_us: 0,
+            trigger_tick: 0,
+            pre: heapless::Vec::new(),
+            post: heapless::Vec::new(),
+            keyframes: heapless::Vec::new(),
+        })
+    }
+
+    /// Clear every field for reuse (no deallocation: all fields are inline).
+    pub fn clear(&mut self) {
+        self.schema_version = SCHEMA_VERSION;
+        self.event_id = 0;
+        self.cause.clear();
+        self.wall_time_us = 0;
+        self.mono_time_us = 0;
+        self.trigger_tick = 0;
+        self.pre.clear();
+        self.post.clear();
+        self.keyframes.clear();
+    }
+
+    /// Window duration from the first to the last tick, seconds.
+    pub fn duration_s(&self) -> f64 {
+        let first = self.pre.first().or(self.post.first()).map(|t| t.time_us);
+        let last = self.post.last().or(self.pre.last()).map(|t| t.time_us);
+        match (first, last) {
+            (Some(a), Some(b)) if b >= a => (b - a) as f64 * 1e-6,
+            _ => 0.0,
+        }
+    }
+
+    /// Encode into `buf` (use a [`MAX_SNAPSHOT_BYTES`] buffer); returns the used prefix. Errors, never panics,
+    /// when the snapshot does not fit.
+    pub fn encode_into<'a>(&self, buf: &'a mut [u8]) -> anyhow::Result<&'a mut [u8]> {
+        let cap = buf.len().min(MAX_SNAPSHOT_BYTES);
+        postcard::to_slice(self, &mut buf[..cap])
+            .map_err(|e| anyhow::anyhow!("snapshot {} does not fit in {cap} bytes: {e}", self.event_id))
+    }
+
+    /// Encode into a new Vec (tests, tools).
+    pub fn encode(&self) -> anyhow::Result<Vec<u8>> {
+        let mut buf = vec![0u8; MAX_SNAPSHOT_BYTES];
+        let n = self.encode_into(&mut buf)?.len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    /// Decode and validate. Rejects garbage, other schema versions and trailing bytes; never panics, never allocates
+    /// from a length prefix (all containers are bounded).
+    pub fn decode(bytes: &[u8]) -> anyhow::Result<Box<Snapshot>> {
+        if bytes.len() > MAX_SNAPSHOT_BYTES {
+            anyhow::bail!("snapshot of {} bytes exceeds {MAX_SNAPSHOT_BYTES}", bytes.len());
+        }
+        // Check the version before decoding the rest, so a future schema fails with a clear message.
+        let (version, _) =
+            postcard::take_from_bytes::<u16>(bytes).map_err(|e| anyhow::anyhow!("snapshot header: {e}"))?;
+        if version != SCHEMA_VERSION {
+            anyhow::bail!("snapshot schema version {version} (this build reads {SCHEMA_VERSION})");
+        }
+        let (snap, rest) =
+            postcard::take_from_bytes::<Snapshot>(bytes).map_err(|e| anyhow::anyhow!("snapshot decode: {e}"))?;
+        if !rest.is_empty() {
+            anyhow::bail!("snapshot has {} trailing bytes", rest.len());
+        }
+        for k in &snap.keyframes {
+            if k.shape[0] as usize * k.shape[1] as usize * 2 != k.features.len() {
+                anyhow::bail!("keyframe at tick {}: shape {:?} ≠ {} feature bytes", k.tick, k.shape, k.features.len());
+            }
+        }
+        Ok(Box::new(snap))
+    }
+
+    /// Worst-case encoded size for windows of `pre`/`post` ticks and `keyframes` full keyframes: checked at start-up
+    /// so a configuration that could outgrow the 64 KiB record fails early (copper-rs lesson).
+    pub fn worst_case_size(pre: usize, post: usize, keyframes: usize, features: usize) -> usize {
+        // postcard: varint u64 ≤ 10, u16 ≤ 3, f32 = 4, lengths ≤ 3 (all < 2^21).
+        let tick = 10 + 10 + 4 + 4 * 2 * (2 + PATH_POINTS + SPEED_POINTS) + 3 * 4 + 4 + 4 + 4 + 3;
+        let kf = 10 + 10 + 2 * 3 + 3 + features * 2 + 3 + 3 + 3 + MAX_JPEG_BYTES;
+        3 + 10 + 1 + 1 + CAUSE_LEN + 10 + 10 + 10 + 3 + pre * tick + 3 + post * tick + 1 + keyframes * kf
+    }
+}
+
+/// f32 → f16 bit pattern (round to nearest even; NaN/inf preserved).
+#[inline]
+pub fn f32_to_f16_bits(x: f32) -> u16 {
+    half::f16::from_f32(x).to_bits()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A full-size snapshot for tests: windows, three keyframes with features and fake JPEG bytes.
+    pub(crate) fn sample(pre: usize, post: usize, kfs: usize) -> Box<Snapshot> {
+        let mut s = Snapshot::new_boxed();
+        s.event_id = 42;
+        s.trigger = TriggerKind::HardBrake;
+        s.cause.push_str("brake 1.00 at 8.3 m/s").unwrap();
+        s.wall_time_us = 1_764_000_000_000_000;
+        s.mono_time_us = 5_000_000;
+        for i in 0..pre + post {
+            let t = TickTelemetry {
+                time_us: i as u64 * 50_000,
+                tick: i as u64,
+                speed: 8.0 + i as f32 * 0.01,
+                path: [[i as f32, -1.5]; PATH_POINTS],
+                ..Default::default()
+            };
+            if i < pre {
+                s.pre.push(t).unwrap();
+            } else {
+                s.post.push(t).unwrap();
+            }
+        }
+        for k in 0..kfs {
+            let mut kf = Keyframe {
+                tick: k as u64,
+                time_us: 0,
+                shape: [32, 64],
+                features: heapless::Vec::new(),
+                thumb_w: THUMB_W as u16,
+                thumb_h: THUMB_H as u16,
+                jpeg: heapless::Vec::new(),
+            };
+            for j in 0..2048 {
+                kf.features.extend_from_slice(&f32_to_f16_bits((j as f32 * 0.37).sin()).to_le_bytes()).unwrap();
+            }
+            for j in 0..MAX_JPEG_BYTES {
+                kf.jpeg.push((j * 31 % 251) as u8).unwrap();
+            }
+            s.keyframes.push(kf).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn roundtrip_full_size_fits() {
+        let s = sample(40, 20, 3);
+        let bytes = s.encode().unwrap();
+        assert!(bytes.len() <= MAX_SNAPSHOT_BYTES, "{}", bytes.len());
+        assert!(Snapshot::worst_case_size(40, 20, 3, 2048) >= bytes.len());
+        assert!(Snapshot::worst_case_size(40, 20, 3, 2048) <= MAX_SNAPSHOT_BYTES);
+        let back = Snapshot::decode(&bytes).unwrap();
+        assert_eq!(*back, *s);
+        assert!((back.duration_s() - 2.95).abs() < 1e-9);
+        let f: Vec<f32> = back.keyframes[0].features_f32().take(3).collect();
+        assert!((f[1] - 0.37f32.sin()).abs() < 1e-3);
+    }
+
+    #[test]
+    fn too_big_is_an_error_not_a_panic() {
+        let s = sample(80, 40, 3);
+        assert!(Snapshot::worst_case_size(80, 40, 3, 2048) > MAX_SNAPSHOT_BYTES);
+        let mut buf = vec![0u8; MAX_SNAPSHOT_BYTES];
+        assert!(s.encode_into(&mut buf).is_err());
+    }
+
+    #[test]
+    fn rejects_other_versions_trailing_and_bad_shape() {
+        let s = sample(2, 1, 1);
+        let mut bytes = s.encode().unwrap();
+        let mut v2 = bytes.clone();
+        v2[0] = 2;
+        assert!(Snapshot::decode(&v2).unwrap_err().to_string().contains("version 2"));
+        bytes.push(0);
+        assert!(Snapshot::decode(&bytes).unwrap_err().to_string().contains("trailing"));
+        let mut bad = sample(2, 1, 1);
+        bad.keyframes[0].shape = [3, 3];
+        assert!(Snapshot::decode(&bad.encode().unwrap()).is_err());
+        assert!(Snapshot::decode(&[]).is_err());
+        assert!(Snapshot::decode(&[1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+}

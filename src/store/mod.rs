@@ -1,0 +1,10 @@
+//! The power-loss-safe snapshot store: segment files on flash ([`segment`]), the writer thread ([`writer`]) and the
+//! read-only CLI back-ends ([`export`]: ls, verify, MCAP / JSON export).
+
+pub mod export;
+pub mod segment;
+pub mod writer;
+
+pub use export::{export_json, export_mcap, last_event_id, ls, print_table, verify, EventSummary, VerifyReport};
+pub use segment::{FsyncPolicy, RecoveryReport, SegmentStore, StoreConfig, StoreError};
+pub use writer::{spawn_writer, WriterConfig, WriterHandle, WriterStats};

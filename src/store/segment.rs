@@ -1,0 +1,728 @@
+//! Append-only segment files with framed, checksummed records (DESIGN §3 "Store on flash").
+//!
+//! Layout of a store directory: `seg-000001.rtv`, `seg-000002.rtv`, … Each segment starts with a 16-byte header
+//! `b"RTVS" | format_version u16 | reserved u16 | segment_no u32 | crc32c(first 12 bytes) u32`, then records:
+//! `magic b"RTVR" (4) | len u32 | seq u64 | crc32c(len ‖ seq ‖ payload) u32 | payload (len bytes)`, all little-endian.
+//!
+//! A record is *committed* once [`SegmentStore::append`] returned with `durable == true` (write + fsync returned).
+//! Boot recovery ([`SegmentStore::open`]) scans the last segment and truncates a torn or corrupt tail; corrupt records
+//! anywhere else are skipped and reported, never returned. Every allocation driven by an on-disk length is bounded by
+//! [`MAX_PAYLOAD`].
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Segment header magic.
+pub const SEG_MAGIC: [u8; 4] = *b"RTVS";
+/// Record magic.
+pub const REC_MAGIC: [u8; 4] = *b"RTVR";
+/// On-disk format version written in every segment header.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes of a segment header.
+pub const SEG_HEADER_LEN: usize = 16;
+/// Bytes of a record header (magic, len, seq, crc).
+pub const REC_HEADER_LEN: usize = 20;
+/// Largest payload a record may carry (one snapshot, ≤ 64 KiB).
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+/// Largest framed record.
+pub const MAX_RECORD: usize = REC_HEADER_LEN + MAX_PAYLOAD;
+
+/// When the writer calls fsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// fsync after every record: each append returns committed.
+    EveryRecord,
+    /// fsync at most once per interval (on append or [`SegmentStore::sync_if_due`]).
+    Interval(Duration),
+    /// Never fsync explicitly (the OS decides; tests and tmpfs only).
+    Never,
+}
+
+impl FsyncPolicy {
+    /// Parse a board-profile value: `every_record`, `never`, `interval` (1 s) or `interval:MS`.
+    pub fn parse(s: &str) -> anyhow::Result<Self> {
+        match s {
+            "every_record" => Ok(FsyncPolicy::EveryRecord),
+            "never" => Ok(FsyncPolicy::Never),
+            "interval" => Ok(FsyncPolicy::Interval(Duration::from_secs(1))),
+            _ => match s.strip_prefix("interval:").and_then(|ms| ms.parse::<u64>().ok()) {
+                Some(ms) => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
+                None => Err(crate::error::bad_input(format!(
+                    "fsync policy `{s}`: expected every_record, interval, interval:MS or never"
+                ))),
+            },
+        }
+    }
+}
+
+/// Store limits and durability.
+#[derive(Clone, Copy, Debug)]
+pub struct StoreConfig {
+    /// Total bytes of all segments; the oldest segment is evicted when exceeded.
+    pub budget_bytes: u64,
+    /// A segment is closed and a new one started once it would exceed this size.
+    pub segment_bytes: u64,
+    /// fsync policy.
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { budget_bytes: 256 * 1024 * 1024, segment_bytes: 4 * 1024 * 1024, fsync: FsyncPolicy::EveryRecord }
+    }
+}
+
+/// Why an append or open failed. The writer counts these and keeps going.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The device is full even after evicting old segments.
+    #[error("store {dir}: no space left on device")]
+    NoSpace { dir: PathBuf },
+    /// The directory or file is read-only.
+    #[error("store {dir}: read-only or permission denied: {source}")]
+    ReadOnly { dir: PathBuf, source: io::Error },
+    /// The directory does not exist (and could not be created).
+    #[error("store {dir}: directory missing: {source}")]
+    Missing { dir: PathBuf, source: io::Error },
+    /// A payload larger than [`MAX_PAYLOAD`].
+    #[error("record of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
+    TooLarge(usize),
+    /// Any other I/O failure.
+    #[error("store {dir}: {source}")]
+    Io { dir: PathBuf, source: io::Error },
+}
+
+impl StoreError {
+    fn from_io(dir: &Path, e: io::Error) -> Self {
+        let dir = dir.to_path_buf();
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => StoreError::NoSpace { dir },
+            Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM) => StoreError::ReadOnly { dir, source: e },
+            Some(libc::ENOENT) => StoreError::Missing { dir, source: e },
+            _ => StoreError::Io { dir, source: e },
+        }
+    }
+}
+
+/// One corrupt region found by a scan.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Corruption {
+    /// Segment file name.
+    pub segment: String,
+    /// Byte offset in that file where the bad bytes start.
+    pub offset: u64,
+    /// Bytes skipped until the next valid record (or end of file).
+    pub len: u64,
+    /// What was wrong.
+    pub reason: &'static str,
+}
+
+/// What boot recovery found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RecoveryReport {
+    /// Segment files present after recovery.
+    pub segments: usize,
+    /// Valid records in all segments.
+    pub records_ok: u64,
+    /// Bytes cut from the end of the last segment (torn or corrupt tail).
+    pub bytes_truncated: u64,
+    /// Corrupt regions skipped in the middle of segments (never returned to readers).
+    pub corrupt: Vec<Corruption>,
+    /// Highest valid sequence number, if any.
+    pub last_seq: Option<u64>,
+}
+
+/// A valid record located by a scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLoc {
+    /// Offset of the record header in the segment.
+    pub offset: u64,
+    /// Sequence number.
+    pub seq: u64,
+    /// Payload length.
+    pub len: u32,
+}
+
+impl RecordLoc {
+    /// Byte range of the payload in the segment buffer.
+    pub fn payload_range(&self) -> std::ops::Range<usize> {
+        let start = self.offset as usize + REC_HEADER_LEN;
+        start..start + self.len as usize
+    }
+}
+
+/// Result of scanning one segment's bytes.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentScan {
+    /// Valid records, in file order, with strictly increasing seq.
+    pub records: Vec<RecordLoc>,
+    /// Corrupt regions followed by at least one valid record (mid-file damage).
+    pub corrupt: Vec<(u64, u64, &'static str)>,
+    /// End of the last valid record (or of the header); everything after is a torn/corrupt tail.
+    pub valid_end: u64,
+    /// Why the tail is invalid, when `valid_end < file length`.
+    pub tail_reason: Option<&'static str>,
+    /// False when the segment header itself is bad.
+    pub header_ok: bool,
+}
+
+/// Encode a segment header.
+pub fn segment_header(segment_no: u32) -> [u8; SEG_HEADER_LEN] {
+    let mut h = [0u8; SEG_HEADER_LEN];
+    h[0..4].copy_from_slice(&SEG_MAGIC);
+    h[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&segment_no.to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..12]);
+    h[12..16].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn header_ok(buf: &[u8]) -> bool {
+    buf.len() >= SEG_HEADER_LEN
+        && buf[0..4] == SEG_MAGIC
+        && u16::from_le_bytes([buf[4], buf[5]]) == FORMAT_VERSION
+        && crc32c::crc32c(&buf[0..12]) == u32::from_le_bytes([buf[12], buf[13], buf[14], buf[15]])
+}
+
+/// Frame one record into `out` (appends `REC_HEADER_LEN + payload.len()` bytes).
+pub fn frame_record(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
+    let len = payload.len() as u32;
+    let mut crc = crc32c::crc32c(&len.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, &seq.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, payload);
+    out.extend_from_slice(&REC_MAGIC);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Try to parse one record at `pos`. Never reads past `buf`, never allocates.
+fn parse_at(buf: &[u8], pos: usize) -> Result<RecordLoc, &'static str> {
+    let rest = &buf[pos..];
+    if rest.len() < REC_HEADER_LEN {
+        return Err("truncated record header");
+    }
+    if rest[0..4] != REC_MAGIC {
+        return Err("bad record magic");
+    }
+    let len = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+    if len as usize > MAX_PAYLOAD {
+        return Err("record length over limit");
+    }
+    let seq = u64::from_le_bytes(rest[8..16].try_into().unwrap());
+    let crc = u32::from_le_bytes(rest[16..20].try_into().unwrap());
+    let end = REC_HEADER_LEN + len as usize;
+    if rest.len() < end {
+        return Err("truncated record payload");
+    }
+    let mut c = crc32c::crc32c(&rest[4..16]);
+    c = crc32c::crc32c_append(c, &rest[REC_HEADER_LEN..end]);
+    if c != crc {
+        return Err("record crc mismatch");
+    }
+    Ok(RecordLoc { offset: pos as u64, seq, len })
+}
+
+/// Scan a whole segment buffer: valid records, mid-file corruption (skipped by resynchronising on the next valid
+/// record), and where the valid data ends. Records whose seq does not increase are treated as corrupt.
+pub fn scan_segment(buf: &[u8]) -> SegmentScan {
+    let mut scan = SegmentScan { header_ok: header_ok(buf), ..Default::default() };
+    let mut bad_start: Option<(usize, &'static str)> = None;
+    if !scan.header_ok {
+        // Still look for records behind a damaged header (a bit flip must not cost the whole segment).
+        scan.tail_reason = Some("bad segment header");
+        if buf.len() <= SEG_HEADER_LEN {
+            return scan;
+        }
+        bad_start = Some((0, "bad segment header"));
+    }
+    let mut pos = SEG_HEADER_LEN;
+    scan.valid_end = if scan.header_ok { pos as u64 } else { 0 };
+    let mut last_seq: Option<u64> = None;
+    while pos < buf.len() {
+        let parsed = parse_at(buf, pos).and_then(|r| match last_seq {
+            Some(s) if r.seq <= s => Err("sequence not increasing"),
+            _ => Ok(r),
+        });
+        match parsed {
+            Ok(r) => {
+                if let Some((start, reason)) = bad_start.take() {
+                    scan.corrupt.push((start as u64, (pos - start) as u64, reason));
+                }
+                last_seq = Some(r.seq);
+                pos += REC_HEADER_LEN + r.len as usize;
+                scan.valid_end = pos as u64;
+                scan.records.push(r);
+            }
+            Err(reason) => {
+                if bad_start.is_none() {
+                    bad_start = Some((pos, reason));
+                }
+                // Resynchronise: look for the next record magic.
+                pos += 1;
+                match buf[pos..].windows(4).position(|w| w == REC_MAGIC) {
+                    Some(k) => pos += k,
+                    None => pos = buf.len(),
+                }
+            }
+        }
+    }
+    scan.tail_reason = bad_start.map(|(_, reason)| reason);
+    scan
+}
+
+/// Segment file name for a number.
+pub fn segment_name(no: u32) -> String {
+    format!("seg-{no:06}.rtv")
+}
+
+fn parse_segment_name(name: &str) -> Option<u32> {
+    name.strip_prefix("seg-")?.strip_suffix(".rtv")?.parse().ok()
+}
+
+/// Segment numbers and paths in a directory, oldest first.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
+    let mut v = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if let Some(no) = e.file_name().to_str().and_then(parse_segment_name) {
+            v.push((no, e.path()));
+        }
+    }
+    v.sort_unstable_by_key(|(n, _)| *n);
+    Ok(v)
+}
+
+/// Read a segment file whole. Segments are bounded by the writer; a foreign file is read as-is.
+pub fn read_segment(path: &Path) -> io::Result<Vec<u8>> {
+    let mut f = File::open(path)?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// One record read back: its seq, segment and payload.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Sequence number.
+    pub seq: u64,
+    /// Segment file name.
+    pub segment: String,
+    /// Offset in the segment.
+    pub offset: u64,
+    /// Payload bytes (CRC checked).
+    pub payload: Vec<u8>,
+}
+
+/// Read every valid record of a store directory, oldest first, without modifying anything. Corrupt regions are
+/// reported in the second value (including a torn tail, flagged by `reason`), never returned as records.
+pub fn read_all(dir: &Path) -> io::Result<(Vec<Record>, Vec<Corruption>)> {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    for_each_record(dir, |r| out.push(r), |c| bad.push(c))?;
+    Ok((out, bad))
+}
+
+/// Visit every valid record (one segment in memory at a time) and every corrupt region.
+pub fn for_each_record(
+    dir: &Path,
+    mut on_record: impl FnMut(Record),
+    mut on_corrupt: impl FnMut(Corruption),
+) -> io::Result<()> {
+    let mut last_seq: Option<u64> = None;
+    for (_, path) in list_segments(dir)? {
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let buf = read_segment(&path)?;
+        let scan = scan_segment(&buf);
+        for (offset, len, reason) in &scan.corrupt {
+            on_corrupt(Corruption { segment: name.clone(), offset: *offset, len: *len, reason });
+        }
+        if scan.valid_end < buf.len() as u64 {
+            on_corrupt(Corruption {
+                segment: name.clone(),
+                offset: scan.valid_end,
+                len: buf.len() as u64 - scan.valid_end,
+                reason: scan.tail_reason.unwrap_or("torn tail"),
+            });
+        }
+        for r in scan.records {
+            if last_seq.is_some_and(|s| r.seq <= s) {
+                on_corrupt(Corruption {
+                    segment: name.clone(),
+                    offset: r.offset,
+                    len: REC_HEADER_LEN as u64 + r.len as u64,
+                    reason: "sequence not increasing across segments",
+                });
+                continue;
+            }
+            last_seq = Some(r.seq);
+            on_record(Record {
+                seq: r.seq,
+                segment: name.clone(),
+                offset: r.offset,
+                payload: buf[r.payload_range()].to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Outcome of one append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence number given to the record.
+    pub seq: u64,
+    /// True when write and fsync both returned (the record is committed).
+    pub durable: bool,
+    /// Segments evicted to stay within budget.
+    pub evicted: u32,
+}
+
+struct Segment {
+    no: u32,
+    path: PathBuf,
+    len: u64,
+}
+
+/// The writer's handle on a store directory. One writer per directory.
+pub struct SegmentStore {
+    dir: PathBuf,
+    cfg: StoreConfig,
+    segments: Vec<Segment>,
+    file: Option<File>,
+    next_seq: u64,
+    last_sync: Instant,
+    unsynced: bool,
+    frame: Vec<u8>,
+}
+
+impl SegmentStore {
+    /// Open (creating the directory if needed) and run boot recovery: the last segment's torn or corrupt tail is
+    /// truncated (and fsynced); corrupt regions elsewhere are reported. A last segment with a bad header is removed.
+    pub fn open(dir: impl AsRef<Path>, cfg: StoreConfig) -> Result<(Self, RecoveryReport), StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        if cfg.segment_bytes < (SEG_HEADER_LEN + MAX_RECORD) as u64 || cfg.budget_bytes < cfg.segment_bytes {
+            return Err(StoreError::Io {
+                dir,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "segment_bytes must be ≥ {} and ≤ budget_bytes (got {} / {})",
+                        SEG_HEADER_LEN + MAX_RECORD,
+                        cfg.segment_bytes,
+                        cfg.budget_bytes
+                    ),
+                ),
+            });
+        }
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| StoreError::from_io(&dir, e))?;
+        }
+        let err = |e| StoreError::from_io(&dir, e);
+        let mut report = RecoveryReport::default();
+        let mut segments = Vec::new();
+        let listed = list_segments(&dir).map_err(err)?;
+        let n = listed.len();
+        let mut last_seq: Option<u64> = None;
+        for (i, (no, path)) in listed.into_iter().enumerate() {
+            let name = segment_name(no);
+            let buf = read_segment(&path).map_err(err)?;
+            let scan = scan_segment(&buf);
+            let is_last = i + 1 == n;
+            for (offset, len, reason) in &scan.corrupt {
+                report.corrupt.push(Corruption { segment: name.clone(), offset: *offset, len: *len, reason });
+            }
+            if let Some(r) = scan.records.last() {
+                last_seq = Some(last_seq.map_or(r.seq, |s| s.max(r.seq)));
+            }
+            report.records_ok += scan.records.len() as u64;
+            let mut len = buf.len() as u64;
+            if is_last && !scan.header_ok && scan.records.is_empty() {
+                // A segment torn before its header was durable holds nothing committed.
+                report.bytes_truncated += len;
+                fs::remove_file(&path).map_err(err)?;
+                fsync_dir(&dir).map_err(err)?;
+                continue;
+            }
+            if scan.valid_end < len {
+                if is_last {
+                    let f = OpenOptions::new().write(true).open(&path).map_err(err)?;
+                    f.set_len(scan.valid_end).map_err(err)?;
+                    f.sync_all().map_err(err)?;
+                    report.bytes_truncated += len - scan.valid_end;
+                    len = scan.valid_end;
+                } else {
+                    report.corrupt.push(Corruption {
+                        segment: name.clone(),
+                        offset: scan.valid_end,
+                        len: len - scan.valid_end,
+                        reason: scan.tail_reason.unwrap_or("corrupt tail"),
+                    });
+                }
+            }
+            segments.push(Segment { no, path, len });
+        }
+        report.segments = segments.len();
+        report.last_seq = last_seq;
+        let mut store = SegmentStore {
+            dir,
+            cfg,
+            segments,
+            file: None,
+            next_seq: last_seq.map_or(1, |s| s + 1),
+            last_sync: Instant::now(),
+            unsynced: false,
+            frame: Vec::with_capacity(MAX_RECORD),
+        };
+        if let Some(last) = store.segments.last() {
+            let f = OpenOptions::new().append(true).open(&last.path).map_err(|e| StoreError::from_io(&store.dir, e))?;
+            store.file = Some(f);
+        }
+        Ok((store, report))
+    }
+
+    /// Directory of this store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Sequence number the next record will get.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Total bytes of all segments.
+    pub fn total_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn start_segment(&mut self) -> Result<(), StoreError> {
+        if let Some(f) = self.file.take() {
+            if self.cfg.fsync != FsyncPolicy::Never {
+                f.sync_all().map_err(|e| StoreError::from_io(&self.dir, e))?;
+            }
+        }
+        let no = self.segments.last().map_or(1, |s| s.no + 1);
+        let path = self.dir.join(segment_name(no));
+        let res = (|| -> io::Result<File> {
+            let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+            f.write_all(&segment_header(no))?;
+            f.sync_all()?;
+            fsync_dir(&self.dir)?;
+            drop(f);
+            OpenOptions::new().append(true).open(&path)
+        })();
+        match res {
+            Ok(f) => {
+                self.segments.push(Segment { no, path, len: SEG_HEADER_LEN as u64 });
+                self.file = Some(f);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(StoreError::from_io(&self.dir, e))
+            }
+        }
+    }
+
+    /// Remove the oldest segments while over budget (never the one being written).
+    fn evict(&mut self, incoming: u64) -> Result<u32, StoreError> {
+        let mut evicted = 0;
+        while self.segments.len() > 1 && self.total_bytes() + incoming > self.cfg.budget_bytes {
+            self.remove_oldest()?;
+            evicted += 1;
+        }
+        Ok(evicted)
+    }
+
+    fn remove_oldest(&mut self) -> Result<(), StoreError> {
+        let old = self.segments.remove(0);
+        match fs::remove_file(&old.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                self.segments.insert(0, old);
+                return Err(StoreError::from_io(&self.dir, e));
+            }
+        }
+        fsync_dir(&self.dir).map_err(|e| StoreError::from_io(&self.dir, e))
+    }
+
+    /// Append one record. On `EveryRecord` the record is committed when this returns `Ok` (`durable == true`).
+    /// On a failed write the segment is cut back to its last good length (or abandoned for a new one), so a failure
+    /// never leaves a half record in front of later ones. On ENOSPC the oldest segment is evicted and the write
+    /// retried once.
+    pub fn append(&mut self, payload: &[u8]) -> Result<Appended, StoreError> {
+        if payload.len() > MAX_PAYLOAD {
+            return Err(StoreError::TooLarge(payload.len()));
+        }
+        let rec_len = (REC_HEADER_LEN + payload.len()) as u64;
+        let mut evicted = 0;
+        let mut retried = false;
+        loop {
+            match self.try_append(payload, rec_len, &mut evicted) {
+                Ok(a) => return Ok(a),
+                Err(StoreError::NoSpace { .. }) if !retried && self.segments.len() > 1 => {
+                    retried = true;
+                    self.remove_oldest()?;
+                    evicted += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn try_append(&mut self, payload: &[u8], rec_len: u64, evicted: &mut u32) -> Result<Appended, StoreError> {
+        let need_new = match self.segments.last() {
+            None => true,
+            Some(s) => self.file.is_none() || s.len + rec_len > self.cfg.segment_bytes,
+        };
+        if need_new {
+            self.start_segment()?;
+        }
+        *evicted += self.evict(rec_len)?;
+        let seq = self.next_seq;
+        self.frame.clear();
+        frame_record(seq, payload, &mut self.frame);
+        let file = self.file.as_mut().expect("segment open");
+        let seg = self.segments.last_mut().expect("segment exists");
+        if let Err(e) = file.write_all(&self.frame) {
+            // Cut back any partial write; if that fails too, abandon this segment (next append starts a new one).
+            let cut = file.set_len(seg.len).and_then(|_| file.seek(SeekFrom::End(0)).map(|_| ()));
+            let no_space = matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG));
+            if cut.is_err() || !no_space {
+                self.file = None;
+            }
+            return Err(StoreError::from_io(&self.dir, e));
+        }
+        seg.len += rec_len;
+        self.next_seq += 1;
+        self.unsynced = true;
+        let durable = match self.cfg.fsync {
+            FsyncPolicy::EveryRecord => {
+                self.sync()?;
+                true
+            }
+            FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d => {
+                self.sync()?;
+                true
+            }
+            _ => false,
+        };
+        Ok(Appended { seq, durable, evicted: *evicted })
+    }
+
+    /// fsync the current segment now.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if let Some(f) = &self.file {
+            if self.unsynced {
+                if let Err(e) = f.sync_data() {
+                    // After a failed fsync the page cache state is unknown: start a fresh segment next time.
+                    self.file = None;
+                    return Err(StoreError::from_io(&self.dir, e));
+                }
+            }
+        }
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// fsync if the interval policy says it is due (call periodically from the writer thread).
+    pub fn sync_if_due(&mut self) -> Result<(), StoreError> {
+        match self.cfg.fsync {
+            FsyncPolicy::Interval(d) if self.unsynced && self.last_sync.elapsed() >= d => self.sync(),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> StoreConfig {
+        StoreConfig { budget_bytes: 1 << 30, segment_bytes: 1 << 20, fsync: FsyncPolicy::Never }
+    }
+
+    #[test]
+    fn roundtrip_and_seq_continues() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, r) = SegmentStore::open(d.path(), cfg()).unwrap();
+        assert_eq!(r.records_ok, 0);
+        for i in 0..10u8 {
+            assert_eq!(s.append(&vec![i; i as usize * 7]).unwrap().seq, i as u64 + 1);
+        }
+        drop(s);
+        let (mut s, r) = SegmentStore::open(d.path(), cfg()).unwrap();
+        assert_eq!((r.records_ok, r.bytes_truncated, r.last_seq), (10, 0, Some(10)));
+        assert_eq!(s.append(b"x").unwrap().seq, 11);
+        let (recs, bad) = read_all(d.path()).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(recs.len(), 11);
+        assert_eq!(recs[3].payload, vec![3u8; 21]);
+    }
+
+    #[test]
+    fn rolls_and_evicts_oldest() {
+        let d = tempfile::tempdir().unwrap();
+        let seg = (SEG_HEADER_LEN + MAX_RECORD) as u64;
+        let c = StoreConfig { budget_bytes: 3 * seg, segment_bytes: seg, fsync: FsyncPolicy::Never };
+        let (mut s, _) = SegmentStore::open(d.path(), c).unwrap();
+        let payload = vec![7u8; 40_000];
+        for _ in 0..20 {
+            s.append(&payload).unwrap();
+            assert!(s.total_bytes() <= c.budget_bytes);
+        }
+        assert!(s.segment_count() >= 3 && s.segment_count() < 20);
+        let (recs, bad) = read_all(d.path()).unwrap();
+        assert!(bad.is_empty());
+        assert_eq!(recs.last().unwrap().seq, 20);
+        assert!(recs.len() < 20 && recs.len() >= 3);
+        let names: Vec<_> = list_segments(d.path()).unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.first(), Some(&(20 - names.len() as u32 + 1)));
+    }
+
+    #[test]
+    fn too_large_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = SegmentStore::open(d.path(), cfg()).unwrap();
+        assert!(matches!(s.append(&vec![0; MAX_PAYLOAD + 1]), Err(StoreError::TooLarge(_))));
+        assert_eq!(s.append(&vec![0; MAX_PAYLOAD]).unwrap().seq, 1);
+    }
+
+    #[test]
+    fn interval_policy_reports_durability() {
+        let d = tempfile::tempdir().unwrap();
+        let c = StoreConfig { fsync: FsyncPolicy::Interval(Duration::from_secs(3600)), ..cfg() };
+        let (mut s, _) = SegmentStore::open(d.path(), c).unwrap();
+        assert!(!s.append(b"a").unwrap().durable);
+        s.sync_if_due().unwrap();
+        s.sync().unwrap();
+        let c = StoreConfig { fsync: FsyncPolicy::Interval(Duration::ZERO), ..cfg() };
+        let (mut s, _) = SegmentStore::open(d.path(), c).unwrap();
+        assert!(s.append(b"b").unwrap().durable);
+        let c = StoreConfig { fsync: FsyncPolicy::EveryRecord, ..cfg() };
+        let (mut s, _) = SegmentStore::open(d.path(), c).unwrap();
+        assert_eq!(s.append(b"c").unwrap(), Appended { seq: 3, durable: true, evicted: 0 });
+    }
+
+    #[test]
+    fn fsync_policy_parses() {
+        assert_eq!(FsyncPolicy::parse("every_record").unwrap(), FsyncPolicy::EveryRecord);
+        assert_eq!(FsyncPolicy::parse("interval:250").unwrap(), FsyncPolicy::Interval(Duration::from_millis(250)));
+        assert!(FsyncPolicy::parse("sometimes").is_err());
+    }
+}

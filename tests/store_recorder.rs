@@ -1,0 +1,202 @@
+//! End to end: loop-side recorder (zero heap allocations per tick, counted) → writer thread → store → ls / verify /
+//! MCAP and JSON export.
+
+mod store_common;
+use store_common as common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::Duration;
+
+use rtvla::events::snapshot::{MAX_JPEG_BYTES, THUMB_H, THUMB_W};
+use rtvla::events::{EventRecorder, RecorderConfig, Snapshot, TickOutcome, TickTelemetry, TriggerConfig};
+use rtvla::store::export::MCAP_MAGIC;
+use rtvla::store::segment::{read_all, FsyncPolicy, StoreConfig};
+use rtvla::store::{export_json, export_mcap, ls, print_table, spawn_writer, verify, WriterConfig};
+use rtvla::types::Command;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+struct Counting;
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(p, l, n) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.with(|c| c.get())
+}
+
+/// Telemetry that brakes hard every 70 ticks, steers sharply every 130, and reports a short TTC every 190.
+fn telemetry(i: u64) -> TickTelemetry {
+    let brake = if i.is_multiple_of(70) { 1.0 } else { 0.0 };
+    let steer = if i.is_multiple_of(130) { 0.8 } else { 0.0 };
+    let mut t = TickTelemetry {
+        time_us: 1_000_000 + i * 50_000,
+        tick: i,
+        speed: 8.0,
+        command: Command { steer, throttle: 0.3, brake },
+        tick_ms: 12.0,
+        infer_ms: 8.0,
+        ttc_s: if i.is_multiple_of(190) { 1.1 } else { f32::INFINITY },
+        ..Default::default()
+    };
+    for (k, p) in t.path.iter_mut().enumerate() {
+        *p = [k as f32 + 1.0, 0.05 * k as f32];
+    }
+    t
+}
+
+#[test]
+fn zero_alloc_loop_and_full_pipeline() {
+    let dir = common::tmp();
+    let cfg = RecorderConfig {
+        triggers: TriggerConfig { refractory_us: 1_000_000, ..Default::default() },
+        ..Default::default()
+    };
+    let (mut rec, sink) = EventRecorder::new(cfg).unwrap();
+    let store_cfg = StoreConfig { fsync: FsyncPolicy::EveryRecord, ..Default::default() };
+    let w = spawn_writer(WriterConfig::new(dir.path(), store_cfg), sink).unwrap();
+    let ext = rec.external_trigger();
+    let feats: Vec<f32> = (0..2048).map(|i| (i as f32 * 0.01).sin()).collect();
+    let (fw, fh) = (320usize, 160usize);
+    let frame: Vec<u8> = (0..fw * fh * 3).map(|i| ((i / 3) % fw * 255 / fw) as u8).collect();
+
+    let (mut started, mut handed, mut dropped) = (0, 0, 0);
+    let mut loop_allocs = 0;
+    for i in 0..3000u64 {
+        if i % 400 == 399 {
+            ext.request();
+        }
+        let t = telemetry(i);
+        let before = allocs();
+        let out = rec.on_tick(&t, Some(&feats), Some((&frame, fw, fh)));
+        let n = allocs() - before;
+        if i >= 1 {
+            loop_allocs += n;
+        }
+        match out {
+            TickOutcome::Started(_) => started += 1,
+            TickOutcome::HandedOff => handed += 1,
+            TickOutcome::Dropped => dropped += 1,
+            _ => {}
+        }
+        if i % 4 == 0 {
+            std::thread::sleep(Duration::from_millis(1)); // ~ a loop that does other work (5x real time)
+        }
+    }
+    println!(
+        "loop: {started} started, {handed} handed off, {dropped} dropped; heap allocations on the loop: {loop_allocs}"
+    );
+    assert_eq!(loop_allocs, 0, "the loop-side recorder path must not allocate");
+    assert!(started > 30 && handed > 20 && handed + dropped + 1 >= started); // the last may still be collecting
+
+    std::thread::sleep(Duration::from_millis(200));
+    let ws = w.stop();
+    let rs = rec.stats();
+    println!("recorder {rs:?}\nwriter {ws:?}");
+    assert_eq!(rs.handed_off, ws.written + ws.dropped_store + ws.dropped_encode);
+    assert_eq!(ws.dropped_encode, 0);
+    assert_eq!(ws.thumbs_dropped, 0);
+
+    // ls / verify agree with the writer.
+    let events = ls(dir.path()).unwrap();
+    assert_eq!(rtvla::store::export::last_event_id(dir.path()), events.iter().map(|e| e.id).max());
+    assert_eq!(events.len() as u64, ws.written);
+    let mut table = Vec::new();
+    print_table(&events, &mut table).unwrap();
+    let table = String::from_utf8(table).unwrap();
+    println!("{}", table.lines().take(4).collect::<Vec<_>>().join("\n"));
+    assert!(table.contains("hard_brake") && table.contains("external"));
+    let rep = verify(dir.path()).unwrap();
+    assert!(rep.is_ok(), "{}", rep.render());
+    assert_eq!(rep.snapshots_ok, ws.written);
+
+    // Snapshot content.
+    let (recs, _) = read_all(dir.path()).unwrap();
+    let s = Snapshot::decode(&recs[1].payload).unwrap(); // [0] fired at tick 0: 1-tick pre-window
+    assert_eq!((s.pre.len(), s.post.len(), s.keyframes.len()), (40, 20, 3));
+    assert!(recs.iter().all(|r| r.payload.len() <= 64 * 1024));
+    let kf = &s.keyframes[1];
+    assert_eq!((kf.thumb_w as usize, kf.thumb_h as usize), (THUMB_W, THUMB_H));
+    assert!(kf.jpeg.len() <= MAX_JPEG_BYTES && kf.jpeg.starts_with(&[0xFF, 0xD8]));
+    let f: Vec<f32> = kf.features_f32().collect();
+    assert!(f.iter().zip(&feats).all(|(a, b)| (a - b).abs() < 1e-3));
+    println!(
+        "snapshot bytes: first {} max {}",
+        recs[0].payload.len(),
+        recs.iter().map(|r| r.payload.len()).max().unwrap()
+    );
+
+    // JSON export.
+    let out = common::tmp();
+    let n = export_json(dir.path(), &out.path().join("e.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(out.path().join("e.json")).unwrap()).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), n);
+    assert_eq!(v[1]["pre"].as_array().unwrap().len(), 40);
+
+    // MCAP export: parse it back record by record.
+    let mpath = out.path().join("e.mcap");
+    let msgs = export_mcap(dir.path(), &mpath).unwrap();
+    let b = std::fs::read(&mpath).unwrap();
+    if let Ok(keep) = std::env::var("RTVLA_KEEP_EXPORT") {
+        std::fs::copy(&mpath, format!("{keep}.mcap")).unwrap();
+        std::fs::copy(out.path().join("e.json"), format!("{keep}.json")).unwrap();
+    }
+    assert!(b.starts_with(MCAP_MAGIC) && b.ends_with(MCAP_MAGIC));
+    let mut pos = 8;
+    let mut per_channel = [0u64; 4];
+    let mut ops = Vec::new();
+    let mut last_log = [0u64; 4];
+    while pos < b.len() - 8 {
+        let op = b[pos];
+        let len = u64::from_le_bytes(b[pos + 1..pos + 9].try_into().unwrap()) as usize;
+        let body = &b[pos + 9..pos + 9 + len];
+        if op == 0x05 {
+            let ch = u16::from_le_bytes([body[0], body[1]]) as usize;
+            let log = u64::from_le_bytes(body[6..14].try_into().unwrap());
+            assert!(log >= last_log[ch], "log times increase per channel");
+            last_log[ch] = log;
+            per_channel[ch] += 1;
+            let msg: serde_json::Value = serde_json::from_slice(&body[22..]).unwrap();
+            if ch == 3 {
+                assert_eq!(msg["format"], "jpeg");
+                assert!(msg["data"].as_str().unwrap().starts_with("/9j/")); // base64 of FF D8 FF
+            }
+        }
+        ops.push(op);
+        pos += 9 + len;
+    }
+    assert_eq!(pos, b.len() - 8);
+    assert_eq!(ops.first(), Some(&0x01));
+    assert_eq!(&ops[ops.len() - 2..], &[0x0F, 0x02]);
+    assert_eq!(per_channel[1] + per_channel[2] + per_channel[3], msgs);
+    assert_eq!(per_channel[2], ws.written);
+    assert!(per_channel[1] > ws.written * 20 && per_channel[1] <= ws.written * 60);
+    println!(
+        "mcap: {} bytes, telemetry {} events {} thumbnails {}",
+        b.len(),
+        per_channel[1],
+        per_channel[2],
+        per_channel[3]
+    );
+}
