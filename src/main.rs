@@ -90,10 +90,21 @@ fn drive(a: DriveArgs) -> anyhow::Result<i32> {
     o.policy = a.policy;
     o.virtual_time = a.fast;
     o.progress = !a.quiet;
+    // Open the report file before driving, so a bad path fails in a second, not after the run.
+    let mut report_file = match &a.report_json {
+        Some(p) => Some(
+            std::fs::File::create(p)
+                .map_err(|e| rtvla::error::bad_input(format!("--report-json {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
     let report = rtvla::runtime::drive(&o)?;
-    if let Some(p) = &a.report_json {
+    if let Some(f) = report_file.as_mut() {
+        use std::io::Write;
         let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(p, json + "\n").map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+        f.write_all(json.as_bytes())
+            .and_then(|_| f.write_all(b"\n"))
+            .map_err(|e| anyhow::anyhow!("writing the report: {e}"))?;
     }
     if !a.quiet {
         print!("{}", report.summary());

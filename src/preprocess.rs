@@ -34,9 +34,11 @@ pub struct Preprocessor {
     dst_h: usize,
     xs: Vec<Tap>,
     ys: Vec<Tap>,
-    /// Per channel: (1/255/std, -mean/std).
-    scale: [f32; 3],
-    offset: [f32; 3],
+    /// Per channel, u8 → normalised value ((v/255 − mean)/std). Bilinear interpolation commutes with this affine
+    /// map, so values are normalised by table look-up before interpolating.
+    lut: [[f32; 256]; 3],
+    /// Every tap lands exactly on a source pixel (crop without resize): plain gather, no interpolation.
+    exact: bool,
     out: Vec<f32>,
 }
 
@@ -52,23 +54,16 @@ impl Preprocessor {
     ) -> Self {
         assert!(crop_bottom < src_h && src_w > 0 && dst_w > 0 && dst_h > 0);
         let kept_h = src_h - crop_bottom;
-        let mut scale = [0.0; 3];
-        let mut offset = [0.0; 3];
-        for c in 0..3 {
-            scale[c] = 1.0 / (255.0 * norm.std[c]);
-            offset[c] = -norm.mean[c] / norm.std[c];
+        let mut lut = [[0.0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, slot) in table.iter_mut().enumerate() {
+                *slot = (v as f32 / 255.0 - norm.mean[c]) / norm.std[c];
+            }
         }
-        Preprocessor {
-            src_w,
-            src_h,
-            dst_w,
-            dst_h,
-            xs: taps(src_w, dst_w),
-            ys: taps(kept_h, dst_h),
-            scale,
-            offset,
-            out: vec![0.0; 3 * dst_w * dst_h],
-        }
+        let xs = taps(src_w, dst_w);
+        let ys = taps(kept_h, dst_h);
+        let exact = xs.iter().chain(&ys).all(|t| t.w1 == 0.0);
+        Preprocessor { src_w, src_h, dst_w, dst_h, xs, ys, lut, exact, out: vec![0.0; 3 * dst_w * dst_h] }
     }
 
     /// Expected frame size in bytes (packed RGB8).
@@ -83,18 +78,33 @@ impl Preprocessor {
         }
         let plane = self.dst_w * self.dst_h;
         let row = self.src_w * 3;
+        let (r_out, rest) = self.out.split_at_mut(plane);
+        let (g_out, b_out) = rest.split_at_mut(plane);
+        let [lr, lg, lb] = &self.lut;
         for (dy, ty) in self.ys.iter().enumerate() {
             let r0 = &rgb[ty.i0 as usize * row..][..row];
+            let o = dy * self.dst_w;
+            let (ro, go, bo) =
+                (&mut r_out[o..][..self.dst_w], &mut g_out[o..][..self.dst_w], &mut b_out[o..][..self.dst_w]);
+            if self.exact {
+                for (dx, tx) in self.xs.iter().enumerate() {
+                    let p = &r0[tx.i0 as usize * 3..][..3];
+                    ro[dx] = lr[p[0] as usize];
+                    go[dx] = lg[p[1] as usize];
+                    bo[dx] = lb[p[2] as usize];
+                }
+                continue;
+            }
             let r1 = &rgb[ty.i1 as usize * row..][..row];
             let wy = ty.w1;
             for (dx, tx) in self.xs.iter().enumerate() {
                 let (a, b, wx) = (tx.i0 as usize * 3, tx.i1 as usize * 3, tx.w1);
-                let o = dy * self.dst_w + dx;
-                for c in 0..3 {
-                    let top = r0[a + c] as f32 + (r0[b + c] as f32 - r0[a + c] as f32) * wx;
-                    let bot = r1[a + c] as f32 + (r1[b + c] as f32 - r1[a + c] as f32) * wx;
-                    let v = top + (bot - top) * wy;
-                    self.out[c * plane + o] = v * self.scale[c] + self.offset[c];
+                for (c, (lut, out)) in [(lr, &mut *ro), (lg, &mut *go), (lb, &mut *bo)].into_iter().enumerate() {
+                    let (p00, p01) = (lut[r0[a + c] as usize], lut[r0[b + c] as usize]);
+                    let (p10, p11) = (lut[r1[a + c] as usize], lut[r1[b + c] as usize]);
+                    let top = p00 + (p01 - p00) * wx;
+                    let bot = p10 + (p11 - p10) * wx;
+                    out[dx] = top + (bot - top) * wy;
                 }
             }
         }
@@ -140,7 +150,7 @@ mod tests {
     #[test]
     fn downscale_averages_and_short_frame_is_refused() {
         let norm = PreprocessSpec { mean: [0.0; 3], std: [1.0; 3] };
-        let mut rgb = vec![0u8; 4 * 1 * 3];
+        let mut rgb = vec![0u8; 4 * 3];
         rgb[3..6].copy_from_slice(&[255, 255, 255]); // x=1 white
         let mut p = Preprocessor::new(4, 1, 0, 2, 1, &norm);
         let out = p.run(&rgb).unwrap();

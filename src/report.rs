@@ -37,6 +37,9 @@ pub struct RunReport {
     pub overhead_ms: Quantiles,
     /// Tick start lateness against the schedule (0 in virtual time).
     pub jitter_ms: Quantiles,
+    /// Time to get the frame (a sim camera's bounded wait for its lockstep frame included).
+    pub camera_ms: Quantiles,
+    pub preprocess_ms: Quantiles,
     /// Mean loop overhead (everything but inference) as a fraction of mean inference time.
     pub overhead_ratio: f64,
     /// Heap allocations per tick on the loop thread outside the inference call, after warm-up.
@@ -77,12 +80,19 @@ impl RunReport {
             self.tick_ms.p50, self.tick_ms.p99, self.tick_ms.max, self.deadline_ms
         );
         s += &format!("  wake jitter  p50 {:.3} ms  p99 {:.3} ms\n", self.jitter_ms.p50, self.jitter_ms.p99);
-        s += &format!("  inference    p50 {:.2} ms  p99 {:.2} ms\n", self.infer_ms.p50, self.infer_ms.p99);
         s += &format!(
-            "  overhead     p50 {:.3} ms  p99 {:.3} ms   ({:.2} % of inference)\n",
-            self.overhead_ms.p50,
-            self.overhead_ms.p99,
-            self.overhead_ratio * 100.0
+            "  stages       camera p50 {:.3} ms, preprocess p50 {:.3} ms\n",
+            self.camera_ms.p50, self.preprocess_ms.p50
+        );
+        s += &format!("  inference    p50 {:.2} ms  p99 {:.2} ms\n", self.infer_ms.p50, self.infer_ms.p99);
+        let ratio = if self.infer_ms.mean > 1e-3 {
+            format!("({:.2} % of inference)", self.overhead_ratio * 100.0)
+        } else {
+            "(no model inference in this run)".to_string()
+        };
+        s += &format!(
+            "  overhead     p50 {:.3} ms  p99 {:.3} ms   {ratio}\n",
+            self.overhead_ms.p50, self.overhead_ms.p99
         );
         s += &format!("  deadlines    {} missed, {} ticks skipped\n", self.deadline_misses, self.skipped_ticks);
         let allocs =

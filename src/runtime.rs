@@ -19,11 +19,12 @@ use crate::error::bad_input;
 use crate::model::{Inference, PolicyInput, Student, TractStudent};
 use crate::preprocess::Preprocessor;
 use crate::report::{Quantiles, RunReport};
+use crate::sim::EpisodeMetrics;
 use crate::stats::{CommandsHash, LatencyHistogram};
 use crate::supervisor::{Fault, Faults, Supervisor, SupervisorConfig, Transition};
 use crate::types::{Command, Waypoints};
 use crate::vehicle::sim::{SimHarness, SimOptions};
-use crate::vehicle::VehicleLink;
+use crate::vehicle::{LinkError, VehicleLink};
 
 /// Which policy produces the waypoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -66,6 +67,9 @@ pub struct LoopOutcome {
     pub overhead: LatencyHistogram,
     /// How late each tick started against its schedule (wake-up jitter).
     pub jitter: LatencyHistogram,
+    /// Time in `FrameSource::latest` (includes a sim camera's bounded wait for its frame).
+    pub camera: LatencyHistogram,
+    pub preprocess: LatencyHistogram,
     pub measured_ticks: u64,
     pub allocs_outside: u64,
     pub allocs_inside: u64,
@@ -121,6 +125,8 @@ pub fn run_loop(
         infer: LatencyHistogram::new(),
         overhead: LatencyHistogram::new(),
         jitter: LatencyHistogram::new(),
+        camera: LatencyHistogram::new(),
+        preprocess: LatencyHistogram::new(),
         measured_ticks: 0,
         allocs_outside: 0,
         allocs_inside: 0,
@@ -150,21 +156,33 @@ pub fn run_loop(
         let mut infer_time = Duration::ZERO;
         let mut infer_allocs = 0;
 
+        let mut proposed: Option<Command> = None;
+        let tc = Instant::now();
+        let latest = source.latest();
+        o.camera.record(tc.elapsed().as_secs_f64() * 1e3);
+        // State after the frame: a lockstep source (the simulator) publishes state before the frame it waits on.
         let state = match vehicle.state() {
             Ok(s) => Some(s),
+            // In simulated time nobody will ever reconnect a dead simulator: end the run instead of spinning.
+            Err(LinkError::Disconnected) if virtual_time => {
+                o.vehicle_done = true;
+                None
+            }
             Err(_) => {
                 faults.insert(Fault::LinkState);
                 None
             }
         };
-        let mut proposed: Option<Command> = None;
-        match source.latest() {
+        match latest {
             None => faults.insert(Fault::NoFrame),
             Some(frame) => {
                 if !virtual_time && frame.captured_at.elapsed() > cfg.stale_after {
                     faults.insert(Fault::StaleFrame);
                 }
-                match pre.run(&frame.rgb) {
+                let tp = Instant::now();
+                let image = pre.run(&frame.rgb);
+                o.preprocess.record(tp.elapsed().as_secs_f64() * 1e3);
+                match image {
                     None => faults.insert(Fault::BadFrame),
                     Some(image) => {
                         if let Some(st) = &state {
@@ -276,6 +294,11 @@ impl DriveOptions {
 
 /// Load everything, check it, run the loop, and build the report. Bad input fails before the first tick.
 pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
+    drive_with_metrics(opts).map(|(r, _)| r)
+}
+
+/// As [`drive`], also returning the simulator's episode metrics on sim boards.
+pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Option<EpisodeMetrics>)> {
     let board = Board::load(&opts.board_path)?;
     let manifest_path = opts.model.clone().unwrap_or_else(|| board.model_manifest());
     let mut student: Box<dyn Student> = match opts.policy {
@@ -378,6 +401,8 @@ pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
         infer_ms: Quantiles::of(&outcome.infer),
         overhead_ms: Quantiles::of(&outcome.overhead),
         jitter_ms: Quantiles::of(&outcome.jitter),
+        camera_ms: Quantiles::of(&outcome.camera),
+        preprocess_ms: Quantiles::of(&outcome.preprocess),
         overhead_ratio: if infer_mean > 0.0 { outcome.overhead.mean() / infer_mean } else { 0.0 },
         allocs_per_tick_outside_inference: counting.then(|| outcome.allocs_outside as f64 / measured),
         allocs_per_inference: counting.then(|| outcome.allocs_inside as f64 / measured),
@@ -392,11 +417,11 @@ pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
         scenario: metrics.as_ref().map(|_| scenario.clone()),
         seed: metrics.as_ref().map(|_| seed),
         route_completion: metrics.as_ref().map(|m| m.route_completion as f64),
-        infractions: metrics.as_ref().map(|m| serde_json::to_value(&m.infractions).unwrap_or_default()),
+        infractions: metrics.as_ref().map(|m| serde_json::to_value(m.infractions).unwrap_or_default()),
         driving_score: metrics.as_ref().map(|m| m.driving_score as f64),
         wall_s: outcome.wall.as_secs_f64(),
     };
-    Ok(report)
+    Ok((report, metrics))
 }
 
 /// Best effort: CPU affinity, SCHED_FIFO and mlockall from the board profile; warns where not permitted.
@@ -505,7 +530,26 @@ impl Monitor {
     }
 }
 
-/// Convenience for tests and `sim eval`: drive one simulator episode in virtual time.
+/// Options for one simulator episode in virtual time (deterministic, as fast as possible).
+pub fn sim_drive_options(
+    board: &Path,
+    policy: PolicyKind,
+    model: Option<&Path>,
+    scenario: &str,
+    seed: u64,
+    ticks: Option<u64>,
+) -> DriveOptions {
+    let mut o = DriveOptions::new(board);
+    o.policy = policy;
+    o.model = model.map(Path::to_path_buf);
+    o.scenario = Some(scenario.to_string());
+    o.seed = Some(seed);
+    o.ticks = ticks;
+    o.virtual_time = true;
+    o
+}
+
+/// Convenience for tests: drive one simulator episode in virtual time.
 pub fn sim_drive(
     board: &Path,
     policy: PolicyKind,
@@ -514,12 +558,31 @@ pub fn sim_drive(
     seed: u64,
     ticks: Option<u64>,
 ) -> anyhow::Result<RunReport> {
-    let mut o = DriveOptions::new(board);
-    o.policy = policy;
-    o.model = model.map(Path::to_path_buf);
-    o.scenario = Some(scenario.to_string());
-    o.seed = Some(seed);
-    o.ticks = ticks;
-    o.virtual_time = true;
-    drive(&o)
+    drive(&sim_drive_options(board, policy, model, scenario, seed, ticks))
+}
+
+/// The host-sim board `sim eval` drives runtime policies on: `boards/host-sim.toml` under the working directory,
+/// else the one in the source tree this binary was built from.
+pub fn sim_eval_board() -> PathBuf {
+    let local = PathBuf::from("boards/host-sim.toml");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/boards/host-sim.toml"))
+    }
+}
+
+/// One closed-loop simulator episode through the same runtime path as `drive` (simulated time, until the episode
+/// ends). `policy` is `model` (the student from `model`, default the board's) or `expert`.
+pub fn sim_episode(policy: &str, model: Option<&Path>, scenario: &str, seed: u64) -> anyhow::Result<EpisodeMetrics> {
+    let policy = match policy {
+        "model" => PolicyKind::Model,
+        "expert" => PolicyKind::Expert,
+        other => {
+            return Err(bad_input(format!("policy {other:?} is not run through the runtime (use model or expert)")))
+        }
+    };
+    let opts = sim_drive_options(&sim_eval_board(), policy, model, scenario, seed, None);
+    let (_, metrics) = drive_with_metrics(&opts)?;
+    metrics.ok_or_else(|| anyhow::anyhow!("the simulator returned no metrics"))
 }

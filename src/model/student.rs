@@ -110,7 +110,7 @@ pub fn build_plan(manifest: &Manifest, bytes: &[u8]) -> anyhow::Result<Arc<Plan>
     let optimized = typed
         .into_optimized()
         .map_err(|e| bad_input(format!("{}: optimisation failed ({})", what(), root_cause(&e))))?;
-    Ok(optimized.into_runnable()?)
+    optimized.into_runnable()
 }
 
 fn root_cause(e: &anyhow::Error) -> String {

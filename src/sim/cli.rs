@@ -128,42 +128,15 @@ pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<Ep
     }
 }
 
-/// Board used by `sim eval --policy model` (the same runtime path as `rtvla drive`).
-pub const EVAL_BOARD: &str = "boards/host-sim.toml";
-
-/// Policies that run the student go through the runtime: `model` drives one episode with
-/// `crate::runtime::sim_drive` on the host-sim board in virtual time and converts its run report.
+/// Policies that run the student go through the runtime (`crate::runtime::sim_episode`): the same path as
+/// `rtvla drive` on the host-sim board, in virtual time.
 fn runtime_episode(
     policy: &str,
     model: Option<&std::path::Path>,
     scenario: &str,
     seed: u64,
 ) -> anyhow::Result<super::EpisodeMetrics> {
-    if policy != "model" {
-        anyhow::bail!("policy {policy} is wired by the runtime (not available in this build)");
-    }
-    let board = std::path::Path::new(EVAL_BOARD);
-    let rep = crate::runtime::sim_drive(board, crate::runtime::PolicyKind::Model, model, scenario, seed, None)?;
-    let len = super::World::new(scenario, seed)?.route_length();
-    let infractions: super::Infractions = match rep.infractions {
-        Some(v) => serde_json::from_value(v)?,
-        None => anyhow::bail!("run report has no infractions (not a simulator board?)"),
-    };
-    let rc = rep.route_completion.unwrap_or(0.0) as f32;
-    let pen = infractions.penalty(len);
-    Ok(super::EpisodeMetrics {
-        scenario: scenario.to_string(),
-        seed,
-        route_completion: rc,
-        infractions,
-        infraction_penalty: pen,
-        driving_score: rep.driving_score.unwrap_or(0.0) as f32,
-        success: rc >= 0.999 && infractions.count() == 0,
-        sim_time_s: rep.ticks as f32 * super::DT,
-        steps: rep.ticks as u32,
-        route_length_m: len,
-        termination: None,
-    })
+    crate::runtime::sim_episode(policy, model, scenario, seed)
 }
 
 /// A bad-input error (exit code 2).

@@ -47,6 +47,17 @@ pub(crate) struct Shared {
     /// Number of commands the loop has sent = the frame seq it expects next.
     pub commands_sent: AtomicU64,
     pub stop: AtomicBool,
+    /// Cleared when the sim thread ends for any reason (a panic included), so the loop sees a dead link.
+    pub alive: AtomicBool,
+}
+
+/// Clears `alive` when the sim thread exits, even by unwinding.
+struct AliveGuard(Arc<Shared>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::Release);
+    }
 }
 
 /// Owner of the sim thread; `finish` stops it and returns the episode metrics.
@@ -77,29 +88,41 @@ impl SimHarness {
         let (mut frame_in, frame_out) = triple_buffer::triple_buffer(&frame);
         let (mut state_in, state_out) = triple_buffer::triple_buffer(&state0);
         let (cmd_tx, mut cmd_rx) = rtrb::RingBuffer::<(u64, Command)>::new(8);
-        let shared = Arc::new(Shared { commands_sent: AtomicU64::new(0), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            commands_sent: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            alive: AtomicBool::new(true),
+        });
         let sh = shared.clone();
         let handle = thread::Builder::new()
             .name("rtvla-sim".into())
             .spawn(move || -> anyhow::Result<EpisodeMetrics> {
+                let _alive = AliveGuard(sh.clone());
+                // The simulator stands in for the outside world: it must not preempt the control loop when the
+                // loop wakes it with a command (on a 2-core board that would land in the loop's measured tick).
+                // SAFETY: setpriority on this thread's own tid with a plain integer.
+                unsafe {
+                    libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+                }
                 while !sh.stop.load(Ordering::Acquire) {
                     let Ok((tick, cmd)) = cmd_rx.pop() else {
                         thread::park_timeout(Duration::from_millis(5));
                         continue;
                     };
                     world.step(&cmd, opts.dt);
-                    let f = frame_in.input_buffer_mut();
-                    world.render(&mut renderer, &mut f.rgb);
-                    f.seq = tick + 1;
-                    f.captured_at = Instant::now();
-                    f.privileged = opts.with_expert.then(|| world.expert().waypoints);
-                    frame_in.publish();
+                    // State first, then the frame the camera side waits on: a reader that has the frame has its state.
                     state_in.write(SimState {
                         seq: tick + 1,
                         ego: world.ego(),
                         done: world.done(),
                         at: Instant::now(),
                     });
+                    let f = frame_in.input_buffer_mut();
+                    world.render(&mut renderer, &mut f.rgb);
+                    f.seq = tick + 1;
+                    f.captured_at = Instant::now();
+                    f.privileged = opts.with_expert.then(|| world.expert().waypoints);
+                    frame_in.publish();
                 }
                 Ok(world.metrics())
             })
@@ -132,17 +155,44 @@ impl Drop for SimHarness {
 
 impl VehicleLink for SimVehicle {
     fn state(&mut self) -> Result<VehicleState, LinkError> {
+        if !self.shared.alive.load(Ordering::Acquire) {
+            return Err(LinkError::Disconnected);
+        }
         let s = *self.state.read();
         Ok(VehicleState { ego: s.ego, received_at: s.at, done: s.done })
     }
 
     fn send(&mut self, tick: u64, cmd: &Command) -> Result<(), LinkError> {
-        if self.shared.stop.load(Ordering::Relaxed) {
+        if self.shared.stop.load(Ordering::Relaxed) || !self.shared.alive.load(Ordering::Acquire) {
             return Err(LinkError::Disconnected);
         }
         self.commands.push((tick, *cmd)).map_err(|_| LinkError::SendFailed)?;
         self.shared.commands_sent.store(tick + 1, Ordering::Release);
         self.sim_thread.unpark();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_sim_is_a_disconnected_link() {
+        let opts = SimOptions {
+            scenario: "following".into(),
+            seed: 0,
+            width: 64,
+            height: 36,
+            dt: 0.05,
+            with_expert: false,
+            sync_timeout: Duration::from_millis(10),
+        };
+        let (harness, _camera, mut vehicle) = SimHarness::spawn(opts).unwrap();
+        assert!(vehicle.state().is_ok());
+        vehicle.send(0, &Command::default()).unwrap();
+        harness.finish().unwrap();
+        assert_eq!(vehicle.state().unwrap_err(), LinkError::Disconnected);
+        assert_eq!(vehicle.send(1, &Command::default()).unwrap_err(), LinkError::Disconnected);
     }
 }

@@ -1,0 +1,113 @@
+//! The `rtvla` binary end to end: exit codes, one-line errors, determinism of the simulator drive.
+
+use std::path::Path;
+use std::process::Command;
+
+fn rtvla() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rtvla"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn run_fail(args: &[&str]) -> (i32, String) {
+    let out = rtvla().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    (out.status.code().unwrap_or(-1), err)
+}
+
+fn assert_bad_input(args: &[&str], needle: &str) {
+    let (code, err) = run_fail(args);
+    assert_eq!(code, 2, "exit code for {args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected, got: {err}");
+    assert!(err.contains(needle), "{err:?} should name {needle:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn fixture_manifest_with(dir: &Path, from: &str, to: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("models/fixture/student_fixture.toml")).unwrap();
+    let onnx = root.join("models/fixture/student_fixture.onnx");
+    let text = text.replace("onnx = \"student_fixture.onnx\"", &format!("onnx = {:?}", onnx.display().to_string()));
+    assert!(text.contains(from), "fixture manifest lacks {from:?}");
+    let p = dir.join("m.toml");
+    std::fs::write(&p, text.replace(from, to)).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn bad_board_key_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/boards/host-sim.toml")).unwrap();
+    let p = dir.path().join("b.toml");
+    std::fs::write(&p, board.replace("[camera]\n", "[camera]\nwidht = 3\n")).unwrap();
+    assert_bad_input(&["drive", "--ticks", "3", "--board", p.to_str().unwrap()], "widht");
+    assert_bad_input(&["drive", "--ticks", "3", "--board", "/nonexistent/board.toml"], "/nonexistent/board.toml");
+}
+
+#[test]
+fn model_mismatches_exit_2_naming_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = fixture_manifest_with(d, "shape = [1, 10, 2]", "shape = [1, 12, 2]");
+    assert_bad_input(&["drive", "--ticks", "3", "--model", &m], "speed_wps");
+    let m = fixture_manifest_with(d, "shape = [1, 3, 128, 256]", "shape = [1, 3, 64, 256]");
+    assert_bad_input(&["drive", "--ticks", "3", "--model", &m], "cannot type the graph with the manifest's shapes");
+    let m = fixture_manifest_with(d, "sha256 = \"", "sha256 = \"00");
+    assert_bad_input(&["drive", "--ticks", "3", "--model", &m], "sha256 mismatch");
+    let m = fixture_manifest_with(d, "dtype = \"f32\"\nshape = [1, 1]", "dtype = \"i64\"\nshape = [1, 1]");
+    assert_bad_input(&["drive", "--ticks", "3", "--model", &m], "dtype i64");
+    let m = fixture_manifest_with(d, "name = \"speed\"", "name = \"velocity\"");
+    assert_bad_input(&["drive", "--ticks", "3", "--model", &m], "velocity");
+    assert_bad_input(&["drive", "--ticks", "3", "--model", "/nonexistent/m.toml"], "/nonexistent/m.toml");
+}
+
+#[test]
+fn corrupt_onnx_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let garbage = d.join("garbage.onnx");
+    std::fs::write(&garbage, b"this is not a protobuf \x01\x02\x03").unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(&garbage).unwrap()))
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("models/fixture/student_fixture.toml")).unwrap();
+    let text = text.replace("onnx = \"student_fixture.onnx\"", "onnx = \"garbage.onnx\"");
+    let start = text.find("sha256 = \"").unwrap() + 10;
+    let text = format!("{}{}{}", &text[..start], sha, &text[start + 64..]);
+    let m = d.join("m.toml");
+    std::fs::write(&m, text).unwrap();
+    assert_bad_input(&["drive", "--ticks", "3", "--model", m.to_str().unwrap()], "not a loadable ONNX model");
+}
+
+#[test]
+fn unwritable_report_path_exits_2_before_driving() {
+    assert_bad_input(&["drive", "--ticks", "3", "--report-json", "/nonexistent-dir/r.json"], "--report-json");
+}
+
+#[test]
+fn unknown_scenario_exits_2() {
+    assert_bad_input(&["drive", "--ticks", "3", "--fast", "--scenario", "moon-landing"], "moon-landing");
+}
+
+#[test]
+fn same_seed_same_commands_in_simulated_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hashes = Vec::new();
+    for (i, seed) in [7u64, 7, 8].iter().enumerate() {
+        let report = dir.path().join(format!("r{i}.json"));
+        let out = rtvla()
+            .args(["drive", "--quiet", "--fast", "--ticks", "80", "--seed", &seed.to_string(), "--report-json"])
+            .arg(&report)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        assert_eq!(r["ticks"], 80);
+        assert!(r["driving_score"].is_number() && r["route_completion"].is_number());
+        hashes.push(r["commands_hash"].as_str().unwrap().to_string());
+    }
+    assert_eq!(hashes[0], hashes[1], "same seed must give the same commands");
+    assert_ne!(hashes[0], hashes[2], "another seed should give other commands");
+}
