@@ -366,7 +366,10 @@ pub fn plan(w: &mut World) -> ExpertPlan {
                     if approaching { (rel.abs() - half).max(0.0) / lat_rate.abs().max(0.1) } else { f32::INFINITY };
                 let t_reach = ahead / v.max(1.0);
                 let dist = ahead - EGO_HALF_LEN;
-                if inside || t_enter < t_reach + 2.5 {
+                // once the ego can no longer stop short of the crossing line, it goes through if it clears in time
+                let can_stop = v * v / (2.0 * 6.0) < (ahead - EGO_HALF_LEN - 1.0).max(0.0);
+                let t_clear = (ahead + EGO_HALF_LEN + 1.0) / v.max(0.5);
+                if inside || (t_enter < t_reach + 2.5 && (can_stop || t_enter < t_clear + 0.5)) {
                     push(Constraint {
                         gap: ahead - EGO_HALF_LEN - 4.0,
                         v_obj: 0.0,
