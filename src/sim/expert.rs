@@ -95,6 +95,8 @@ pub enum Reason {
     YieldCar,
     Pedestrian,
     PedestrianNear,
+    /// Waiting for oncoming traffic before going around an obstacle through the opposite lane.
+    OncomingCar,
     RedLight,
     YellowLight,
     StopSign,
@@ -221,15 +223,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
     w.expert_state.last_t = w.t;
 
     // ---- lateral: go around parked cars blocking the lane
-    let idx = e.route_hint.min(route.allowed.len() - 1);
-    let (lo, hi) = route.allowed[idx];
-    let side = if lo < -3.0 {
-        -1.0
-    } else if hi > 3.0 {
-        1.0
-    } else {
-        0.0
-    };
+    let mut idx = e.route_hint.min(route.allowed.len() - 1);
     let mut zones = [(0.0f32, 0.0f32); 4];
     let mut nz = 0;
     for a in &w.actors {
@@ -241,10 +235,48 @@ pub fn plan(w: &mut World) -> ExpertPlan {
             && nz < 4
         {
             zones[nz] = (a.route_s - a.half_len - 5.0, a.route_s + a.half_len + 4.0);
+            if nz == 0 {
+                idx = a.route_hint.min(route.allowed.len() - 1);
+            }
             nz += 1;
         }
     }
+    // go around on the side the route allows at the obstacle
+    let (lo, hi) = route.allowed[idx];
+    let side = if lo < -3.0 {
+        -1.0
+    } else if hi > 3.0 {
+        1.0
+    } else {
+        0.0
+    };
     let shift = super::map::LANE_W * side;
+    // wait before the manoeuvre while oncoming traffic in the lane we would borrow could meet us
+    let mut wait_at = f32::NAN;
+    if nz > 0 && side != 0.0 {
+        let a0 = zones[..nz].iter().map(|z| z.0).fold(f32::MAX, f32::min);
+        let b0 = zones[..nz].iter().map(|z| z.1).fold(f32::MIN, f32::max);
+        let ramp_start = a0 - 16.0;
+        if front < ramp_start - 0.5 {
+            let t_through = time_to(b0 + 5.0 + EGO_HALF_LEN - s0, v, w.speed_limit);
+            let blocked = w.actors.iter().any(|a| {
+                if a.kind != ActorKind::Car {
+                    return false;
+                }
+                let ryaw = route.path.pose_at(a.route_s).1;
+                let opposite = wrap(a.yaw - ryaw).abs() > std::f32::consts::FRAC_PI_2;
+                if !opposite || (a.route_lat - shift).abs() > 2.5 || a.route_s < a0 - 10.0 || a.route_s > s0 + 200.0 {
+                    return false;
+                }
+                let t_arr = (a.route_s - a.half_len - b0 - 5.0).max(0.0) / a.v.max(0.1);
+                t_arr < t_through + 2.0
+            });
+            if blocked {
+                wait_at = ramp_start;
+                nz = 0;
+            }
+        }
+    }
     let offset = |s: f32| -> f32 {
         let mut m = 0.0f32;
         for &(a, b) in &zones[..nz] {
@@ -334,7 +366,10 @@ pub fn plan(w: &mut World) -> ExpertPlan {
                     if approaching { (rel.abs() - half).max(0.0) / lat_rate.abs().max(0.1) } else { f32::INFINITY };
                 let t_reach = ahead / v.max(1.0);
                 let dist = ahead - EGO_HALF_LEN;
-                if inside || t_enter < t_reach + 2.5 {
+                // once the ego can no longer stop short of the crossing line, it goes through if it clears in time
+                let can_stop = v * v / (2.0 * 6.0) < (ahead - EGO_HALF_LEN - 1.0).max(0.0);
+                let t_clear = (ahead + EGO_HALF_LEN + 1.0) / v.max(0.5);
+                if inside || (t_enter < t_reach + 2.5 && (can_stop || t_enter < t_clear + 0.5)) {
                     push(Constraint {
                         gap: ahead - EGO_HALF_LEN - 4.0,
                         v_obj: 0.0,
@@ -436,6 +471,16 @@ pub fn plan(w: &mut World) -> ExpertPlan {
         }
     }
 
+    if wait_at.is_finite() {
+        push(Constraint {
+            gap: wait_at - 1.0 - front,
+            v_obj: 0.0,
+            headway: 0.0,
+            reason: Reason::OncomingCar,
+            dist: wait_at - front + 16.0,
+        });
+    }
+
     // ---- speed profile
     let eval = |x: f32, t: f32| -> (f32, usize) {
         let mut vt = cap;
@@ -493,7 +538,7 @@ pub fn plan(w: &mut World) -> ExpertPlan {
     let object = match reason {
         Reason::Limit => ObjectLabel::None,
         Reason::Curve => ObjectLabel::Curve,
-        Reason::LeadCar | Reason::YieldCar => ObjectLabel::Car,
+        Reason::LeadCar | Reason::YieldCar | Reason::OncomingCar => ObjectLabel::Car,
         Reason::Pedestrian | Reason::PedestrianNear => ObjectLabel::Pedestrian,
         Reason::RedLight | Reason::YellowLight => ObjectLabel::RedLight,
         Reason::StopSign => ObjectLabel::StopSign,
@@ -584,6 +629,12 @@ pub fn commentary(p: &ExpertPlan) -> String {
         (Reason::YellowLight, _) => format!("The light turns yellow. Stop at the line in {d} m."),
         (Reason::StopSign, A::Wait) => "Wait at the stop sign, then check the junction.".to_string(),
         (Reason::StopSign, _) => format!("Stop at the stop sign in {d} m."),
+        (Reason::OncomingCar, A::Wait) => {
+            "Wait for the oncoming car to pass before going around the parked car.".to_string()
+        }
+        (Reason::OncomingCar, _) => {
+            format!("Slow down and let the oncoming car pass before going around the parked car in {d} m.")
+        }
         (Reason::YieldCar, A::Wait) => "Wait for the crossing car to pass before entering the junction.".to_string(),
         (Reason::YieldCar, _) => {
             format!("Slow down and yield to the car crossing the junction in {d} m.")

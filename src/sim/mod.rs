@@ -3,6 +3,18 @@
 //!
 //! Frames: world x, y in metres with the ego-frame handedness (x forward, y right at yaw 0; positive yaw turns right).
 //! Everything is a pure function of (scenario, seed, commands): no clocks, no thread RNG.
+//!
+//! - [`World`]: `new(scenario, seed)`, `step(cmd, dt)` (kinematic bicycle, 4 m/s² / 7 m/s² limits, allocation free),
+//!   `ego()`, `render()`, `expert()` / `expert_plan()`, `done()`, `metrics()` (route completion × CARLA penalties).
+//! - [`scenario`]: 11 kinds ([`scenario_names`]); [`TRAIN_SEEDS`] and [`HELD_OUT_SEEDS`] are disjoint.
+//! - [`render`]: ray/ground raster + shaded boxes, day/dusk/night (headlights), fog, rain, palette/texture variation.
+//! - [`expert`]: path + speed profile from ground truth, driven through `crate::control::Controller`; fixed action
+//!   and object label sets; commentary and Q&A templates.
+//! - CLI ([`cli`]): `rtvla sim eval|dataset|replay|bench-render|frame|list`.
+//!
+//! Reproduce: `rtvla sim eval --policy expert --scenarios held-out --seeds 1000000..1000200 --json out.json`,
+//! `rtvla sim bench-render`, `rtvla sim dataset --out DIR --frames N`,
+//! `rtvla sim replay --scenario unprotected_left --seed 1000002 --html replay.html` (open `replay.html#N` for frame N).
 
 pub mod cli;
 pub mod dataset;

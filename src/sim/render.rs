@@ -95,7 +95,7 @@ impl Renderer {
             for (m, (p, pl)) in pal.iter_mut().zip(pal_lit.iter_mut()).enumerate() {
                 for k in 0..3 {
                     let base = env.ground[m][k] * sun_light;
-                    let lit = env.ground[m][k] * (sun_light + hl);
+                    let lit = (env.ground[m][k] * (sun_light + hl)).min(0.75f32.max(base));
                     p[k] = ((base + (fogc[k] - base) * fog) * 255.0) as i16;
                     pl[k] = ((lit + (fogc[k] - lit) * fog) * 255.0) as i16;
                 }

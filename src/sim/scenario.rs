@@ -21,6 +21,7 @@ pub const NAMES: &[&str] = &[
     "unprotected_left",
     "right_turn",
     "parked_obstacle",
+    "obstacle_two_ways",
 ];
 
 const CAR_COLORS: &[[u8; 3]] = &[
@@ -790,6 +791,49 @@ pub fn build(name: &'static str, seed: u64) -> World {
                 let c = b.car(lane, sp, 0.0, Behavior::Static);
                 b.actors[c].kind = ActorKind::Parked;
                 b.actors[c].lat = b.u(0.0, 0.6);
+            }
+            b.decorate_corridor(road);
+        }
+        "obstacle_two_ways" => {
+            // a parked car blocks the only lane; going around borrows the oncoming lane between oncoming cars
+            let road = b.corridor(1, 1, 0.15, 300.0);
+            let len = b.u(150.0, 200.0);
+            b.lane_route(road, 0, len);
+            let lane = b.add_path(b.route.as_ref().unwrap().path.clone());
+            let s_obs = 25.0 + b.u(55.0, 90.0);
+            let c = b.car(lane, s_obs, 0.0, Behavior::Static);
+            b.actors[c].kind = ActorKind::Parked;
+            b.actors[c].lat = b.u(0.0, 0.4);
+            {
+                let r = b.route.as_mut().unwrap();
+                for (k, a) in r.allowed.iter_mut().enumerate() {
+                    let s = r.path.s[k];
+                    if s > s_obs - 38.0 && s < s_obs + 25.0 {
+                        a.0 = -LANE_W - 1.45;
+                    }
+                }
+            }
+            let on = b.add_path(b.roads[road].lane_path(-1));
+            let obs_p = b.route.as_ref().unwrap().path.point_at(s_obs, 0.0);
+            let s_on = b.paths[on].project_global(obs_p).1;
+            let t_arr = {
+                let (a, v) = (2.0, b.speed_limit);
+                let d = s_obs - 25.0 - 20.0;
+                let d_acc = v * v / (2.0 * a);
+                if d < d_acc {
+                    (2.0 * d / a).sqrt()
+                } else {
+                    v / a + (d - d_acc) / v
+                }
+            };
+            let mut t_k = t_arr + b.u(-4.0, 2.0);
+            for _ in 0..b.rng.random_range(1..=3) {
+                let v = b.u(6.0, 10.0);
+                let s = s_on - v * t_k;
+                if s > 0.0 {
+                    b.car(on, s, v, Behavior::Cruise);
+                }
+                t_k += b.u(3.0, 7.0);
             }
             b.decorate_corridor(road);
         }
