@@ -83,7 +83,7 @@ impl SimHarness {
         let mut frame = Frame::blank(opts.width, opts.height);
         world.render(&mut renderer, &mut frame.rgb);
         frame.seq = 0;
-        frame.privileged = opts.with_expert.then(|| world.expert().waypoints);
+        frame.privileged = opts.with_expert.then(|| world.expert_plan().waypoints);
         let state0 = SimState { seq: 0, ego: world.ego(), done: world.done(), at: Instant::now() };
         let (mut frame_in, frame_out) = triple_buffer::triple_buffer(&frame);
         let (mut state_in, state_out) = triple_buffer::triple_buffer(&state0);
@@ -121,7 +121,7 @@ impl SimHarness {
                     world.render(&mut renderer, &mut f.rgb);
                     f.seq = tick + 1;
                     f.captured_at = Instant::now();
-                    f.privileged = opts.with_expert.then(|| world.expert().waypoints);
+                    f.privileged = opts.with_expert.then(|| world.expert_plan().waypoints);
                     frame_in.publish();
                 }
                 Ok(world.metrics())
