@@ -139,15 +139,7 @@ fn runtime_episode(
     crate::runtime::sim_episode(policy, model, scenario, seed)
 }
 
-/// A bad-input error (exit code 2).
-#[derive(Debug)]
-pub struct BadInput(pub String);
-impl std::fmt::Display for BadInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl std::error::Error for BadInput {}
+pub use crate::error::BadInput;
 
 fn bad<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
     r.map_err(|e| BadInput(format!("{e:#}")).into())
