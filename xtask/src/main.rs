@@ -71,17 +71,17 @@ fn ci(root: &Path) -> Result<()> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("clippy (all targets, -D warnings)");
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    // Tests run on the release profile: it shares one compile of tract with the release binary (CI time on 2 cores).
-    step("release build");
-    run(cargo().args(["build", "--release", "--bin", "rtvla"]))?;
-    step("tests (release profile)");
+    // Tests run on the release profile, and the end-to-end checks below use the `rtvla` binary that this test
+    // build produces: one compile of tract in CI (a separate `cargo build` resolves other dev-dependency features
+    // and would compile tract again, minutes on 2 cores).
+    step("tests (release profile; also builds target/release/rtvla)");
     run(cargo().args(["test", "--release", "--workspace"]))?;
     step("end-to-end: default drive on host-sim, 200 ticks, real time");
     drive_check(root)?;
     step("end-to-end: bad input exits 2 with one line");
     bad_input_checks(root)?;
     step("bench (quick)");
-    bench(root, true, Some(root.join("target-bench.json")))?;
+    bench_with(root, true, Some(root.join("target-bench.json")), false)?;
     let _ = std::fs::remove_file(root.join("target-bench.json"));
     eprintln!("\nxtask ci: all checks passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
@@ -189,7 +189,13 @@ fn tempdir() -> Result<PathBuf> {
 }
 
 fn bench(root: &Path, quick: bool, json: Option<PathBuf>) -> Result<()> {
-    run(cargo().args(["build", "--release", "--bin", "rtvla"]))?;
+    bench_with(root, quick, json, true)
+}
+
+fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) -> Result<()> {
+    if build {
+        run(cargo().args(["build", "--release", "--bin", "rtvla"]))?;
+    }
     let dir = tempdir()?;
     let ticks = if quick { "200" } else { "1200" };
     let report = dir.join("bench-drive.json");
