@@ -34,8 +34,8 @@ from teacher import Teacher  # noqa: E402
 
 PRESETS = {
     # CI smoke: tiny data, a few steps per stage; checks the pipeline end to end, not the model quality.
-    "smoke": dict(frames=300, seeds="0..40", every=2, batch=8, teacher_steps=4, s1_steps=4, s2_steps=3,
-                  eval_every=1000, ckpt_every=1000, lr_teacher=5e-4, lr_student=1e-3, val_limit=16),
+    "smoke": dict(frames=300, seeds="0..40", every=2, batch=4, teacher_steps=3, s1_steps=3, s2_steps=2,
+                  eval_every=1000, ckpt_every=1000, lr_teacher=5e-4, lr_student=1e-3, val_limit=8),
     # A medium run (~30 min) to see losses move.
     "medium": dict(frames=6000, seeds="0..3000", every=4, batch=32, teacher_steps=600, s1_steps=600, s2_steps=300,
                    eval_every=150, ckpt_every=50, lr_teacher=5e-4, lr_student=1e-3, val_limit=256),
@@ -43,6 +43,10 @@ PRESETS = {
     "full": dict(frames=20000, seeds="0..20000", every=4, batch=32, teacher_steps=1500, s1_steps=1500, s2_steps=600,
                  eval_every=250, ckpt_every=50, lr_teacher=5e-4, lr_student=1e-3, val_limit=512),
 }
+
+
+# Teacher size: the largest that trains in the 2 h budget on 2 AVX2 cores (see README.md, measured s/step).
+TEACHER = dict(dim=192, depth=6, heads=3, dec_depth=3, patch=16)
 
 
 def find_rtvla(arg: str | None) -> str:
@@ -133,7 +137,7 @@ def main() -> None:
                 "ckpt_every": cfg["ckpt_every"]}
 
     # 2. teacher
-    teacher = Teacher()
+    teacher = Teacher(**TEACHER)
     timings["teacher"] = train_teacher(teacher, data, tr, va, run_dir, stage_cfg(cfg["teacher_steps"], cfg["lr_teacher"]))
     teacher.eval()
     # 3. distilled student: stage 1 driving, stage 2 language (driving frozen)
