@@ -14,7 +14,7 @@ from layers import WP_SCALE, DecoderBlock, EncoderBlock, cond_features
 
 
 class Teacher(nn.Module):
-    def __init__(self, dim: int = 256, depth: int = 8, heads: int = 4, dec_depth: int = 4, patch: int = 16,
+    def __init__(self, dim: int = 192, depth: int = 6, heads: int = 3, dec_depth: int = 3, patch: int = 16,
                  vocab: int = len(VOCAB), text_len: int = TEXT_LEN) -> None:
         super().__init__()
         self.cfg = dict(dim=dim, depth=depth, heads=heads, dec_depth=dec_depth, patch=patch, vocab=vocab,
