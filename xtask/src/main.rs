@@ -267,9 +267,9 @@ fn train(root: &Path, smoke: bool, args: &[String]) -> Result<()> {
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(reqs.as_str()) {
         step("installing models/distill/requirements.txt (torch is large: minutes on first run)");
         run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(dir.join("requirements.txt")))?;
-        std::fs::write(&stamp, &reqs)?;
+        std::fs::write(stamp, reqs)?;
     }
-    let mut cmd = Command::new(&py);
+    let mut cmd = Command::new(py);
     cmd.arg(dir.join("pipeline.py"));
     if smoke {
         cmd.arg("--smoke");
