@@ -95,6 +95,11 @@ class Vocab:
 VOCAB = Vocab()
 
 
+def template_key(text: str) -> str:
+    """Sentence with its numbers masked: identifies the expert template a commentary came from."""
+    return " ".join("#" if w.isdigit() else w for w in tokenize_words(text))
+
+
 def normalise_batch(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 [B, 144, 256, 3] camera frames (or already cropped [B, 128, 256, 3]) -> f32 [B, 3, 128, 256]."""
     x = torch.as_tensor(np.ascontiguousarray(images_u8))
@@ -128,6 +133,12 @@ class DrivingData:
         self.action = torch.tensor([ACTIONS.index(x["action"]) for x in r], dtype=torch.long)
         self.object = torch.tensor([OBJECTS.index(x["object"]) for x in r], dtype=torch.long)
         self.seeds = sorted({x["seed"] for x in r})
+        # template -> most frequent (action, object) label pair, to score generated commentary on action + object
+        counts: dict = {}
+        for x in r:
+            c = counts.setdefault(template_key(x["commentary"]), {})
+            c[(x["action"], x["object"])] = c.get((x["action"], x["object"]), 0) + 1
+        self.template_labels = {k: max(v, key=v.get) for k, v in counts.items()}
 
     def __len__(self) -> int:
         return len(self.records)

@@ -292,6 +292,26 @@ def eval_language(student, data, va, limit: int = 128) -> float:
     return ok / max(1, n)
 
 
+@torch.no_grad()
+def commentary_metrics(student, data, va, limit: int = 256) -> dict:
+    """Greedy commentary on validation frames: exact match, and action+object correct (the generated sentence's
+    template mapped to its (action, object) label via the training data, vs the frame's labels)."""
+    from data import ACTIONS, OBJECTS, VOCAB, template_key
+    student.driving.eval()
+    student.language.eval()
+    exact = ao = n = 0
+    for idx in _val_batches(va, limit=limit):
+        b = data.batch(idx)
+        _, _, feats = student.driving(b["image"], b["speed"], b["target_points"])
+        gen = student.language.generate(feats)
+        for g, t, a, o in zip(gen, b["tokens"], b["action"], b["object"]):
+            text = VOCAB.decode(g)
+            exact += text == VOCAB.decode(t)
+            ao += data.template_labels.get(template_key(text)) == (ACTIONS[int(a)], OBJECTS[int(o)])
+            n += 1
+    return {"exact": exact / max(1, n), "action_object": ao / max(1, n), "n": n}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)

@@ -27,7 +27,7 @@ sys.path.insert(0, HERE)
 
 from data import DrivingData  # noqa: E402
 from distill import (load_ckpt, train_student_driving, train_student_language, train_teacher,  # noqa: E402
-                     eval_driving, eval_language, eval_teacher)
+                     commentary_metrics, eval_driving, eval_teacher)
 from export import export_driving, export_language  # noqa: E402
 from student import Student  # noqa: E402
 from teacher import Teacher  # noqa: E402
@@ -158,8 +158,8 @@ def main() -> None:
     val = {"teacher_wp_l2_m": eval_teacher(teacher, data, va),
            "student_wp_l2_m": eval_driving(student.driving, data, va),
            "ablation_wp_l2_m": eval_driving(ablation.driving, data, va),
-           "student_commentary_exact": eval_language(student, data, va),
-           "ablation_commentary_exact": eval_language(ablation, data, va)}
+           "student_commentary": commentary_metrics(student, data, va),
+           "ablation_commentary": commentary_metrics(ablation, data, va)}
     timings["val"] = val
     print("[val]", json.dumps(val))
     # 6. export + parity

@@ -99,3 +99,13 @@ def test_export_parity(tmp_path):
     assert 'kind = "student"' in text and "shape = [1, 3, 128, 256]" in text and "sha256" in text
     rl = export_language(s.language, r["features_shape"], str(tmp_path))
     assert rl["max_abs_diff"] < 1e-3
+
+
+def test_commentary_metrics_runs(tiny_dataset):
+    from data import template_key
+    from distill import commentary_metrics
+    d = DrivingData(tiny_dataset)
+    assert template_key("Stop at the stop sign in 7 m.") == "stop at the stop sign in # m ."
+    assert all(isinstance(v, tuple) for v in d.template_labels.values())
+    m = commentary_metrics(Student(), d, np.arange(4), limit=4)
+    assert m["n"] == 4 and 0.0 <= m["action_object"] <= 1.0
