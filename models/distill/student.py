@@ -4,7 +4,7 @@ student's visual `features`.
 
 Tract-friendly by construction: dense 3x3 / 1x1 convs + BatchNorm (folded at export) + ReLU, residual Adds, no depthwise
 convs; attention is plain MatMul/Softmax. The driving graph's I/O is the runtime contract:
-image [1,3,128,256], speed [1,1], target_points [1,2,2] -> path [1,20,2], speed_wps [1,10,2], features [1,N,C].
+image [1,3,128,256], speed [1,1], target_points [1,2,2] -> path [1,20,2], speed_wps [1,10,2], features [1,N,C] (N*C <= 2048, the runtime's snapshot limit).
 """
 from __future__ import annotations
 
@@ -45,7 +45,10 @@ class StudentEncoder(nn.Module):
         )
 
     def forward(self, image):
-        return self.net(image).flatten(2).transpose(1, 2)
+        """-> (tokens [B, 128, C] for the driving head, exported features [B, 32, C]: 2x2-avg-pooled, so a
+        snapshot's features stay within the runtime's MAX_FEATURES = 2048 values)."""
+        m = self.net(image)
+        return m.flatten(2).transpose(1, 2), F.avg_pool2d(m, 2).flatten(2).transpose(1, 2)
 
 
 class StudentDriving(nn.Module):
@@ -63,16 +66,16 @@ class StudentDriving(nn.Module):
         self.head = nn.Linear(dim, 2)
 
     def forward(self, image, speed, target_points, return_queries: bool = False):
-        feats = self.encoder(image)
+        feats, feats_out = self.encoder(image)
         q = self.queries + self.cond(cond_features(speed, target_points)).unsqueeze(1)
         for blk in self.blocks:
             q = blk(q, feats)
         q = self.norm(q)
         wps = self.head(q) * WP_SCALE
         path, speed_wps = wps[:, :N_PATH], wps[:, N_PATH:]
-        if return_queries:
+        if return_queries:  # full-resolution tokens for feature distillation
             return path, speed_wps, feats, q
-        return path, speed_wps, feats
+        return path, speed_wps, feats_out
 
 
 class Resampler(nn.Module):

@@ -44,7 +44,7 @@ def test_model_shapes():
     assert o["path"].shape == (2, 20, 2) and o["speed_wps"].shape == (2, 10, 2)
     assert o["logits"].shape == (2, tokens.shape[1] - 1, len(VOCAB))
     path, sw, feats = s.driving(img, spd, tp)
-    assert path.shape == (2, 20, 2) and sw.shape == (2, 10, 2) and feats.shape == (2, 128, 64)
+    assert path.shape == (2, 20, 2) and sw.shape == (2, 10, 2) and feats.shape == (2, 32, 64)  # <= 2048 values: runtime MAX_FEATURES
     assert s.language(feats, text_io(tokens)[0]).shape == (2, tokens.shape[1] - 1, len(VOCAB))
     ids, p2, s2 = t.generate(img, spd, tp, max_len=5)
     assert p2.shape == (2, 20, 2) and s2.shape == (2, 10, 2)
