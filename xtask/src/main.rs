@@ -30,6 +30,15 @@ enum Task {
     },
     /// Regenerate the fixture student ONNX from its script (needs a Python venv with onnx; created on demand).
     Fixture,
+    /// Train teacher + distilled student + ablation and export them (models/distill/pipeline.py, own venv).
+    Train {
+        /// CI smoke: ~300 frames, a few steps per stage, export, parity (< 2 min once the venv exists).
+        #[arg(long)]
+        smoke: bool,
+        /// Extra arguments passed to pipeline.py (e.g. --preset full --run-dir DIR).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -40,6 +49,7 @@ fn main() -> Result<()> {
         Task::Ci => ci(&root),
         Task::Bench { quick, json } => bench(&root, quick, json),
         Task::Fixture => fixture(&root),
+        Task::Train { smoke, args } => train(&root, smoke, &args),
     }
 }
 
@@ -263,4 +273,40 @@ fn fixture(root: &Path) -> Result<()> {
         .args(["models/fixture/make_fixture.py", "models/fixture/student_fixture.onnx"]))?;
     eprintln!("fixture regenerated; update sha256 in models/fixture/student_fixture.toml if it changed (sha256sum models/fixture/student_fixture.onnx)");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------- train (distill)
+
+/// `cargo xtask train [--smoke] [pipeline args]`: idempotent venv at models/distill/.venv from the pinned
+/// requirements (reinstalled only when requirements.txt changes), then the one-command pipeline.
+fn train(root: &Path, smoke: bool, args: &[String]) -> Result<()> {
+    let dir = root.join("models/distill");
+    let venv = dir.join(".venv");
+    let py = venv.join("bin/python");
+    let reqs = std::fs::read_to_string(dir.join("requirements.txt")).context("models/distill/requirements.txt")?;
+    let stamp = venv.join("requirements.stamp");
+    if !py.exists() {
+        step("creating models/distill/.venv");
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(reqs.as_str()) {
+        step("installing models/distill/requirements.txt (torch is large: minutes on first run)");
+        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(dir.join("requirements.txt")))?;
+        std::fs::write(stamp, reqs)?;
+    }
+    let mut cmd = Command::new(py);
+    cmd.arg(dir.join("pipeline.py"));
+    if smoke {
+        cmd.arg("--smoke");
+    }
+    cmd.args(args);
+    if std::env::var_os("RTVLA_BIN").is_none() {
+        if !release_bin(root).exists() {
+            step("building the release binary (the pipeline generates its dataset with `rtvla sim dataset`)");
+            run(cargo().args(["build", "--release"]))?;
+        }
+        cmd.env("RTVLA_BIN", release_bin(root));
+    }
+    step("models/distill/pipeline.py");
+    run(&mut cmd)
 }

@@ -1,0 +1,187 @@
+"""Dataset for distillation: `rtvla sim dataset` shards + index.jsonl, preprocessed exactly as the runtime does.
+
+Runtime preprocess (src/preprocess.rs): camera RGB8 256x144 -> drop the bottom 16 rows (SimLingo hood crop) -> 256x128
+(no resize needed: every tap lands on a source pixel) -> (v/255 - mean)/std per channel (ImageNet) -> CHW f32.
+
+Shards are read with np.load(mmap_mode='r'); batches are gathered as uint8 and normalised in torch, so data loading stays
+cheap on 2 cores. Commentary is tokenised with a tiny word-level vocabulary built from the expert's sentence templates
+(src/sim/expert.rs) plus the integers 0..MAX_NUM that the templates fill in.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+
+import numpy as np
+import torch
+
+CAM_H, CAM_W, CROP_BOTTOM = 144, 256, 16
+IMG_H, IMG_W = CAM_H - CROP_BOTTOM, CAM_W
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+N_PATH, N_SPEED = 20, 10
+TEXT_LEN = 24  # BOS + words + EOS, padded
+
+# Sentence templates of the expert's commentary ({d} = an integer distance). Keep in sync with src/sim/expert.rs.
+TEMPLATES = [
+    "Go around the parked car in {d} m by moving to the adjacent lane.",
+    "Turn left at the junction. Slow down for the turn.",
+    "Turn right at the junction. Slow down for the turn.",
+    "Wait for the pedestrian to finish crossing.",
+    "Stop now due to the pedestrian crossing your path.",
+    "Slow down and stop for the pedestrian crossing in {d} m.",
+    "Slow down because of the pedestrian next to the road in {d} m.",
+    "Wait at the red light until it turns green.",
+    "Slow down and stop at the red light in {d} m.",
+    "The light turns yellow. Stop at the line in {d} m.",
+    "Wait at the stop sign, then check the junction.",
+    "Stop at the stop sign in {d} m.",
+    "Wait for the crossing car to pass before entering the junction.",
+    "Slow down and yield to the car crossing the junction in {d} m.",
+    "Wait behind the stopped car in {d} m.",
+    "Stop now to stay behind the braking car in {d} m.",
+    "Decelerate to stay behind the car in {d} m.",
+    "Accelerate to follow the car in {d} m.",
+    "Keep the distance to the car in {d} m.",
+    "Follow the curve. Accelerate gently.",
+    "Slow down for the curve ahead.",
+    "Follow the route. Accelerate to reach the speed limit.",
+    "Follow the route. Slow down to the speed limit.",
+    "Follow the route. Keep the current speed.",
+]
+MAX_NUM = 150
+ACTIONS = ["accelerate", "keep_speed", "decelerate", "stop", "wait", "go_around", "turn_left", "turn_right"]
+OBJECTS = ["none", "car", "pedestrian", "red_light", "stop_sign", "parked_car", "junction", "curve"]
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+_TOKEN_RE = re.compile(r"[a-z]+|\d+|[.,]")
+
+
+def tokenize_words(text: str) -> list[str]:
+    return _TOKEN_RE.findall(text.lower())
+
+
+class Vocab:
+    """Word-level vocabulary: specials, template words (sorted), then integers 0..MAX_NUM."""
+
+    def __init__(self) -> None:
+        words = set()
+        for t in TEMPLATES:
+            words.update(w for w in tokenize_words(t.replace("{d}", "")) if not w.isdigit())
+        self.itos = ["<pad>", "<bos>", "<eos>", "<unk>"] + sorted(words) + [str(i) for i in range(MAX_NUM + 1)]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, text: str, length: int = TEXT_LEN) -> list[int]:
+        ids = [BOS] + [self.stoi.get(w, UNK) for w in tokenize_words(text)][: length - 2] + [EOS]
+        return ids + [PAD] * (length - len(ids))
+
+    def decode(self, ids) -> str:
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == EOS:
+                break
+            if i in (PAD, BOS):
+                continue
+            out.append(self.itos[i])
+        s = " ".join(out)
+        return re.sub(r" ([.,])", r"\1", s)
+
+
+VOCAB = Vocab()
+
+
+def template_key(text: str) -> str:
+    """Sentence with its numbers masked: identifies the expert template a commentary came from."""
+    return " ".join("#" if w.isdigit() else w for w in tokenize_words(text))
+
+
+def normalise_batch(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 144, 256, 3] camera frames (or already cropped [B, 128, 256, 3]) -> f32 [B, 3, 128, 256]."""
+    x = torch.as_tensor(np.ascontiguousarray(images_u8))
+    if x.shape[1] == CAM_H:
+        x = x[:, : CAM_H - CROP_BOTTOM]
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class DrivingData:
+    """All frames of one dataset directory; `batch(idx)` returns a dict of tensors."""
+
+    def __init__(self, root: str, in_memory: bool = False) -> None:
+        self.root = root
+        with open(os.path.join(root, "index.jsonl")) as f:
+            self.records = [json.loads(line) for line in f if line.strip()]
+        shard_files = sorted(glob.glob(os.path.join(root, "images_*.npy")))
+        self.shards = [np.load(p, mmap_mode="r") for p in shard_files]
+        if in_memory:
+            self.shards = [np.ascontiguousarray(s[:, : CAM_H - CROP_BOTTOM]) for s in self.shards]
+        r = self.records
+        self.shard_idx = np.array([x["shard"] for x in r], dtype=np.int64)
+        self.frame_idx = np.array([x["index"] for x in r], dtype=np.int64)
+        self.speed = torch.tensor([[x["speed"]] for x in r], dtype=torch.float32)
+        self.target_points = torch.tensor([x["target_points"] for x in r], dtype=torch.float32)
+        self.path = torch.tensor([x["path"] for x in r], dtype=torch.float32)
+        self.speed_wps = torch.tensor([x["speed_wps"] for x in r], dtype=torch.float32)
+        self.tokens = torch.tensor([VOCAB.encode(x["commentary"]) for x in r], dtype=torch.long)
+        self.action = torch.tensor([ACTIONS.index(x["action"]) for x in r], dtype=torch.long)
+        self.object = torch.tensor([OBJECTS.index(x["object"]) for x in r], dtype=torch.long)
+        self.seeds = sorted({x["seed"] for x in r})
+        # template -> most frequent (action, object) label pair, to score generated commentary on action + object
+        counts: dict = {}
+        for x in r:
+            c = counts.setdefault(template_key(x["commentary"]), {})
+            c[(x["action"], x["object"])] = c.get((x["action"], x["object"]), 0) + 1
+        self.template_labels = {k: max(v, key=v.get) for k, v in counts.items()}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def images(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx), IMG_H, IMG_W, 3), dtype=np.uint8)
+        for k, i in enumerate(idx):
+            out[k] = self.shards[self.shard_idx[i]][self.frame_idx[i], :IMG_H]
+        return out
+
+    def batch(self, idx) -> dict:
+        idx = np.asarray(idx)
+        t = torch.as_tensor(idx)
+        return {
+            "image": normalise_batch(self.images(idx)),
+            "speed": self.speed[t],
+            "target_points": self.target_points[t],
+            "path": self.path[t],
+            "speed_wps": self.speed_wps[t],
+            "tokens": self.tokens[t],
+            "action": self.action[t],
+            "object": self.object[t],
+        }
+
+    def split(self, val_frac: float = 0.05, seed: int = 0):
+        """Train/val index arrays split by episode (scenario, seed) so val frames are unseen episodes."""
+        eps = sorted({(x["scenario"], x["seed"]) for x in self.records})
+        rng = np.random.default_rng(seed)
+        n_val = max(1, int(round(len(eps) * val_frac))) if len(eps) > 1 else 0
+        val_eps = {eps[i] for i in rng.permutation(len(eps))[:n_val]}
+        is_val = np.array([(x["scenario"], x["seed"]) in val_eps for x in self.records])
+        tr, va = np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
+        if len(va) == 0:  # single episode (tiny smoke data): hold out the last 10 % of frames
+            n = max(1, len(tr) // 10)
+            tr, va = tr[:-n], tr[-n:]
+        return tr, va
+
+
+def batches(indices: np.ndarray, batch_size: int, rng: np.random.Generator):
+    """Endless shuffled batches of indices."""
+    while True:
+        perm = rng.permutation(indices)
+        for i in range(0, len(perm) - batch_size + 1, batch_size):
+            yield perm[i : i + batch_size]
+        if len(perm) < batch_size:
+            yield rng.choice(indices, batch_size)

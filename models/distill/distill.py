@@ -1,0 +1,340 @@
+"""Training stages: teacher, student stage 1 (driving), student stage 2 (language, driving frozen); `--no-distill` ablation.
+
+Distillation levels (RT-VLA):
+  1. visual features: student features -> linear projection to the teacher width -> adaptive avg-pool to a common grid,
+     L2 to the (layer-normalised) teacher ViT tokens pooled the same way;
+  2. query tokens: student waypoint query states -> projection, L2 to the teacher's waypoint query states;
+  3. waypoints: L2 to the teacher's waypoints and to the ground truth;
+  4. language logits (stage 2): KL(teacher || student) on temperature-softened logits, x T^2, plus CE to ground truth.
+The teacher runs teacher-forced on the ground-truth commentary (its language-in-the-loop waypoints are conditioned on it).
+
+Every stage is resumable: it checkpoints model + optimiser + step to `<out>/<stage>.pt` and appends to `<out>/<stage>.csv`;
+a rerun continues from the last checkpoint and a finished stage is skipped.
+
+Standalone use (normally pipeline.py drives this):  python distill.py --data DIR --out DIR [--no-distill] [--steps N]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import PAD, DrivingData, batches
+from layers import WP_SCALE
+from student import Student
+from teacher import Teacher
+
+POOL_GRID = (4, 8)
+
+
+# ---------------------------------------------------------------------------------------------------------------- utils
+def save_ckpt(path: str, step: int, modules: dict, opt, extra: dict | None = None) -> None:
+    tmp = path + ".tmp"
+    torch.save({"step": step, "modules": {k: m.state_dict() for k, m in modules.items()},
+                "opt": opt.state_dict() if opt is not None else None, "extra": extra or {}}, tmp)
+    os.replace(tmp, path)  # atomic: a kill mid-save never leaves a broken checkpoint
+
+
+def load_ckpt(path: str, modules: dict, opt=None) -> int:
+    if not os.path.exists(path):
+        return 0
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    for k, m in modules.items():
+        m.load_state_dict(ck["modules"][k])
+    if opt is not None and ck.get("opt") is not None:
+        opt.load_state_dict(ck["opt"])
+    return int(ck["step"])
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + np.cos(np.pi * min(1.0, p)))
+
+
+def wp_loss(path, speed_wps, tgt_path, tgt_speed):
+    return F.mse_loss(path / WP_SCALE, tgt_path / WP_SCALE) + F.mse_loss(speed_wps / WP_SCALE, tgt_speed / WP_SCALE)
+
+
+def text_io(tokens: torch.Tensor):
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def pool_tokens(x: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+    """[B, N, C] tokens on an (h, w) grid -> layer-normed, adaptive-avg-pooled [B, C, *POOL_GRID]."""
+    b, n, c = x.shape
+    x = F.layer_norm(x, (c,))
+    x = x.transpose(1, 2).reshape(b, c, grid_hw[0], grid_hw[1])
+    return F.adaptive_avg_pool2d(x, POOL_GRID)
+
+
+class DistillHeads(nn.Module):
+    """Projections used only by the distillation losses (not exported)."""
+
+    def __init__(self, s_feat: int, s_q: int, t_dim: int) -> None:
+        super().__init__()
+        self.feat = nn.Linear(s_feat, t_dim)
+        self.query = nn.Linear(s_q, t_dim)
+
+
+class Logger:
+    def __init__(self, path: str, fields: list[str]) -> None:
+        self.path, self.fields = path, ["step", "time_s"] + fields
+        new = not os.path.exists(path)
+        self.f = open(path, "a", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=self.fields, extrasaction="ignore")
+        if new:
+            self.w.writeheader()
+
+    def log(self, row: dict) -> None:
+        self.w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _loop(name: str, out: str, steps: int, modules: dict, params, step_fn, cfg: dict, eval_fn=None) -> dict:
+    """Generic resumable loop. step_fn(step) -> dict of float losses (already backpropagated)."""
+    ckpt = os.path.join(out, f"{name}.pt")
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("wd", 0.01))
+    start = load_ckpt(ckpt, modules, opt)
+    timing = {"stage": name, "start_step": start, "steps": steps}
+    if start >= steps:
+        print(f"[{name}] done already ({start}/{steps} steps), skipping")
+        timing["sec_per_step"] = None
+        return timing
+    if start:
+        print(f"[{name}] resuming at step {start}/{steps}")
+    logger = None
+    bar = tqdm(range(start, steps), desc=name, initial=start, total=steps, dynamic_ncols=True, mininterval=2.0)
+    t0 = time.time()
+    fields = None
+    warm = cfg.get("warmup", max(1, steps // 20))
+    step = start
+    for step in bar:
+        lr = lr_at(step, steps, cfg["lr"], warm)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        losses = step_fn(step)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if logger is None:
+            fields = sorted(losses) + ["lr"]
+            logger = Logger(os.path.join(out, f"{name}.csv"), fields + ["val"])
+        row = dict(losses, step=step + 1, time_s=time.time() - t0, lr=lr)
+        if eval_fn is not None and ((step + 1) % cfg.get("eval_every", 200) == 0 or step + 1 == steps):
+            row["val"] = eval_fn()
+        logger.log(row)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if k == "loss" or k == "val"})
+        if (step + 1) % cfg.get("ckpt_every", 100) == 0 or step + 1 == steps:
+            save_ckpt(ckpt, step + 1, modules, opt)
+    elapsed = time.time() - t0
+    timing["sec_per_step"] = elapsed / max(1, steps - start)
+    timing["elapsed_s"] = elapsed
+    if logger:
+        logger.close()
+    print(f"[{name}] {steps - start} steps in {elapsed:.1f}s ({timing['sec_per_step']:.3f} s/step)")
+    return timing
+
+
+# -------------------------------------------------------------------------------------------------------------- stages
+def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: dict) -> dict:
+    rng = np.random.default_rng(cfg.get("seed", 0))
+    it = batches(tr, cfg["batch"], rng)
+
+    def step_fn(_):
+        teacher.train()
+        b = data.batch(next(it))
+        text_in, text_out = text_io(b["tokens"])
+        o = teacher(b["image"], b["speed"], b["target_points"], text_in)
+        l_wp = wp_loss(o["path"], o["speed_wps"], b["path"], b["speed_wps"])
+        l_txt = F.cross_entropy(o["logits"].reshape(-1, o["logits"].shape[-1]), text_out.reshape(-1), ignore_index=PAD)
+        loss = l_wp + cfg.get("w_text", 0.2) * l_txt
+        loss.backward()
+        return {"loss": loss.item(), "wp": l_wp.item(), "text": l_txt.item()}
+
+    return _loop("teacher", out, cfg["steps"], {"teacher": teacher}, list(teacher.parameters()), step_fn, cfg,
+                 eval_fn=lambda: eval_teacher(teacher, data, va))
+
+
+def train_student_driving(student: Student, teacher: Teacher | None, data: DrivingData, tr, va, out: str, cfg: dict,
+                          name: str = "student_s1") -> dict:
+    rng = np.random.default_rng(cfg.get("seed", 1))
+    it = batches(tr, cfg["batch"], rng)
+    drv = student.driving
+    heads = DistillHeads(drv.cfg["feat_dim"], drv.cfg["dim"], teacher.dim) if teacher is not None else None
+    modules = {"driving": drv}
+    params = list(drv.parameters())
+    if heads is not None:
+        modules["heads"] = heads
+        params += list(heads.parameters())
+        teacher.eval()
+    w = cfg.get("weights", {"gt": 1.0, "teacher_wp": 1.0, "feat": 0.5, "query": 0.5})
+    grid = (8, 16)
+
+    def step_fn(_):
+        drv.train()
+        b = data.batch(next(it))
+        path, sw, feats, q = drv(b["image"], b["speed"], b["target_points"], return_queries=True)
+        l_gt = wp_loss(path, sw, b["path"], b["speed_wps"])
+        losses = {"gt": l_gt}
+        if teacher is not None:
+            with torch.no_grad():
+                t = teacher(b["image"], b["speed"], b["target_points"], text_io(b["tokens"])[0])
+            losses["teacher_wp"] = wp_loss(path, sw, t["path"], t["speed_wps"])
+            losses["feat"] = F.mse_loss(pool_tokens(heads.feat(feats), grid), pool_tokens(t["features"], teacher.grid))
+            losses["query"] = F.mse_loss(F.layer_norm(heads.query(q), (teacher.dim,)),
+                                         F.layer_norm(t["queries"], (teacher.dim,)))
+        loss = sum(w[k] * v for k, v in losses.items())
+        loss.backward()
+        r = {k: v.item() for k, v in losses.items()}
+        r["loss"] = loss.item()
+        return r
+
+    return _loop(name, out, cfg["steps"], modules, params, step_fn, cfg, eval_fn=lambda: eval_driving(drv, data, va))
+
+
+def train_student_language(student: Student, teacher: Teacher | None, data: DrivingData, tr, va, out: str, cfg: dict,
+                           name: str = "student_s2") -> dict:
+    rng = np.random.default_rng(cfg.get("seed", 2))
+    it = batches(tr, cfg["batch"], rng)
+    drv, lang = student.driving, student.language
+    for p in drv.parameters():  # stage 2: driving branch frozen
+        p.requires_grad_(False)
+    if teacher is not None:
+        teacher.eval()
+    temp = cfg.get("temperature", 2.0)
+    w_kl = cfg.get("w_kl", 1.0) if teacher is not None else 0.0
+
+    def step_fn(_):
+        drv.eval()
+        lang.train()
+        b = data.batch(next(it))
+        text_in, text_out = text_io(b["tokens"])
+        with torch.no_grad():
+            _, _, feats = drv(b["image"], b["speed"], b["target_points"])
+        logits = lang(feats, text_in)
+        v = logits.shape[-1]
+        l_ce = F.cross_entropy(logits.reshape(-1, v), text_out.reshape(-1), ignore_index=PAD)
+        losses = {"ce": l_ce}
+        if w_kl > 0:
+            with torch.no_grad():
+                t = teacher(b["image"], b["speed"], b["target_points"], text_in)["logits"]
+            m = (text_out != PAD).float()
+            kl = F.kl_div(F.log_softmax(logits / temp, -1), F.log_softmax(t / temp, -1), log_target=True,
+                          reduction="none").sum(-1)
+            losses["kl"] = (kl * m).sum() / m.sum() * temp * temp
+        loss = l_ce + w_kl * losses.get("kl", 0.0)
+        loss.backward()
+        r = {k: float(v) for k, v in losses.items()}
+        r["loss"] = float(loss)
+        return r
+
+    return _loop(name, out, cfg["steps"], {"language": lang}, list(lang.parameters()), step_fn, cfg,
+                 eval_fn=lambda: eval_language(student, data, va))
+
+
+# ----------------------------------------------------------------------------------------------------------------- eval
+def _val_batches(va, bs=32, limit=512):
+    va = va[:limit]
+    for i in range(0, len(va), bs):
+        yield va[i : i + bs]
+
+
+@torch.no_grad()
+def eval_driving(drv, data, va) -> float:
+    """Mean L2 (m) over all 30 waypoints on validation frames."""
+    drv.eval()
+    errs = []
+    for idx in _val_batches(va):
+        b = data.batch(idx)
+        path, sw, _ = drv(b["image"], b["speed"], b["target_points"])
+        errs.append(torch.cat([(path - b["path"]).norm(dim=-1), (sw - b["speed_wps"]).norm(dim=-1)], 1).mean(1))
+    return float(torch.cat(errs).mean()) if errs else float("nan")
+
+
+@torch.no_grad()
+def eval_teacher(teacher, data, va) -> float:
+    teacher.eval()
+    errs = []
+    for idx in _val_batches(va):
+        b = data.batch(idx)
+        o = teacher(b["image"], b["speed"], b["target_points"], text_io(b["tokens"])[0])
+        errs.append(torch.cat([(o["path"] - b["path"]).norm(dim=-1),
+                               (o["speed_wps"] - b["speed_wps"]).norm(dim=-1)], 1).mean(1))
+    return float(torch.cat(errs).mean()) if errs else float("nan")
+
+
+@torch.no_grad()
+def eval_language(student, data, va, limit: int = 128) -> float:
+    """Fraction of validation frames whose greedily generated commentary matches the ground truth exactly."""
+    student.driving.eval()
+    student.language.eval()
+    from data import VOCAB
+    ok = n = 0
+    for idx in _val_batches(va, limit=limit):
+        b = data.batch(idx)
+        _, _, feats = student.driving(b["image"], b["speed"], b["target_points"])
+        gen = student.language.generate(feats)
+        for g, t in zip(gen, b["tokens"]):
+            ok += VOCAB.decode(g) == VOCAB.decode(t)
+            n += 1
+    return ok / max(1, n)
+
+
+@torch.no_grad()
+def commentary_metrics(student, data, va, limit: int = 256) -> dict:
+    """Greedy commentary on validation frames: exact match, and action+object correct (the generated sentence's
+    template mapped to its (action, object) label via the training data, vs the frame's labels)."""
+    from data import ACTIONS, OBJECTS, VOCAB, template_key
+    student.driving.eval()
+    student.language.eval()
+    exact = ao = n = 0
+    for idx in _val_batches(va, limit=limit):
+        b = data.batch(idx)
+        _, _, feats = student.driving(b["image"], b["speed"], b["target_points"])
+        gen = student.language.generate(feats)
+        for g, t, a, o in zip(gen, b["tokens"], b["action"], b["object"]):
+            text = VOCAB.decode(g)
+            exact += text == VOCAB.decode(t)
+            ao += data.template_labels.get(template_key(text)) == (ACTIONS[int(a)], OBJECTS[int(o)])
+            n += 1
+    return {"exact": exact / max(1, n), "action_object": ao / max(1, n), "n": n}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--teacher", help="teacher checkpoint (teacher.pt); required unless --no-distill")
+    ap.add_argument("--no-distill", action="store_true", help="ablation: ground truth only, no teacher")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--lang-steps", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    data = DrivingData(a.data)
+    tr, va = data.split()
+    teacher = None
+    if not a.no_distill:
+        teacher = Teacher()
+        load_ckpt(a.teacher, {"teacher": teacher})
+    st = Student()
+    cfg = {"steps": a.steps, "batch": a.batch, "lr": a.lr}
+    train_student_driving(st, teacher, data, tr, va, a.out, cfg)
+    train_student_language(st, teacher, data, tr, va, a.out, dict(cfg, steps=a.lang_steps))
+
+
+if __name__ == "__main__":
+    main()

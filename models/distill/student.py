@@ -1,0 +1,191 @@
+"""Student: compact dense-conv encoder + learned query tokens -> waypoints (driving branch, one forward per tick), and a
+decoupled language branch (feature resampler + small decoder with an explicit, fixed-size KV cache) that reads only the
+student's visual `features`.
+
+Tract-friendly by construction: dense 3x3 / 1x1 convs + BatchNorm (folded at export) + ReLU, residual Adds, no depthwise
+convs; attention is plain MatMul/Softmax. The driving graph's I/O is the runtime contract:
+image [1,3,128,256], speed [1,1], target_points [1,2,2] -> path [1,20,2], speed_wps [1,10,2], features [1,N,C] (N*C <= 2048, the runtime's snapshot limit).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from data import N_PATH, N_SPEED, TEXT_LEN, VOCAB
+from layers import WP_SCALE, Attention, DecoderBlock, MLP, causal_mask, cond_features
+
+
+def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a = conv_bn(c, c)
+        self.b = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return F.relu(x + self.b(self.a(x)))
+
+
+class StudentEncoder(nn.Module):
+    """[B,3,128,256] -> features [B, 8*16, feat_dim] (stride 16)."""
+
+    def __init__(self, widths=(24, 32, 64, 96), feat_dim: int = 64) -> None:
+        super().__init__()
+        w0, w1, w2, w3 = widths
+        self.net = nn.Sequential(
+            conv_bn(3, w0, s=2),
+            conv_bn(w0, w1, s=2), ResBlock(w1),
+            conv_bn(w1, w2, s=2), ResBlock(w2),
+            conv_bn(w2, w3, s=2), ResBlock(w3),
+            nn.Conv2d(w3, feat_dim, 1),
+        )
+
+    def forward(self, image):
+        """-> (tokens [B, 128, C] for the driving head, exported features [B, 32, C]: 2x2-avg-pooled, so a
+        snapshot's features stay within the runtime's MAX_FEATURES = 2048 values)."""
+        m = self.net(image)
+        return m.flatten(2).transpose(1, 2), F.avg_pool2d(m, 2).flatten(2).transpose(1, 2)
+
+
+class StudentDriving(nn.Module):
+    """Driving branch: encoder + learned query tokens cross-attending to the features -> path / speed waypoints."""
+
+    def __init__(self, widths=(24, 32, 64, 96), feat_dim: int = 64, dim: int = 96, heads: int = 4, depth: int = 2) -> None:
+        super().__init__()
+        self.cfg = dict(widths=list(widths), feat_dim=feat_dim, dim=dim, heads=heads, depth=depth)
+        self.encoder = StudentEncoder(widths, feat_dim)
+        self.n_q = N_PATH + N_SPEED
+        self.queries = nn.Parameter(torch.randn(1, self.n_q, dim) * 0.02)
+        self.cond = nn.Sequential(nn.Linear(5, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.blocks = nn.ModuleList([DecoderBlock(dim, heads, mem_dim=feat_dim) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 2)
+
+    def forward(self, image, speed, target_points, return_queries: bool = False):
+        feats, feats_out = self.encoder(image)
+        q = self.queries + self.cond(cond_features(speed, target_points)).unsqueeze(1)
+        for blk in self.blocks:
+            q = blk(q, feats)
+        q = self.norm(q)
+        wps = self.head(q) * WP_SCALE
+        path, speed_wps = wps[:, :N_PATH], wps[:, N_PATH:]
+        if return_queries:  # full-resolution tokens for feature distillation
+            return path, speed_wps, feats, q
+        return path, speed_wps, feats_out
+
+
+class Resampler(nn.Module):
+    """Perceiver-style: n_latents learned latents cross-attend to the visual features."""
+
+    def __init__(self, feat_dim: int = 64, dim: int = 128, heads: int = 4, n_latents: int = 16, depth: int = 1) -> None:
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(1, n_latents, dim) * 0.02)
+        self.fnorm = nn.LayerNorm(feat_dim)
+        self.layers = nn.ModuleList()
+        for _ in range(depth):
+            self.layers.append(nn.ModuleList([nn.LayerNorm(dim), Attention(dim, heads, kv_dim=feat_dim),
+                                              nn.LayerNorm(dim), MLP(dim)]))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, feats):
+        f = self.fnorm(feats)
+        x = self.latents.expand(feats.shape[0], -1, -1)
+        for n1, att, n2, mlp in self.layers:
+            x = x + att(n1(x), kv=f)
+            x = x + mlp(n2(x))
+        return self.norm(x)
+
+
+class LanguageDecoder(nn.Module):
+    """Small causal decoder over commentary tokens, cross-attending to the resampled latents.
+
+    `forward` is the parallel teacher-forced form (training); `step` is one token with an explicit fixed-size KV cache
+    (past_k/past_v [layers, B, heads, max_len, dh]; slot `pos` is written, slots > pos are masked) — static shapes.
+    """
+
+    def __init__(self, dim: int = 128, heads: int = 4, depth: int = 2, vocab: int = len(VOCAB),
+                 max_len: int = TEXT_LEN) -> None:
+        super().__init__()
+        self.dim, self.heads, self.depth, self.max_len = dim, heads, depth, max_len
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
+        self.blocks = nn.ModuleList([DecoderBlock(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, text_in, latents):
+        t = text_in.shape[1]
+        x = self.tok(text_in) + self.pos[:, :t]
+        mask = causal_mask(t, x.device)
+        for blk in self.blocks:
+            x = blk(x, latents, mask)
+        return self.head(self.norm(x))
+
+    def empty_cache(self, batch: int = 1):
+        dh = self.dim // self.heads
+        z = torch.zeros(self.depth, batch, self.heads, self.max_len, dh)
+        return z, z.clone()
+
+    def step(self, token, pos, latents, past_k, past_v):
+        """token [B,1] int64, pos [1] int64 -> logits [B,V], new_k, new_v (same shapes as past_*)."""
+        onehot = F.one_hot(pos, self.max_len).to(latents.dtype).view(1, 1, self.max_len, 1)  # slot to write
+        seen = torch.arange(self.max_len, device=latents.device).view(1, 1, 1, -1) <= pos.view(1, 1, 1, 1)
+        mask = (~seen).to(latents.dtype) * -1e9  # [1,1,1,max_len]
+        x = self.tok(token) + torch.index_select(self.pos, 1, pos)
+        new_k, new_v = [], []
+        for i, blk in enumerate(self.blocks):
+            att = blk.self_attn
+            h = blk.n1(x)
+            k = past_k[i] * (1 - onehot) + att.split(att.k(h)) * onehot  # broadcast [B,H,1,dh] over slots
+            v = past_v[i] * (1 - onehot) + att.split(att.v(h)) * onehot
+            x = x + att.attend(att.split(att.q(h)), k, v, mask)
+            x = x + blk.cross(blk.n2(x), kv=latents)
+            x = x + blk.mlp(blk.n3(x))
+            new_k.append(k)
+            new_v.append(v)
+        logits = self.head(self.norm(x))[:, 0]
+        return logits, torch.stack(new_k), torch.stack(new_v)
+
+
+class StudentLanguage(nn.Module):
+    def __init__(self, feat_dim: int = 64, dim: int = 128, heads: int = 4, n_latents: int = 16, depth: int = 2) -> None:
+        super().__init__()
+        self.cfg = dict(feat_dim=feat_dim, dim=dim, heads=heads, n_latents=n_latents, depth=depth)
+        self.resampler = Resampler(feat_dim, dim, heads, n_latents)
+        self.decoder = LanguageDecoder(dim, heads, depth)
+
+    def forward(self, feats, text_in):
+        return self.decoder(text_in, self.resampler(feats))
+
+    @torch.no_grad()
+    def generate(self, feats, max_len: int = TEXT_LEN - 1):
+        """Greedy decoding with the KV cache (the same path the exported step graph runs). Returns ids [B, T]."""
+        from data import BOS, EOS
+        lat = self.resampler(feats)
+        b = feats.shape[0]
+        k, v = self.decoder.empty_cache(b)
+        tok = torch.full((b, 1), BOS, dtype=torch.long)
+        out = [tok]
+        done = torch.zeros(b, dtype=torch.bool)
+        for p in range(max_len):
+            logits, k, v = self.decoder.step(tok, torch.tensor([p]), lat, k, v)
+            tok = logits.argmax(-1, keepdim=True)
+            tok = torch.where(done[:, None], torch.zeros_like(tok), tok)
+            out.append(tok)
+            done |= tok[:, 0] == EOS
+            if bool(done.all()):
+                break
+        return torch.cat(out, dim=1)
+
+
+class Student(nn.Module):
+    def __init__(self, driving: dict | None = None, language: dict | None = None) -> None:
+        super().__init__()
+        self.driving = StudentDriving(**(driving or {}))
+        lang = dict(language or {})
+        lang.setdefault("feat_dim", self.driving.cfg["feat_dim"])
+        self.language = StudentLanguage(**lang)

@@ -1,0 +1,97 @@
+"""Teacher VLA ("large for this machine"): ViT encoder over the camera image + a transformer decoder that writes the
+commentary and then predicts the 20 path points and 10 speed waypoints (language in the loop, SimLingo style).
+
+Decoder sequence: [cond(speed, target points)] + commentary tokens (causal) + 30 waypoint query tokens (which see the
+whole prefix, i.e. the commentary, and each other); every position cross-attends to the ViT tokens.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from data import IMG_H, IMG_W, N_PATH, N_SPEED, TEXT_LEN, VOCAB, BOS, EOS
+from layers import WP_SCALE, DecoderBlock, EncoderBlock, cond_features
+
+
+class Teacher(nn.Module):
+    def __init__(self, dim: int = 192, depth: int = 6, heads: int = 3, dec_depth: int = 3, patch: int = 16,
+                 vocab: int = len(VOCAB), text_len: int = TEXT_LEN) -> None:
+        super().__init__()
+        self.cfg = dict(dim=dim, depth=depth, heads=heads, dec_depth=dec_depth, patch=patch, vocab=vocab,
+                        text_len=text_len)
+        self.grid = (IMG_H // patch, IMG_W // patch)
+        n_tok = self.grid[0] * self.grid[1]
+        self.patch = nn.Conv2d(3, dim, patch, stride=patch)
+        self.pos = nn.Parameter(torch.randn(1, n_tok, dim) * 0.02)
+        self.enc = nn.ModuleList([EncoderBlock(dim, heads) for _ in range(depth)])
+        self.enc_norm = nn.LayerNorm(dim)
+        self.cond = nn.Linear(5, dim)
+        self.tok = nn.Embedding(vocab, dim)
+        self.n_q = N_PATH + N_SPEED
+        self.queries = nn.Parameter(torch.randn(1, self.n_q, dim) * 0.02)
+        self.dec_pos = nn.Parameter(torch.randn(1, text_len, dim) * 0.02)  # cond + text positions; queries carry their own
+        self.dec = nn.ModuleList([DecoderBlock(dim, heads) for _ in range(dec_depth)])
+        self.dec_norm = nn.LayerNorm(dim)
+        self.lm_head = nn.Linear(dim, vocab)
+        self.wp_head = nn.Linear(dim, 2)
+        self.text_len = text_len
+
+    @property
+    def dim(self) -> int:
+        return self.cfg["dim"]
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """[B,3,128,256] -> visual tokens [B, N, dim] (N = 8x16 for patch 16)."""
+        x = self.patch(image).flatten(2).transpose(1, 2) + self.pos
+        for blk in self.enc:
+            x = blk(x)
+        return self.enc_norm(x)
+
+    def _mask(self, n_text: int, device) -> torch.Tensor:
+        p = 1 + n_text
+        s = p + self.n_q
+        m = torch.full((s, s), -1e9, device=device)
+        m[:p, :p] = torch.triu(torch.full((p, p), -1e9, device=device), diagonal=1)
+        m[p:, :] = 0.0  # queries see the prefix and each other
+        return m
+
+    def decode(self, vis, speed, target_points, text_in):
+        """text_in [B, T] token ids (teacher forcing). Returns logits [B,T,V], queries [B,30,dim], wps [B,30,2]."""
+        b, t = text_in.shape
+        prefix = torch.cat([self.cond(cond_features(speed, target_points)).unsqueeze(1), self.tok(text_in)], dim=1)
+        x = torch.cat([prefix + self.dec_pos[:, : 1 + t], self.queries.expand(b, -1, -1)], dim=1)
+        mask = self._mask(t, x.device)
+        for blk in self.dec:
+            x = blk(x, vis, mask)
+        x = self.dec_norm(x)
+        logits = self.lm_head(x[:, :t])  # position i (cond + i tokens seen) predicts token i+1
+        q = x[:, 1 + t:]
+        return logits, q, self.wp_head(q) * WP_SCALE
+
+    def forward(self, image, speed, target_points, text_in):
+        vis = self.encode(image)
+        logits, q, wps = self.decode(vis, speed, target_points, text_in)
+        return {"features": vis, "logits": logits, "queries": q, "path": wps[:, :N_PATH],
+                "speed_wps": wps[:, N_PATH:]}
+
+    @torch.no_grad()
+    def generate(self, image, speed, target_points, max_len: int | None = None):
+        """Greedy commentary, then waypoints conditioned on it. Returns (token ids [B,T], path, speed_wps)."""
+        max_len = max_len or self.text_len - 1
+        vis = self.encode(image)
+        b = image.shape[0]
+        text = torch.full((b, 1), BOS, dtype=torch.long, device=image.device)
+        done = torch.zeros(b, dtype=torch.bool, device=image.device)
+        for _ in range(max_len - 1):
+            logits, _, _ = self.decode(vis, speed, target_points, text)
+            nxt = logits[:, -1].argmax(-1)
+            nxt = torch.where(done, torch.zeros_like(nxt), nxt)
+            text = torch.cat([text, nxt[:, None]], dim=1)
+            done |= nxt == EOS
+            if bool(done.all()):
+                break
+        pad = max_len - text.shape[1]
+        if pad > 0:  # waypoint queries saw PAD-filled text of fixed length in training
+            text = torch.cat([text, torch.zeros(b, pad, dtype=torch.long, device=text.device)], dim=1)
+        _, _, wps = self.decode(vis, speed, target_points, text)
+        return text, wps[:, :N_PATH], wps[:, N_PATH:]

@@ -1,0 +1,111 @@
+"""Shapes, a tiny overfit step, the KV-cache step vs the parallel decoder, and ONNX export parity."""
+import numpy as np
+import torch
+
+from data import BOS, EOS, VOCAB, DrivingData, normalise_batch
+from distill import text_io, train_student_driving
+from export import export_driving, export_language
+from student import Student
+from teacher import Teacher
+
+SMALL_TEACHER = dict(dim=64, depth=2, heads=2, dec_depth=1)
+
+
+def test_vocab_roundtrip():
+    s = "Decelerate to stay behind the car in 12 m."
+    ids = VOCAB.encode(s)
+    assert ids[0] == BOS and EOS in ids and 3 not in ids  # no <unk>
+    assert VOCAB.decode(ids) == s.lower()
+
+
+def test_normalise_matches_runtime_formula():
+    img = np.full((1, 144, 256, 3), 200, dtype=np.uint8)
+    img[:, 128:] = 0  # hood rows are cropped away
+    x = normalise_batch(img)
+    assert x.shape == (1, 3, 128, 256)
+    assert torch.allclose(x[0, 0], torch.full((128, 256), (200 / 255 - 0.485) / 0.229))
+
+
+def test_data_batch_shapes(tiny_dataset):
+    d = DrivingData(tiny_dataset)
+    b = d.batch(np.arange(4))
+    assert b["image"].shape == (4, 3, 128, 256)
+    assert b["speed"].shape == (4, 1) and b["target_points"].shape == (4, 2, 2)
+    assert b["path"].shape == (4, 20, 2) and b["speed_wps"].shape == (4, 10, 2)
+    assert (b["tokens"] != 3).all()  # every commentary word is in the template vocabulary
+
+
+def test_model_shapes():
+    t = Teacher(**SMALL_TEACHER)
+    s = Student()
+    img, spd, tp = torch.randn(2, 3, 128, 256), torch.ones(2, 1), torch.ones(2, 2, 2)
+    tokens = torch.tensor([VOCAB.encode("Follow the route. Keep the current speed.")] * 2)
+    o = t(img, spd, tp, text_io(tokens)[0])
+    assert o["path"].shape == (2, 20, 2) and o["speed_wps"].shape == (2, 10, 2)
+    assert o["logits"].shape == (2, tokens.shape[1] - 1, len(VOCAB))
+    path, sw, feats = s.driving(img, spd, tp)
+    assert path.shape == (2, 20, 2) and sw.shape == (2, 10, 2) and feats.shape == (2, 32, 64)  # <= 2048 values: runtime MAX_FEATURES
+    assert s.language(feats, text_io(tokens)[0]).shape == (2, tokens.shape[1] - 1, len(VOCAB))
+    ids, p2, s2 = t.generate(img, spd, tp, max_len=5)
+    assert p2.shape == (2, 20, 2) and s2.shape == (2, 10, 2)
+
+
+def test_no_depthwise_convs():
+    for m in Student().driving.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            assert m.groups == 1
+
+
+def test_kv_cache_step_matches_parallel_decoder():
+    torch.manual_seed(0)
+    lang = Student().language.eval()
+    feats = torch.randn(1, 128, 64)
+    tokens = torch.tensor([VOCAB.encode("Stop at the stop sign in 7 m.")])[:, :8]
+    with torch.no_grad():
+        full = lang(feats, tokens)
+        lat = lang.resampler(feats)
+        k, v = lang.decoder.empty_cache(1)
+        for p in range(tokens.shape[1]):
+            logits, k, v = lang.decoder.step(tokens[:, p : p + 1], torch.tensor([p]), lat, k, v)
+            assert torch.allclose(logits, full[:, p], atol=1e-4)
+
+
+def test_tiny_overfit_step(tiny_dataset, tmp_path):
+    torch.manual_seed(0)
+    d = DrivingData(tiny_dataset)
+    idx = np.arange(8)
+    t = Teacher(**SMALL_TEACHER).eval()
+    s = Student()
+    cfg = {"steps": 25, "batch": 8, "lr": 2e-3, "warmup": 1, "eval_every": 10**9, "ckpt_every": 10**9}
+    b = d.batch(idx)
+    with torch.no_grad():
+        s.driving.eval()
+        before = torch.nn.functional.mse_loss(s.driving(b["image"], b["speed"], b["target_points"])[0], b["path"])
+    train_student_driving(s, t, d, idx, idx, str(tmp_path), cfg)
+    with torch.no_grad():
+        s.driving.eval()
+        after = torch.nn.functional.mse_loss(s.driving(b["image"], b["speed"], b["target_points"])[0], b["path"])
+    assert after < 0.5 * before, (before, after)
+    # resumable: a rerun with the same step count finds the finished checkpoint and skips
+    r = train_student_driving(s, t, d, idx, idx, str(tmp_path), cfg)
+    assert r["sec_per_step"] is None and r["start_step"] == 25
+
+
+def test_export_parity(tmp_path):
+    s = Student()
+    r = export_driving(s.driving, str(tmp_path), "student")
+    assert r["max_abs_diff"] < 1e-3
+    text = open(r["manifest"]).read()
+    assert 'kind = "student"' in text and "shape = [1, 3, 128, 256]" in text and "sha256" in text
+    rl = export_language(s.language, r["features_shape"], str(tmp_path))
+    assert rl["max_abs_diff"] < 1e-3
+
+
+def test_commentary_metrics_runs(tiny_dataset):
+    from data import template_key
+    from distill import commentary_metrics
+    d = DrivingData(tiny_dataset)
+    assert template_key("Stop at the stop sign in 7 m.") == "stop at the stop sign in # m ."
+    assert all(isinstance(v, tuple) for v in d.template_labels.values())
+    m = commentary_metrics(Student(), d, np.arange(4), limit=4)
+    assert m["n"] == 4 and 0.0 <= m["action_object"] <= 1.0
