@@ -108,7 +108,10 @@ fn zero_alloc_loop_and_full_pipeline() {
         "loop: {started} started, {handed} handed off, {dropped} dropped; heap allocations on the loop: {loop_allocs}"
     );
     assert_eq!(loop_allocs, 0, "the loop-side recorder path must not allocate");
-    assert!(started > 30 && handed > 20 && handed + dropped + 1 >= started); // the last may still be collecting
+    // How many get through depends on the writer's fsync speed (a loaded 2-core CI box hands off fewer and drops
+    // more); what must hold is that some complete and every started snapshot is accounted for.
+    assert!(started >= 2 && handed >= 2, "started {started}, handed off {handed}");
+    assert!(handed + dropped + 1 >= started); // the last may still be collecting
 
     std::thread::sleep(Duration::from_millis(200));
     let ws = w.stop();
