@@ -195,21 +195,35 @@ impl FrameSource for DeadCamera {
 
 #[test]
 fn unplugged_camera_holds_the_car_stopped() {
+    let (o, sent) = run_with_source(&mut DeadCamera, &mut VirtualClock::default(), 50_000, 10);
+    assert_eq!(o.ticks, 10);
+    assert_eq!(fault_count(&o, Fault::NoFrame), 1);
+    assert!(sent.iter().all(|c| c.throttle == 0.0 && c.brake > 0.0));
+}
+
+/// Run the loop over a given frame source (the simulator is still the vehicle); returns the commands sent, without
+/// the final STOP sent on exit.
+fn run_with_source(
+    source: &mut dyn FrameSource,
+    clock: &mut dyn rtvla::clock::Clock,
+    period_us: u64,
+    ticks: u64,
+) -> (LoopOutcome, Vec<Command>) {
     let (harness, _camera, vehicle) = SimHarness::spawn(sim_options(Duration::from_millis(5))).unwrap();
     let mut vehicle = Recording { inner: vehicle, sent: vec![], fail_state: 0..0, ticks: 0 };
     let cfg = LoopConfig {
-        period_us: 50_000,
-        deadline_us: 50_000,
+        period_us,
+        deadline_us: period_us,
         stale_after: Duration::from_millis(150),
-        max_ticks: Some(10),
+        max_ticks: Some(ticks),
         warmup_ticks: 0,
     };
     let mut pre = Preprocessor::new(128, 72, 8, 128, 64, &PreprocessSpec::default());
     let mut sup = Supervisor::new(SupervisorConfig::default());
     let o = run_loop(
         &cfg,
-        &mut VirtualClock::default(),
-        &mut DeadCamera,
+        clock,
+        source,
         &mut pre,
         &mut Scripted::new(),
         &mut Controller::new(),
@@ -220,9 +234,8 @@ fn unplugged_camera_holds_the_car_stopped() {
         &AtomicBool::new(false),
     );
     harness.finish().unwrap();
-    assert_eq!(o.ticks, 10);
-    assert_eq!(fault_count(&o, Fault::NoFrame), 1);
-    assert!(vehicle.sent.iter().all(|c| c.throttle == 0.0 && c.brake > 0.0));
+    vehicle.sent.pop();
+    (o, vehicle.sent)
 }
 
 /// A camera whose only frame is old (the capture thread hung): stale by age → stop, in real time.
@@ -238,35 +251,10 @@ impl FrameSource for FrozenCamera {
 
 #[test]
 fn stale_frame_by_age_stops_the_car() {
-    let (harness, _camera, vehicle) = SimHarness::spawn(sim_options(Duration::from_millis(5))).unwrap();
-    let mut vehicle = Recording { inner: vehicle, sent: vec![], fail_state: 0..0, ticks: 0 };
     let mut frame = Frame::blank(128, 72);
     frame.seq = 1;
     frame.captured_at = std::time::Instant::now() - Duration::from_millis(400);
-    let cfg = LoopConfig {
-        period_us: 20_000,
-        deadline_us: 20_000,
-        stale_after: Duration::from_millis(150),
-        max_ticks: Some(5),
-        warmup_ticks: 0,
-    };
-    let mut pre = Preprocessor::new(128, 72, 8, 128, 64, &PreprocessSpec::default());
-    let mut sup = Supervisor::new(SupervisorConfig::default());
-    let o = run_loop(
-        &cfg,
-        &mut EmbassyClock::new(),
-        &mut FrozenCamera(frame),
-        &mut pre,
-        &mut Scripted::new(),
-        &mut Controller::new(),
-        &mut sup,
-        &mut vehicle,
-        None,
-        &LiveStats::default(),
-        &AtomicBool::new(false),
-    );
-    harness.finish().unwrap();
+    let (o, sent) = run_with_source(&mut FrozenCamera(frame), &mut EmbassyClock::new(), 20_000, 5);
     assert_eq!(fault_count(&o, Fault::StaleFrame), 1);
-    vehicle.sent.pop();
-    assert!(vehicle.sent.iter().all(|c| c.throttle == 0.0 && c.brake > 0.0), "{:?}", vehicle.sent);
+    assert!(sent.iter().all(|c| c.throttle == 0.0 && c.brake > 0.0), "{sent:?}");
 }
