@@ -30,6 +30,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: StoreCmd,
     },
+    /// Model checks on this machine: parity of tract against the exporter's reference outputs, tract latency.
+    Model {
+        #[command(subcommand)]
+        cmd: ModelCmd,
+    },
     /// The closed-loop simulator: datasets, evaluation, replays.
     Sim {
         #[command(subcommand)]
@@ -53,6 +58,36 @@ enum StoreCmd {
         dir: PathBuf,
         #[arg(long)]
         mcap: Option<PathBuf>,
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Run the export's reference frames through this runtime's preprocess + tract and compare with the reference
+    /// outputs (exit 1 if the max abs diff exceeds the vectors' tolerance).
+    Check {
+        /// Model manifest (student or teacher).
+        manifest: PathBuf,
+        /// Reference vectors (default: <manifest stem>.parity.json beside the manifest).
+        #[arg(long)]
+        vectors: Option<PathBuf>,
+        /// Also write the result as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Tract latency of one or more models, measured round-robin in one run; ratios are to the first model.
+    Bench {
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+        /// Timed inferences per model.
+        #[arg(long, default_value_t = 100)]
+        iters: usize,
+        /// Untimed warm-up inferences per model.
+        #[arg(long, default_value_t = 5)]
+        warmup: usize,
+        /// Also write the rows as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -103,6 +138,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Drive(a) => drive(a),
         Cmd::Store { cmd } => store(cmd),
+        Cmd::Model { cmd } => model(cmd),
         Cmd::Sim { cmd } => rtvla::sim::cli::run(cmd),
     };
     match result {
@@ -175,6 +211,51 @@ fn store(cmd: StoreCmd) -> anyhow::Result<i32> {
             if let Some(p) = json {
                 let n = store::export_json(&dir, &p)?;
                 println!("wrote {} ({n} events)", p.display());
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
+        .map_err(|e| rtvla::error::bad_input(format!("{}: {e}", path.display())))
+}
+
+fn model(cmd: ModelCmd) -> anyhow::Result<i32> {
+    use rtvla::model::tools;
+    match cmd {
+        ModelCmd::Check { manifest, vectors, json } => {
+            let r = tools::check(&manifest, vectors.as_deref())?;
+            println!(
+                "{} ({}): {} cases vs {}: max abs diff waypoints {:.3e} (tolerance {:.1e}), features {:.3e} ({:.1e}) -> {}",
+                r.model,
+                r.precision,
+                r.cases,
+                r.reference,
+                r.max_abs_diff_waypoints,
+                r.tolerance,
+                r.max_abs_diff_features,
+                r.features_tolerance,
+                if r.passed { "ok" } else { "FAILED" }
+            );
+            if let Some(p) = json {
+                write_json(&p, &r)?;
+            }
+            Ok(if r.passed { 0 } else { 1 })
+        }
+        ModelCmd::Bench { manifests, iters, warmup, json } => {
+            let bar = indicatif::ProgressBar::new((iters + warmup) as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rounds")
+                    .expect("static template"),
+            );
+            bar.set_message("tract latency");
+            let rows = tools::bench(&manifests, iters.max(1), warmup, |i, _| bar.set_position(i as u64))?;
+            bar.finish_and_clear();
+            print!("{}", tools::render_bench(&rows));
+            if let Some(p) = json {
+                write_json(&p, &rows)?;
             }
             Ok(0)
         }

@@ -150,12 +150,20 @@ def _loop(name: str, out: str, steps: int, modules: dict, params, step_fn, cfg: 
 # -------------------------------------------------------------------------------------------------------------- stages
 def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: dict) -> dict:
     rng = np.random.default_rng(cfg.get("seed", 0))
+    gen = torch.Generator().manual_seed(cfg.get("seed", 0))
     it = batches(tr, cfg["batch"], rng)
 
     def step_fn(_):
         teacher.train()
         b = data.batch(next(it))
         text_in, text_out = text_io(b["tokens"])
+        # Commentary dropout: some samples see an empty commentary ([BOS] + PAD), so the teacher also drives in
+        # vision-only mode (the mode its latency is compared in); no language loss on those rows.
+        drop = torch.rand(text_in.shape[0], generator=gen) < cfg.get("text_dropout", 0.25)
+        if bool(drop.any()):
+            text_in, text_out = text_in.clone(), text_out.clone()
+            text_in[drop, 1:] = PAD
+            text_out[drop] = PAD
         o = teacher(b["image"], b["speed"], b["target_points"], text_in)
         l_wp = wp_loss(o["path"], o["speed_wps"], b["path"], b["speed_wps"])
         l_txt = F.cross_entropy(o["logits"].reshape(-1, o["logits"].shape[-1]), text_out.reshape(-1), ignore_index=PAD)

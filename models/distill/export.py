@@ -80,16 +80,20 @@ def _onnx_check(path: str) -> None:
     onnx.checker.check_model(onnx.load(path))
 
 
-def _ort(path: str):
+def _ort(path: str, threads: int = 1):
     import onnxruntime as ort
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = threads
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def export_driving(driving, out_dir: str, name: str = "student", provenance: dict | None = None,
-                   description: str = "", real_inputs: list[dict] | None = None, metrics: dict | None = None) -> dict:
-    """Export the driving graph + manifest; returns {'onnx','manifest','max_abs_diff', 'features_shape'}."""
+                   description: str = "", real_inputs: list[dict] | None = None, metrics: dict | None = None,
+                   kind: str = "student", raw_frames: list[dict] | None = None) -> dict:
+    """Export the driving graph + manifest; returns {'onnx','manifest','max_abs_diff', 'features_shape'}.
+
+    `raw_frames` (camera uint8 frames + ego inputs, see `raw_val_frames`) become `<name>.parity.json`: PyTorch's
+    outputs on them, which `rtvla model check` reproduces through the runtime's own preprocess and tract."""
     os.makedirs(out_dir, exist_ok=True)
     driving = driving.eval()
     onnx_path = os.path.join(out_dir, f"{name}.onnx")
@@ -114,7 +118,10 @@ def export_driving(driving, out_dir: str, name: str = "student", provenance: dic
             for w, o in zip(want, got):
                 max_diff = max(max_diff, float(np.abs(w.numpy() - o).max()))
     print(f"[export] {onnx_path}: parity PyTorch vs onnxruntime over {len(cases)} inputs, max abs diff {max_diff:.3e}")
-    man = os.path.join(out_dir, f"{name}.toml")
+    if raw_frames:
+        with torch.no_grad():
+            write_parity_vectors(os.path.join(out_dir, f"{name}.parity.json"), raw_frames,
+                                 lambda i, s, t: [o.numpy() for o in g(i, s, t)], "pytorch", 1e-3)
     prov = dict(provenance or {})
     prov.setdefault("generator", "models/distill/export.py")
     prov.setdefault("commit", git_commit())
@@ -122,16 +129,25 @@ def export_driving(driving, out_dir: str, name: str = "student", provenance: dic
     prov["opset"] = OPSET
     prov["parity_max_abs_diff_ort"] = max_diff
     prov["config"] = json.dumps(driving.cfg)
-    text = f"# Distilled student driving graph (models/distill). Regenerate with models/distill/pipeline.py.\n"
-    text += _table("model", {"name": name, "kind": "student", "onnx": f"{name}.onnx", "sha256": sha256(onnx_path),
-                             "precision": "f32", "fixture": False, "description": description})
+    man = write_driving_manifest(onnx_path, name, kind, "f32", feat_shape, prov, description, metrics)
+    return {"onnx": onnx_path, "manifest": man, "max_abs_diff": max_diff, "features_shape": feat_shape}
+
+
+def write_driving_manifest(onnx_path: str, name: str, kind: str, precision: str, feat_shape: list[int], prov: dict,
+                           description: str, metrics: dict | None) -> str:
+    """The runtime's manifest (src/model/manifest.rs) for a driving graph: student or vision-only teacher."""
+    man = os.path.join(os.path.dirname(onnx_path), f"{name}.toml")
+    text = f"# {kind} driving graph ({precision}, models/distill). Regenerate with models/distill/pipeline.py.\n"
+    text += _table("model", {"name": name, "kind": kind, "onnx": os.path.basename(onnx_path),
+                             "sha256": sha256(onnx_path), "precision": precision, "fixture": False,
+                             "description": description})
     specs_in = [("image", "image", [1, 3, IMG_H, IMG_W]), ("speed", "speed", [1, 1]),
                 ("target_points", "target_points", [1, 2, 2])]
     specs_out = [("path", "path", [1, N_PATH, 2]), ("speed_wps", "speed_wps", [1, N_SPEED, 2]),
                  ("features", "features", feat_shape)]
-    for kind, specs in (("inputs", specs_in), ("outputs", specs_out)):
+    for section, specs in (("inputs", specs_in), ("outputs", specs_out)):
         for n, role, shape in specs:
-            text += f"\n[[{kind}]]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in
+            text += f"\n[[{section}]]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in
                                                  {"name": n, "role": role, "dtype": "f32", "shape": shape}.items())
     text += "\n" + _table("preprocess", {"mean": list(MEAN), "std": list(STD)})
     text += "\n" + _table("provenance", prov)
@@ -140,16 +156,132 @@ def export_driving(driving, out_dir: str, name: str = "student", provenance: dic
     with open(man, "w") as f:
         f.write(text)
     print(f"[export] wrote {man}")
-    return {"onnx": onnx_path, "manifest": man, "max_abs_diff": max_diff, "features_shape": feat_shape}
+    return man
 
 
-def export_language(language, feat_shape: list[int], out_dir: str, provenance: dict | None = None) -> dict:
-    """Export resampler + one decoder step with KV cache; parity vs PyTorch; writes language.toml."""
+def raw_val_frames(data, idx) -> list[dict]:
+    """Full camera frames (uint8 [144, 256, 3], before the runtime's crop) + ego inputs of dataset records."""
+    out = []
+    for i in idx:
+        i = int(i)
+        out.append({"rgb": np.ascontiguousarray(data.shards[data.shard_idx[i]][data.frame_idx[i]]),
+                    "speed": float(data.speed[i, 0]), "target_points": data.target_points[i].tolist()})
+    return out
+
+
+def write_parity_vectors(path: str, frames: list[dict], run, reference: str, tolerance: float,
+                         features_tolerance: float | None = None) -> None:
+    """`rtvla model check` input: raw frames + the reference's (path, speed_wps, features) on them."""
+    import base64
+    from data import CROP_BOTTOM, normalise_batch
+    cases = []
+    for f in frames:
+        img = normalise_batch(f["rgb"][None])
+        spd = torch.tensor([[f["speed"]]], dtype=torch.float32)
+        tp = torch.tensor([f["target_points"]], dtype=torch.float32)
+        path_o, sw_o, feat_o = run(img, spd, tp)
+        cases.append({"rgb_b64": base64.b64encode(f["rgb"].tobytes()).decode(), "speed": f["speed"],
+                      "target_points": f["target_points"], "path": np.asarray(path_o)[0].tolist(),
+                      "speed_wps": np.asarray(sw_o)[0].tolist(),
+                      # the teacher's 128x192 ViT tokens would make the file MBs: waypoints suffice there
+                      "features": np.asarray(feat_o).reshape(-1).tolist() if np.asarray(feat_o).size <= 8192 else []})
+    h, w = frames[0]["rgb"].shape[:2]
+    with open(path, "w") as fh:
+        json.dump({"reference": reference, "tolerance": tolerance, "features_tolerance": features_tolerance,
+                   "frame_width": int(w), "frame_height": int(h),
+                   "crop_bottom": CROP_BOTTOM, "cases": cases}, fh)
+    print(f"[export] wrote {path} ({len(cases)} reference frames, {reference})")
+
+
+class TeacherVisionOnly(nn.Module):
+    """The teacher in vision-only mode: an empty commentary ([BOS] + PAD, as in training's commentary dropout), so
+    it runs the student's I/O contract (features = its ViT tokens). This is the mode its latency is compared in."""
+
+    def __init__(self, teacher) -> None:
+        super().__init__()
+        from data import BOS, PAD
+        self.t = teacher.eval()
+        self.cfg = dict(teacher.cfg, mode="vision-only")
+        text = torch.full((1, TEXT_LEN - 1), PAD, dtype=torch.long)
+        text[0, 0] = BOS
+        self.register_buffer("text", text)
+
+    def forward(self, image, speed, target_points):
+        vis = self.t.encode(image)
+        _, _, wps = self.t.decode(vis, speed, target_points, self.text.expand(image.shape[0], -1))
+        return wps[:, :N_PATH], wps[:, N_PATH:], vis
+
+
+def quantize_driving(f32: dict, name: str, calib: list[dict], provenance: dict, description: str,
+                     raw_frames: list[dict] | None = None, metrics: dict | None = None) -> dict:
+    """int8 in the one form tract runs faster than f32 (../shared/notes-tract-quantization.md): ONNX Runtime static
+    quantization, QOperator format (QLinearConv), per-tensor, Conv (+ the Relu folded into it) only; attention,
+    LayerNorm, Add and the heads stay f32. Calibrated on real frames. Returns the manifest path and the int8 vs f32
+    max abs diff on the calibration frames (onnxruntime)."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    out_dir = os.path.dirname(f32["onnx"])
+    q_path = os.path.join(out_dir, f"{name}.onnx")
+    feeds = [{"image": c["image"].numpy(), "speed": c["speed"].numpy(), "target_points": c["target_points"].numpy()}
+             for c in calib]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(f32["onnx"], q_path, Reader(), quant_format=QuantFormat.QOperator, per_channel=False,
+                    op_types_to_quantize=["Conv", "Relu"], activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+    _onnx_check(q_path)
+    sf, sq = _ort(f32["onnx"]), _ort(q_path)
+    diff = 0.0
+    for fd in feeds:
+        for a, b in zip(sf.run(None, fd)[:2], sq.run(None, fd)[:2]):
+            diff = max(diff, float(np.abs(a - b).max()))
+    print(f"[quantize] {q_path}: int8 vs f32 waypoints max abs diff {diff:.3f} m over {len(feeds)} frames (onnxruntime)")
+    if raw_frames:
+        write_parity_vectors(os.path.join(out_dir, f"{name}.parity.json"), raw_frames,
+                             lambda i, s, t: sq.run(None, {"image": i.numpy(), "speed": s.numpy(),
+                                                           "target_points": t.numpy()}),
+                             "onnxruntime (same int8 file)", 0.05, features_tolerance=0.5)
+    prov = dict(provenance)
+    prov.setdefault("generator", "models/distill/export.py (onnxruntime quantize_static, QOperator, per-tensor)")
+    prov.setdefault("commit", git_commit())
+    prov["quantized_from"] = os.path.basename(f32["onnx"])
+    prov["calibration_frames"] = len(feeds)
+    prov["int8_vs_f32_max_abs_diff_m"] = diff
+    man = write_driving_manifest(q_path, name, "student", "int8", f32["features_shape"], prov, description, metrics)
+    return {"onnx": q_path, "manifest": man, "int8_vs_f32_max_abs_diff": diff}
+
+
+def ort_latency(onnx_paths: dict, runs: int = 50, threads: int = 1) -> dict:
+    """Median ONNX Runtime latency (ms) of driving graphs on one image, round-robin, for the side-by-side table."""
+    import time
+    rng = np.random.default_rng(0)
+    feed = {"image": rng.standard_normal((1, 3, IMG_H, IMG_W)).astype(np.float32),
+            "speed": np.array([[5.0]], np.float32), "target_points": np.array([[[15, 0.5], [35, 1.0]]], np.float32)}
+    sess = {k: _ort(p, threads) for k, p in onnx_paths.items()}
+    times: dict = {k: [] for k in sess}
+    for r in range(runs + 3):
+        for k, s in sess.items():
+            t0 = time.perf_counter()
+            s.run(None, feed)
+            if r >= 3:
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def export_language(language, feat_shape: list[int], out_dir: str, provenance: dict | None = None,
+                    prefix: str = "language") -> dict:
+    """Export resampler + one decoder step with KV cache; parity vs PyTorch; writes <prefix>.toml."""
     os.makedirs(out_dir, exist_ok=True)
     language = language.eval()
     dec = language.decoder
-    res_path = os.path.join(out_dir, "language_resampler.onnx")
-    step_path = os.path.join(out_dir, "language_step.onnx")
+    res_path = os.path.join(out_dir, f"{prefix}_resampler.onnx")
+    step_path = os.path.join(out_dir, f"{prefix}_step.onnx")
     feats = torch.randn(*feat_shape)
     with torch.no_grad():
         torch.onnx.export(language.resampler, (feats,), res_path, opset_version=OPSET, dynamo=False,
@@ -183,12 +315,13 @@ def export_language(language, feat_shape: list[int], out_dir: str, provenance: d
     prov.setdefault("commit", git_commit())
     prov["opset"] = OPSET
     prov["parity_max_abs_diff_ort"] = max_diff
-    man = os.path.join(out_dir, "language.toml")
+    man = os.path.join(out_dir, f"{prefix}.toml")
     kshape = list(k.shape)
     text = "# Student language branch: resampler (features -> latents) + one decoder step with explicit KV cache.\n"
     text += "# Decode: pos=0 token=<bos>, zero caches; feed back new_k/new_v and argmax(logits) with pos+1 until <eos>.\n"
-    text += _table("model", {"name": "student-language", "kind": "language", "resampler_onnx": "language_resampler.onnx",
-                             "resampler_sha256": sha256(res_path), "step_onnx": "language_step.onnx",
+    text += _table("model", {"name": f"student-{prefix}", "kind": "language",
+                             "resampler_onnx": os.path.basename(res_path),
+                             "resampler_sha256": sha256(res_path), "step_onnx": os.path.basename(step_path),
                              "step_sha256": sha256(step_path), "precision": "f32"})
     text += "\n" + _table("io", {"features": feat_shape, "latents": list(lat.shape), "token": [1, 1], "pos": [1],
                                  "kv_cache": kshape, "logits": [1, len(VOCAB)], "max_len": TEXT_LEN})

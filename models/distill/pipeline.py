@@ -28,7 +28,8 @@ sys.path.insert(0, HERE)
 from data import DrivingData  # noqa: E402
 from distill import (load_ckpt, train_student_driving, train_student_language, train_teacher,  # noqa: E402
                      commentary_metrics, eval_driving, eval_teacher)
-from export import export_driving, export_language  # noqa: E402
+from export import (TeacherVisionOnly, export_driving, export_language, quantize_driving, ort_latency,  # noqa: E402
+                    raw_val_frames)
 from student import Student  # noqa: E402
 from teacher import Teacher  # noqa: E402
 
@@ -39,10 +40,10 @@ PRESETS = {
     # A medium run (~35 min at the rates measured on this loaded 2-core machine) to see the losses move.
     "medium": dict(frames=4000, seeds="0..2000", every=4, batch=32, teacher_steps=80, s1_steps=50, s2_steps=20,
                    eval_every=40, ckpt_every=10, lr_teacher=5e-4, lr_student=1e-3, val_limit=128),
-    # The planned full run, sized for <= 2 h on 2 CPU cores at the s/step measured under load (README.md). On an idle
-    # machine steps run ~2-3x faster: scale the step counts up with --set teacher_steps=... to fill the budget.
-    "full": dict(frames=12000, seeds="0..10000", every=4, batch=32, teacher_steps=270, s1_steps=170, s2_steps=60,
-                 eval_every=100, ckpt_every=10, lr_teacher=5e-4, lr_student=1e-3, val_limit=256),
+    # The full run, sized for <= 2 h on this 2-core machine when it is quiet (timing.py, idle box: teacher 1.26 s/step,
+    # student stage 1 0.88, stage 2 0.56, ablation 0.39 / 0.20 at batch 32 -> ~67 min of steps + dataset/eval/export).
+    "full": dict(frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=600,
+                 eval_every=200, ckpt_every=50, lr_teacher=5e-4, lr_student=1e-3, val_limit=256),
 }
 
 
@@ -96,6 +97,40 @@ def plot(run_dir: str, stages: list[str]) -> None:
     print(f"[plot] {os.path.join(run_dir, 'losses.png')}")
 
 
+def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, preset: str, timings: dict,
+               val: dict) -> dict:
+    """Every artifact the runtime and `cargo xtask eval` use: distilled student (f32 + int8), its language branch, the
+    no-distillation ablation (+ its language branch), the vision-only teacher (+ its checkpoint, for commentary)."""
+    prov = {"dataset_seeds": cfg["seeds"], "dataset_frames": len(data), "preset": preset,
+            "train_s": round(sum((timings.get(s) or {}).get("elapsed_s", 0) or 0 for s in
+                                 ("teacher", "student_s1", "student_s2")), 1), "trained": preset != "smoke"}
+    real = [data.batch(va[i : i + 1]) for i in range(min(4, len(va)))]
+    raw = raw_val_frames(data, va[: min(3, len(va))])
+    r = export_driving(student.driving, exp, "student", dict(prov, distilled=True), real_inputs=real,
+                       metrics={"val_wp_l2_m": val["student_wp_l2_m"]}, raw_frames=raw,
+                       description=f"Distilled student ({preset} run), driving branch.")
+    rl = export_language(student.language, r["features_shape"], exp, dict(prov, distilled=True))
+    ra = export_driving(ablation.driving, exp, "student_nodistill", dict(prov, distilled=False), real_inputs=real,
+                        metrics={"val_wp_l2_m": val["ablation_wp_l2_m"]}, raw_frames=raw,
+                        description=f"No-distillation ablation ({preset} run): same student, ground truth only.")
+    rla = export_language(ablation.language, ra["features_shape"], exp, dict(prov, distilled=False),
+                          prefix="language_nodistill")
+    rt = export_driving(TeacherVisionOnly(teacher), exp, "teacher", dict(prov, mode="vision-only"),
+                        real_inputs=real[:2], metrics={"val_wp_l2_m": val["teacher_wp_l2_m"]}, raw_frames=raw,
+                        kind="teacher", description=f"Teacher ({preset} run) in vision-only mode (empty commentary).")
+    torch.save({"cfg": teacher.cfg, "state": teacher.state_dict()}, os.path.join(exp, "teacher.pt"))
+    rng = np.random.default_rng(7)
+    calib = [data.batch([int(i)]) for i in rng.choice(tr, min(64, len(tr)), replace=False)]
+    rq = quantize_driving(r, "student_int8", calib, dict(prov, distilled=True), raw_frames=raw,
+                          description=f"Distilled student ({preset} run), int8 QLinearConv backbone.")
+    lat = ort_latency({"teacher": rt["onnx"], "student": r["onnx"], "student_int8": rq["onnx"]})
+    print(f"[export] onnxruntime latency, 1 thread, median ms: {lat}")
+    return {"parity_max_abs_diff": {"student": r["max_abs_diff"], "language": rl["max_abs_diff"],
+                                    "ablation": ra["max_abs_diff"], "ablation_language": rla["max_abs_diff"],
+                                    "teacher": rt["max_abs_diff"]},
+            "int8_vs_f32_max_abs_diff_m": rq["int8_vs_f32_max_abs_diff"], "ort_latency_ms": lat}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="same as --preset smoke")
@@ -103,7 +138,7 @@ def main() -> None:
     ap.add_argument("--run-dir", help="default: /work/distill-runs/<preset> if /work exists, else models/distill/runs/")
     ap.add_argument("--data", help="use this existing dataset directory instead of generating one")
     ap.add_argument("--rtvla", help="rtvla binary used to generate the dataset")
-    ap.add_argument("--export-to", help="also copy the distilled student's export (manifest + onnx) here")
+    ap.add_argument("--export-to", help="also copy the whole export (students, language branches, teacher) here, e.g. models/student")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
     a = ap.parse_args()
@@ -165,25 +200,13 @@ def main() -> None:
     # 6. export + parity
     t0 = time.time()
     exp = os.path.join(run_dir, "export")
-    prov = {"dataset_seeds": cfg["seeds"], "dataset_frames": len(data), "preset": preset,
-            "train_s": round(sum(timings[s].get("elapsed_s", 0) or 0 for s in
-                                 ("teacher", "student_s1", "student_s2")), 1), "trained": preset != "smoke"}
-    real = [data.batch(va[i : i + 1]) for i in range(min(4, len(va)))]
-    metrics = {"val_wp_l2_m": val["student_wp_l2_m"]}
-    r = export_driving(student.driving, exp, "student", dict(prov, distilled=True), real_inputs=real, metrics=metrics,
-                       description=f"Distilled student ({preset} run), driving branch.")
-    rl = export_language(student.language, r["features_shape"], exp, dict(prov, distilled=True))
-    ra = export_driving(ablation.driving, exp, "student_nodistill", dict(prov, distilled=False), real_inputs=real,
-                        metrics={"val_wp_l2_m": val["ablation_wp_l2_m"]},
-                        description=f"No-distillation ablation ({preset} run): same student, ground truth only.")
+    timings.update(export_all(exp, data, tr, va, teacher, student, ablation, cfg, preset, timings, val))
     timings["export_s"] = time.time() - t0
-    timings["parity_max_abs_diff"] = {"student": r["max_abs_diff"], "language": rl["max_abs_diff"],
-                                      "ablation": ra["max_abs_diff"]}
-    if a.export_to:
+    if a.export_to:  # e.g. models/student: the bundle the boards and `cargo xtask eval` use
         os.makedirs(a.export_to, exist_ok=True)
-        for f in ("student.onnx", "student.toml"):
+        for f in sorted(os.listdir(exp)):
             shutil.copy(os.path.join(exp, f), os.path.join(a.export_to, f))
-        print(f"[export] copied student.onnx/.toml to {a.export_to}")
+        print(f"[export] copied {len(os.listdir(exp))} files of {exp} to {a.export_to}")
     plot(run_dir, ["teacher", "student_s1", "student_s2", "ablation_s1", "ablation_s2"])
     timings["total_s"] = time.time() - t_start
     with open(os.path.join(run_dir, "timings.json"), "w") as f:

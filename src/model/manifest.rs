@@ -140,9 +140,14 @@ impl Manifest {
         self.outputs.iter().find(|t| t.role == role)
     }
 
+    /// A student, or a teacher exported in vision-only mode with the student's I/O contract (evaluation only).
+    pub fn is_driving_graph(&self) -> bool {
+        matches!(self.model.kind.as_str(), "student" | "teacher")
+    }
+
     /// The student contract: roles present once each, dtypes f32, shapes as DESIGN §3 says.
     fn check_contract(&self) -> Result<(), String> {
-        if self.model.kind != "student" {
+        if !self.is_driving_graph() {
             return Ok(());
         }
         for t in self.inputs.iter().chain(&self.outputs) {

@@ -2,6 +2,7 @@
 
 pub mod manifest;
 pub mod student;
+pub mod tools;
 
 use crate::types::{EgoState, Waypoints};
 

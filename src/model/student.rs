@@ -31,9 +31,9 @@ impl TractStudent {
     /// Load, verify and optimise a student from its manifest. Every mismatch is `BadInput`.
     pub fn load(manifest_path: &Path) -> anyhow::Result<TractStudent> {
         let manifest = Manifest::load(manifest_path)?;
-        if manifest.model.kind != "student" {
+        if !manifest.is_driving_graph() {
             return Err(bad_input(format!(
-                "model manifest {}: kind is {:?}, the drive loop needs a student",
+                "model manifest {}: kind is {:?}, the drive loop needs a driving graph (student or teacher)",
                 manifest_path.display(),
                 manifest.model.kind
             )));

@@ -1,0 +1,336 @@
+//! `cargo xtask eval`: the measured table of issue 4 / models/MODEL_CARD.md, from the bundled models, in one run.
+//!
+//! Driving score and route completion come from closed-loop `rtvla sim eval` on held-out seeds (through the runtime,
+//! tract, simulated time); tract latency from `rtvla model bench` (all models round-robin in one process, nothing else
+//! running); ONNX Runtime latency and commentary from `models/distill/evaluate.py`; parity from `rtvla model check`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{read_json, release_bin, run, step};
+
+pub struct EvalOptions {
+    pub models: PathBuf,
+    pub scenarios: String,
+    pub seeds: u64,
+    pub int8_seeds: u64,
+    pub int8_scenarios: String,
+    pub frames: usize,
+    pub iters: usize,
+    pub out: PathBuf,
+    pub card: PathBuf,
+}
+
+/// The rows of the table, in order: (row label, manifest stem or None for the expert, language/commentary key).
+const ROWS: [(&str, Option<&str>); 5] = [
+    ("expert", None),
+    ("teacher", Some("teacher")),
+    ("student (distilled, f32)", Some("student")),
+    ("student (quantized, int8)", Some("student_int8")),
+    ("student without distillation", Some("student_nodistill")),
+];
+const HELD_OUT_FIRST_SEED: u64 = 1_000_000;
+
+pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
+    let bin = release_bin(root);
+    if !bin.exists() {
+        step("building the release binary");
+        run(crate::cargo().args(["build", "--release", "--bin", "rtvla"]))?;
+    }
+    let models = root.join(&o.models);
+    for (_, stem) in ROWS {
+        if let Some(s) = stem {
+            if !models.join(format!("{s}.toml")).exists() {
+                bail!("{}: missing {s}.toml (run `cargo xtask train` and bundle its export)", models.display());
+            }
+        }
+    }
+    let work = root.join("target/eval");
+    std::fs::create_dir_all(&work)?;
+    let t0 = std::time::Instant::now();
+
+    step("parity: runtime preprocess + tract vs the exporter's reference outputs (rtvla model check)");
+    let mut parity = serde_json::Map::new();
+    for (_, stem) in ROWS {
+        let Some(s) = stem else { continue };
+        let j = work.join(format!("check-{s}.json"));
+        let status = Command::new(&bin)
+            .arg("model")
+            .arg("check")
+            .arg(models.join(format!("{s}.toml")))
+            .arg("--json")
+            .arg(&j)
+            .status()?;
+        parity.insert(s.into(), if j.exists() { read_json(&j)? } else { json!({"error": status.to_string()}) });
+    }
+
+    step(&format!("tract latency, all models round-robin in one process ({} timed runs each)", o.iters));
+    let bench = work.join("bench.json");
+    let mut cmd = Command::new(&bin);
+    cmd.args(["model", "bench", "--iters", &o.iters.to_string(), "--json"]).arg(&bench);
+    for s in ["student", "teacher", "student_int8", "student_nodistill"] {
+        cmd.arg(models.join(format!("{s}.toml")));
+    }
+    run(&mut cmd)?;
+    let tract: Vec<Value> = read_json(&bench)?.as_array().cloned().unwrap_or_default();
+    let tract_ms = |name: &str| {
+        tract.iter().find(|r| r["model"] == name).and_then(|r| r["median_ms"].as_f64()).unwrap_or(f64::NAN)
+    };
+
+    step("held-out dataset for commentary");
+    let heldout = work.join(format!("heldout-dataset-{}", o.frames));
+    if !heldout.join("data_card.json").exists() {
+        let tmp = work.join("heldout-dataset.tmp");
+        let every = "30";
+        let _ = std::fs::remove_dir_all(&tmp);
+        run(Command::new(&bin)
+            .args(["sim", "dataset", "--frames", &o.frames.to_string(), "--every", every, "--seeds"])
+            .arg(format!("{HELD_OUT_FIRST_SEED}..1100000"))
+            .arg("--out")
+            .arg(&tmp))?;
+        std::fs::rename(&tmp, &heldout)?;
+    }
+
+    step("commentary (language branches via onnxruntime) + ONNX Runtime latency (models/distill/evaluate.py)");
+    let py_json = work.join("python.json");
+    run(Command::new(crate::distill_python(root)?)
+        .arg(root.join("models/distill/evaluate.py"))
+        .arg("--models")
+        .arg(&models)
+        .arg("--data")
+        .arg(&heldout)
+        .arg("--json")
+        .arg(&py_json)
+        .arg("--limit")
+        .arg(o.frames.to_string()))?;
+    let py = read_json(&py_json)?;
+
+    step(&format!(
+        "closed-loop driving score, held-out scenarios, seeds {HELD_OUT_FIRST_SEED}..+{} (int8: +{}), 2 at a time",
+        o.seeds, o.int8_seeds
+    ));
+    let mut pending: Vec<(String, Command)> = Vec::new();
+    for (_, stem) in ROWS {
+        let _ = std::fs::remove_file(work.join(format!("ds-{}.json", stem.unwrap_or("expert"))));
+    }
+    for (label, stem) in ROWS {
+        let int8 = stem == Some("student_int8");
+        let (n, scen) = if int8 { (o.int8_seeds, &o.int8_scenarios) } else { (o.seeds, &o.scenarios) };
+        if n == 0 {
+            continue; // skipped on request (--int8-seeds 0): its row shows no score
+        }
+        let mut c = Command::new(&bin);
+        c.args(["sim", "eval", "--scenarios", scen, "--seeds"])
+            .arg(format!("{HELD_OUT_FIRST_SEED}..{}", HELD_OUT_FIRST_SEED + n))
+            .arg("--json")
+            .arg(work.join(format!("ds-{}.json", stem.unwrap_or("expert"))));
+        match stem {
+            None => c.args(["--policy", "expert"]),
+            Some(s) => c.args(["--policy", "model", "--model"]).arg(models.join(format!("{s}.toml"))),
+        };
+        c.env("RUST_LOG", "warn");
+        pending.push((label.to_string(), c));
+    }
+    run_parallel(pending, 2)?;
+
+    // ------------------------------------------------------------------ assemble
+    let mut rows = Vec::new();
+    for (label, stem) in ROWS {
+        let key = stem.unwrap_or("expert");
+        let ds_path = work.join(format!("ds-{key}.json"));
+        let ds = if ds_path.exists() { read_json(&ds_path)? } else { json!({}) };
+        let com = &py["commentary"][key];
+        rows.push(json!({
+            "row": label,
+            "model": stem,
+            "driving_score": ds["driving_score"],
+            "route_completion": ds["route_completion"],
+            "success_rate": ds["success_rate"],
+            "runs": ds["runs"].as_array().map_or(0, |a| a.len()),
+            "errors": ds["errors"].as_array().map_or(0, |a| a.len()),
+            "tract_ms": stem.map(tract_ms),
+            "ort_ms": stem.map(|s| py["ort_latency_ms"][s].clone()),
+            "commentary_action_object": com.get("action_object").cloned(),
+            "commentary_exact": com.get("exact").cloned(),
+            "parity": stem.map(|s| parity[s].clone()),
+        }));
+    }
+    // The int8 student drives a subset: score the f32 student on exactly those runs for the "points lost" figure.
+    let int8_path = work.join("ds-student_int8.json");
+    let int8_runs = if int8_path.exists() {
+        read_json(&int8_path)?["runs"].as_array().cloned().unwrap_or_default()
+    } else {
+        vec![]
+    };
+    let f32_runs = read_json(&work.join("ds-student.json"))?["runs"].as_array().cloned().unwrap_or_default();
+    let same: Vec<f64> = int8_runs
+        .iter()
+        .filter_map(|q| {
+            f32_runs
+                .iter()
+                .find(|f| f["scenario"] == q["scenario"] && f["seed"] == q["seed"])
+                .and_then(|f| f["score"].as_f64())
+        })
+        .collect();
+    let f32_same_ds = if same.len() == int8_runs.len() && !same.is_empty() {
+        json!(same.iter().sum::<f64>() / same.len() as f64)
+    } else {
+        Value::Null
+    };
+    let ratio = |a: f64, b: f64| if a.is_finite() && b.is_finite() && b > 0.0 { json!(a / b) } else { Value::Null };
+    let ort = |s: &str| py["ort_latency_ms"][s].as_f64().unwrap_or(f64::NAN);
+    let summary = json!({
+        "int8_scenarios": o.int8_scenarios,
+        "student_f32_ds_on_int8_runs": f32_same_ds,
+        "teacher_student_ratio": ratio(tract_ms("teacher"), tract_ms("student")),
+        "quantized_speedup": ratio(tract_ms("student"), tract_ms("student_int8")),
+        "tract_vs_ort": ratio(tract_ms("student"), ort("student")),
+        "tract_vs_ort_int8": ratio(tract_ms("student_int8"), ort("student_int8")),
+        "ort_quantized_speedup": ratio(ort("student"), ort("student_int8")),
+        "ort_teacher_student_ratio": ratio(ort("teacher"), ort("student")),
+    });
+    let out = json!({
+        "measured_utc": utc_now(),
+        "machine": machine(),
+        "scenarios": o.scenarios,
+        "held_out_seeds": [HELD_OUT_FIRST_SEED, HELD_OUT_FIRST_SEED + o.seeds],
+        "int8_held_out_seeds": [HELD_OUT_FIRST_SEED, HELD_OUT_FIRST_SEED + o.int8_seeds],
+        "commentary_frames": py["frames"],
+        "rows": rows,
+        "summary": summary,
+        "tract_bench": tract,
+        "wall_s": t0.elapsed().as_secs_f64(),
+    });
+    let out_path = root.join(&o.out);
+    std::fs::write(&out_path, serde_json::to_string_pretty(&out)? + "\n")?;
+    let table = render_table(&out);
+    println!("\n{table}");
+    update_card(&root.join(&o.card), &table)?;
+    eprintln!("wrote {} and the table in {}", out_path.display(), o.card.display());
+    Ok(())
+}
+
+/// Run labelled commands, at most `jobs` at once; fail after all finished if any failed.
+fn run_parallel(mut pending: Vec<(String, Command)>, jobs: usize) -> Result<()> {
+    pending.reverse();
+    let mut running: Vec<(String, Child, std::time::Instant)> = Vec::new();
+    let mut failed = Vec::new();
+    while !pending.is_empty() || !running.is_empty() {
+        while running.len() < jobs {
+            let Some((label, mut c)) = pending.pop() else { break };
+            eprintln!("  started: {label}");
+            running.push((label, c.spawn().context("spawning rtvla sim eval")?, std::time::Instant::now()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut i = 0;
+        while i < running.len() {
+            if let Some(st) = running[i].1.try_wait()? {
+                let (label, _, t) = running.remove(i);
+                eprintln!("  finished: {label} ({st}, {:.0} s)", t.elapsed().as_secs_f64());
+                if !st.success() {
+                    failed.push(label);
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("sim eval failed for: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn fmt_num(v: &Value, scale: f64, digits: usize, suffix: &str) -> String {
+    v.as_f64().map_or("—".into(), |x| format!("{:.*}{suffix}", digits, x * scale))
+}
+
+/// The markdown table of the issue (plus the side-by-side latency columns and run counts).
+pub fn render_table(out: &Value) -> String {
+    let sm = &out["summary"];
+    let mut s = String::from(
+        "| | DS held-out | route compl. | runs | latency tract (ms, median) | latency ONNX Runtime (ms) | commentary: action+object correct |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for r in out["rows"].as_array().into_iter().flatten() {
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            r["row"].as_str().unwrap_or("?"),
+            fmt_num(&r["driving_score"], 1.0, 1, ""),
+            fmt_num(&r["route_completion"], 100.0, 1, " %"),
+            r["runs"],
+            fmt_num(&r["tract_ms"], 1.0, 2, ""),
+            fmt_num(&r["ort_ms"], 1.0, 2, ""),
+            fmt_num(&r["commentary_action_object"], 100.0, 1, " %"),
+        );
+    }
+    s += &format!(
+        "\nint8 student: {} runs ({}), DS {}; the f32 student on the same runs: DS {}.\n",
+        out["rows"][3]["runs"],
+        sm["int8_scenarios"].as_str().unwrap_or("?"),
+        fmt_num(&out["rows"][3]["driving_score"], 1.0, 1, ""),
+        fmt_num(&sm["student_f32_ds_on_int8_runs"], 1.0, 1, ""),
+    );
+    s += &format!(
+        "teacher/student latency on tract: {}× (ONNX Runtime: {}×); int8 speed-up on tract: {}× (ONNX Runtime: {}×); \
+         tract/ONNX Runtime f32 student: {}×, int8: {}×.\n",
+        fmt_num(&sm["teacher_student_ratio"], 1.0, 2, ""),
+        fmt_num(&sm["ort_teacher_student_ratio"], 1.0, 2, ""),
+        fmt_num(&sm["quantized_speedup"], 1.0, 2, ""),
+        fmt_num(&sm["ort_quantized_speedup"], 1.0, 2, ""),
+        fmt_num(&sm["tract_vs_ort"], 1.0, 2, ""),
+        fmt_num(&sm["tract_vs_ort_int8"], 1.0, 2, ""),
+    );
+    s += &format!(
+        "Measured {} on {} by `cargo xtask eval` (scenarios {}, seeds {} (int8: {}); commentary on {} held-out frames).\n",
+        out["measured_utc"].as_str().unwrap_or("?"),
+        out["machine"].as_str().unwrap_or("?"),
+        out["scenarios"],
+        out["held_out_seeds"],
+        out["int8_held_out_seeds"],
+        out["commentary_frames"],
+    );
+    s
+}
+
+const BEGIN: &str = "<!-- xtask eval: begin (generated, do not edit) -->";
+const END: &str = "<!-- xtask eval: end -->";
+
+/// Replace the generated block of the model card (or append one).
+fn update_card(card: &Path, table: &str) -> Result<()> {
+    let text = std::fs::read_to_string(card).unwrap_or_else(|_| "# Model card\n\n".into());
+    let block = format!("{BEGIN}\n{table}{END}");
+    let new = match (text.find(BEGIN), text.find(END)) {
+        (Some(a), Some(b)) if b > a => format!("{}{block}{}", &text[..a], &text[b + END.len()..]),
+        _ => format!("{text}\n{block}\n"),
+    };
+    std::fs::write(card, new)?;
+    Ok(())
+}
+
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let isa: Vec<&str> =
+        ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"].into_iter().filter(|f| flags.contains(f)).collect();
+    format!("{cpu}, {cores} cores, {}", isa.join("+"))
+}
