@@ -107,10 +107,15 @@ def _loop(name: str, out: str, steps: int, modules: dict, params, step_fn, cfg: 
     ckpt = os.path.join(out, f"{name}.pt")
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("wd", 0.01))
     start = load_ckpt(ckpt, modules, opt)
+    # Training seconds of earlier sessions of this stage (kept in the checkpoint, so a resumed or skipped stage still
+    # reports its whole training time in the manifests' provenance).
+    prior = float(torch.load(ckpt, map_location="cpu", weights_only=False).get("extra", {}).get("elapsed_s", 0.0)) \
+        if start else 0.0
     timing = {"stage": name, "start_step": start, "steps": steps}
     if start >= steps:
         print(f"[{name}] done already ({start}/{steps} steps), skipping")
         timing["sec_per_step"] = None
+        timing["elapsed_s"] = prior
         return timing
     if start:
         print(f"[{name}] resuming at step {start}/{steps}")
@@ -137,10 +142,10 @@ def _loop(name: str, out: str, steps: int, modules: dict, params, step_fn, cfg: 
         logger.log(row)
         bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if k == "loss" or k == "val"})
         if (step + 1) % cfg.get("ckpt_every", 100) == 0 or step + 1 == steps:
-            save_ckpt(ckpt, step + 1, modules, opt)
+            save_ckpt(ckpt, step + 1, modules, opt, extra={"elapsed_s": prior + time.time() - t0})
     elapsed = time.time() - t0
     timing["sec_per_step"] = elapsed / max(1, steps - start)
-    timing["elapsed_s"] = elapsed
+    timing["elapsed_s"] = prior + elapsed
     if logger:
         logger.close()
     print(f"[{name}] {steps - start} steps in {elapsed:.1f}s ({timing['sec_per_step']:.3f} s/step)")

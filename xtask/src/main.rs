@@ -279,6 +279,29 @@ fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) -> R
         f("camera_ms", "p50")
     );
     println!("  wake-up jitter p99 {:.3} ms, deadline misses {}", f("jitter_ms", "p99"), r["deadline_misses"]);
+    // Model latencies on tract, measured now, side by side in one process (rtvla model bench).
+    let (mut teacher_student, mut quantized) = (serde_json::Value::Null, serde_json::Value::Null);
+    let bundle = root.join("models/student");
+    if bundle.join("teacher.toml").exists() {
+        let j = dir.join("model-bench.json");
+        let mut cmd = Command::new(release_bin(root));
+        cmd.args(["model", "bench", "--iters", if quick { "10" } else { "50" }, "--json"]).arg(&j);
+        for m in ["student", "teacher", "student_int8"] {
+            cmd.arg(bundle.join(format!("{m}.toml")));
+        }
+        run(&mut cmd)?;
+        let rows = read_json(&j)?;
+        teacher_student = rows[1]["ratio_to_first"].clone();
+        quantized = rows[2]["ratio_to_first"].as_f64().map_or(serde_json::Value::Null, |r| serde_json::json!(1.0 / r));
+        println!(
+            "models on tract (median, one run): teacher / student = {:.2}x, int8 speed-up = {:.2}x",
+            teacher_student.as_f64().unwrap_or(f64::NAN),
+            quantized.as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    // tract vs ONNX Runtime needs the Python venv: taken from the last `cargo xtask eval` (models/eval.json).
+    let tract_vs_ort = read_json(&root.join("models/eval.json"))
+        .map_or(serde_json::Value::Null, |e| e["summary"]["tract_vs_ort"].clone());
     let out = serde_json::json!({
         "overhead_ratio": overhead_ratio,
         "overhead_ratio_median": median_ratio,
@@ -289,10 +312,10 @@ fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) -> R
         "allocs_per_tick_outside_inference": r["allocs_per_tick_outside_inference"],
         "allocs_per_inference": r["allocs_per_inference"],
         "model": r["model"],
-        // Filled by the distillation / quantisation work; null until those models exist.
-        "teacher_student_ratio": null,
-        "tract_vs_ort": null,
-        "quantized_speedup": null,
+        "teacher_student_ratio": teacher_student,
+        "quantized_speedup": quantized,
+        "tract_vs_ort": tract_vs_ort,
+        "tract_vs_ort_source": "models/eval.json (cargo xtask eval)",
     });
     if let Some(p) = json {
         std::fs::write(&p, serde_json::to_string_pretty(&out)? + "\n")?;
