@@ -272,7 +272,7 @@ mod tests {
         assert_eq!(b.board.name, "host-sim");
         assert_eq!(b.camera.source, CameraSource::Sim);
         assert_eq!(b.period_ms(), 50.0);
-        assert_eq!(b.model_manifest(), Path::new("boards/../models/fixture/student_fixture.toml"));
+        assert_eq!(b.model_manifest(), Path::new("boards/../models/student/student.toml"));
     }
 
     #[test]
