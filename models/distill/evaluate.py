@@ -24,6 +24,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from data import ACTIONS, BOS, EOS, OBJECTS, TEXT_LEN, VOCAB, DrivingData, template_key  # noqa: E402
+import export  # noqa: E402
 from export import _ort  # noqa: E402
 
 # driving graph -> the language branch that reads its features
@@ -93,18 +94,8 @@ def teacher_commentary(models: str, data: DrivingData, idx: np.ndarray) -> dict 
 
 
 def ort_latency(models: str, names: list[str], runs: int) -> dict:
-    rng = np.random.default_rng(0)
-    feed = {"image": rng.standard_normal((1, 3, 128, 256)).astype(np.float32),
-            "speed": np.array([[5.0]], np.float32), "target_points": np.array([[[15, 0.5], [35, 1.0]]], np.float32)}
-    sess = {n: _ort(os.path.join(models, f"{n}.onnx")) for n in names if os.path.exists(os.path.join(models, f"{n}.onnx"))}
-    times: dict = {n: [] for n in sess}
-    for r in range(runs + 3):
-        for n, s in sess.items():
-            t0 = time.perf_counter()
-            s.run(None, feed)
-            if r >= 3:
-                times[n].append((time.perf_counter() - t0) * 1e3)
-    return {n: float(np.median(v)) for n, v in times.items()}
+    paths = {n: os.path.join(models, f"{n}.onnx") for n in names}
+    return export.ort_latency({n: p for n, p in paths.items() if os.path.exists(p)}, runs=runs)
 
 
 def main() -> None:
