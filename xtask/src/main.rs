@@ -247,7 +247,7 @@ fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) -> R
     let dir = tempdir()?;
     let ticks = if quick { "200" } else { "1200" };
     let report = dir.join("bench-drive.json");
-    eprintln!("real-time drive, fixture student, {ticks} ticks at 20 Hz ...");
+    eprintln!("real-time drive, the board's student, {ticks} ticks at 20 Hz ...");
     run(Command::new(release_bin(root))
         .args(["drive", "--quiet", "--no-store", "--board", "boards/host-sim.toml", "--ticks", ticks, "--report-json"])
         .arg(&report))?;
