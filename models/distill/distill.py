@@ -264,6 +264,11 @@ def _val_batches(va, bs=32, limit=512):
         yield va[i : i + bs]
 
 
+def _wp_errors(path, speed_wps, b) -> torch.Tensor:
+    """Per-frame mean L2 (m) over the 20 path points and 10 speed waypoints."""
+    return torch.cat([(path - b["path"]).norm(dim=-1), (speed_wps - b["speed_wps"]).norm(dim=-1)], 1).mean(1)
+
+
 @torch.no_grad()
 def eval_driving(drv, data, va) -> float:
     """Mean L2 (m) over all 30 waypoints on validation frames."""
@@ -272,7 +277,7 @@ def eval_driving(drv, data, va) -> float:
     for idx in _val_batches(va):
         b = data.batch(idx)
         path, sw, _ = drv(b["image"], b["speed"], b["target_points"])
-        errs.append(torch.cat([(path - b["path"]).norm(dim=-1), (sw - b["speed_wps"]).norm(dim=-1)], 1).mean(1))
+        errs.append(_wp_errors(path, sw, b))
     return float(torch.cat(errs).mean()) if errs else float("nan")
 
 
@@ -283,8 +288,7 @@ def eval_teacher(teacher, data, va) -> float:
     for idx in _val_batches(va):
         b = data.batch(idx)
         o = teacher(b["image"], b["speed"], b["target_points"], text_io(b["tokens"])[0])
-        errs.append(torch.cat([(o["path"] - b["path"]).norm(dim=-1),
-                               (o["speed_wps"] - b["speed_wps"]).norm(dim=-1)], 1).mean(1))
+        errs.append(_wp_errors(o["path"], o["speed_wps"], b))
     return float(torch.cat(errs).mean()) if errs else float("nan")
 
 
