@@ -104,6 +104,10 @@ fn default_warmup() -> u64 {
 pub struct ModelConfig {
     /// Path of the student's manifest TOML.
     pub manifest: PathBuf,
+    /// The precision the board expects (f32, int8, f16); checked against the manifest so a profile never runs a
+    /// model other than the one it was sized for.
+    #[serde(default)]
+    pub precision: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,11 +171,15 @@ pub struct SimConfig {
     pub scenario: String,
     #[serde(default)]
     pub seed: u64,
+    /// Simulated seconds per control tick (default: the loop period). A board whose loop runs slower than real
+    /// hardware (an emulated CPU) slows the simulated world down alike instead of letting it jump seconds per tick.
+    #[serde(default)]
+    pub dt_s: Option<f32>,
 }
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { scenario: default_scenario(), seed: 0 }
+        SimConfig { scenario: default_scenario(), seed: 0, dt_s: None }
     }
 }
 
@@ -229,6 +237,19 @@ impl Board {
         if self.vehicle.link == LinkKind::Udp && self.vehicle.peer.is_none() {
             return Err("vehicle.peer is required when vehicle.link = \"udp\"".into());
         }
+        if let Some(dt) = self.sim.dt_s {
+            if !(dt > 0.0 && dt <= 1.0) {
+                return Err(format!("sim.dt_s = {dt} must be in (0, 1] seconds"));
+            }
+        }
+        if self.camera.source == CameraSource::V4l2 && self.camera.device.is_empty() {
+            return Err("camera.device is required when camera.source = \"v4l2\"".into());
+        }
+        if let Some(p) = &self.model.precision {
+            if !matches!(p.as_str(), "f32" | "f16" | "int8") {
+                return Err(format!("model.precision = {p:?} must be f32, f16 or int8"));
+            }
+        }
         if !matches!(self.store.fsync.as_str(), "every_record" | "never" | "interval") {
             return Err(format!("store.fsync = {:?} must be every_record, interval or never", self.store.fsync));
         }
@@ -273,6 +294,25 @@ mod tests {
         assert_eq!(b.camera.source, CameraSource::Sim);
         assert_eq!(b.period_ms(), 50.0);
         assert_eq!(b.model_manifest(), Path::new("boards/../models/student/student.toml"));
+    }
+
+    #[test]
+    fn every_bundled_profile_parses_and_its_model_exists() {
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/boards")).unwrap() {
+            let path = entry.unwrap().path();
+            let b = Board::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            let manifest = crate::model::Manifest::load(&b.model_manifest())
+                .unwrap_or_else(|e| panic!("{}: model: {e:#}", path.display()));
+            if let Some(p) = &b.model.precision {
+                assert_eq!(&manifest.model.precision, p, "{}", path.display());
+            }
+            assert!(
+                b.board.target == "x86_64-unknown-linux-gnu" || b.board.target.starts_with("aarch64-unknown-linux-")
+            );
+            if b.camera.source == CameraSource::V4l2 {
+                assert!(crate::camera::pixel::PixelFormat::parse(&b.camera.format).is_some(), "{}", path.display());
+            }
+        }
     }
 
     #[test]

@@ -51,7 +51,16 @@ pub struct RunReport {
     pub fallbacks: u64,
     pub fallback_ticks: u64,
     pub faults: std::collections::BTreeMap<String, u64>,
+    /// Frames the camera skipped (driver sequence gaps).
     pub frames_dropped: u64,
+    /// Frames the camera delivered.
+    pub frames_captured: u64,
+    /// Times the camera was lost and reopened.
+    pub camera_reconnects: u64,
+    /// Camera buffers that failed to convert (short buffer, bad JPEG).
+    pub camera_bad_frames: u64,
+    /// The negotiated camera (device, driver, format, size, rate); null for the simulator's camera.
+    pub camera: Option<String>,
     /// Snapshot events flagged by the supervisor (fallback entries).
     pub events_flagged: u64,
     /// Snapshots committed to the store (written and fsynced per the board's policy).
@@ -116,6 +125,12 @@ impl RunReport {
             if faults.is_empty() { String::new() } else { format!(": {}", faults.join(", ")) },
             if self.frames_dropped > 0 { format!(", {} frames dropped", self.frames_dropped) } else { String::new() }
         );
+        if let Some(cam) = &self.camera {
+            s += &format!(
+                "  camera       {cam}: {} frames, {} dropped, {} reconnects, {} bad\n",
+                self.frames_captured, self.frames_dropped, self.camera_reconnects, self.camera_bad_frames
+            );
+        }
         if let (Some(ds), Some(rc)) = (self.driving_score, self.route_completion) {
             s += &format!(
                 "  driving      score {:.1}, route completion {:.1} % ({} seed {})\n",

@@ -360,6 +360,17 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         }
     };
     let manifest = crate::model::Manifest::load(&manifest_path)?;
+    // The board's own model must be what the profile says; an explicit --model is the user's choice.
+    if let (Some(want), PolicyKind::Model, None) = (&board.model.precision, opts.policy, &opts.model) {
+        if &manifest.model.precision != want {
+            return Err(bad_input(format!(
+                "board {} expects a {want} model, {} is {}",
+                board.board.name,
+                manifest_path.display(),
+                manifest.model.precision
+            )));
+        }
+    }
     let [_, h, w] = manifest
         .input(crate::model::Role::Image)
         .map(|t| [t.shape[1], t.shape[2], t.shape[3]])
@@ -407,40 +418,65 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
 
     let scenario = opts.scenario.clone().unwrap_or_else(|| board.sim.scenario.clone());
     let seed = opts.seed.unwrap_or(board.sim.seed);
+    let mut go = |camera: &mut dyn FrameSource, vehicle: &mut dyn VehicleLink| {
+        run_loop(
+            &cfg,
+            clock.as_mut(),
+            camera,
+            &mut pre,
+            student.as_mut(),
+            &mut controller,
+            &mut supervisor,
+            vehicle,
+            recorder.as_mut(),
+            &live,
+            &stop,
+        )
+    };
+    let sim_opts = |sync_timeout: Duration, render: bool| SimOptions {
+        scenario: scenario.clone(),
+        seed,
+        width: cam.width,
+        height: cam.height,
+        dt: board.sim.dt_s.unwrap_or((cfg.period_us as f32) * 1e-6),
+        with_expert: opts.policy == PolicyKind::Expert,
+        sync_timeout,
+        render,
+    };
+    let mut camera_report = CameraReport::default();
     let (outcome, metrics) = match (board.camera.source, board.vehicle.link) {
         (CameraSource::Sim, LinkKind::Sim) => {
-            let sim_opts = SimOptions {
-                scenario: scenario.clone(),
-                seed,
-                width: cam.width,
-                height: cam.height,
-                dt: (cfg.period_us as f32) * 1e-6,
-                with_expert: opts.policy == PolicyKind::Expert,
-                sync_timeout: if opts.virtual_time {
-                    Duration::from_secs(5)
-                } else {
-                    Duration::from_micros(cfg.period_us / 2)
-                },
-            };
-            let (harness, mut camera, mut vehicle) = SimHarness::spawn(sim_opts)?;
-            let o = run_loop(
-                &cfg,
-                clock.as_mut(),
-                &mut camera,
-                &mut pre,
-                student.as_mut(),
-                &mut controller,
-                &mut supervisor,
-                &mut vehicle,
-                recorder.as_mut(),
-                &live,
-                &stop,
-            );
+            let sync =
+                if opts.virtual_time { Duration::from_secs(5) } else { Duration::from_micros(cfg.period_us / 2) };
+            let (harness, mut camera, mut vehicle) = SimHarness::spawn(sim_opts(sync, true))?;
+            let o = go(&mut camera, &mut vehicle);
+            camera_report.update(&camera, None);
             (o, Some(harness.finish()?))
+        }
+        #[cfg(target_os = "linux")]
+        (CameraSource::V4l2, link) => {
+            let mut camera = open_v4l2(&board)?;
+            camera_report.update(&camera, Some(camera.info().to_string()));
+            tracing::info!("camera format negotiated: {}", camera.info());
+            let r = match link {
+                // The simulator is the vehicle (and the world); the frames come from the real device.
+                LinkKind::Sim => {
+                    let (harness, _sim_frames, mut vehicle) = SimHarness::spawn(sim_opts(Duration::ZERO, false))?;
+                    let o = go(&mut camera, &mut vehicle);
+                    (o, Some(harness.finish()?))
+                }
+                LinkKind::Udp => {
+                    let mut vehicle = open_udp(&board)?;
+                    (go(&mut camera, &mut vehicle), None)
+                }
+            };
+            camera_report.update(&camera, Some(camera.info().to_string()));
+            camera_report.bad_frames = camera.bad_frames();
+            r
         }
         (source, link) => {
             return Err(bad_input(format!(
-                "board {}: camera.source {source:?} with vehicle.link {link:?} is not supported by this build yet",
+                "board {}: camera.source {source:?} with vehicle.link {link:?} is not supported",
                 board.board.name
             )));
         }
@@ -487,7 +523,11 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         fallbacks: outcome.fallbacks,
         fallback_ticks: outcome.fallback_ticks,
         faults,
-        frames_dropped: 0,
+        frames_dropped: camera_report.dropped,
+        frames_captured: camera_report.frames,
+        camera_reconnects: camera_report.reconnects,
+        camera_bad_frames: camera_report.bad_frames,
+        camera: camera_report.description,
         events_flagged: outcome.fallbacks,
         events_written: writer_stats.as_ref().map_or(0, |w| w.written),
         events_dropped: rec_stats.map_or(0, |r| r.dropped_no_slot + r.dropped_queue_full)
@@ -505,6 +545,49 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     Ok((report, metrics))
 }
 
+/// Camera figures for the run report.
+#[derive(Default)]
+struct CameraReport {
+    description: Option<String>,
+    frames: u64,
+    dropped: u64,
+    reconnects: u64,
+    bad_frames: u64,
+}
+
+impl CameraReport {
+    fn update(&mut self, source: &dyn FrameSource, description: Option<String>) {
+        let st = source.stats();
+        (self.frames, self.dropped, self.reconnects) = (st.frames, st.dropped, st.reconnects);
+        if description.is_some() {
+            self.description = description;
+        }
+    }
+}
+
+/// The board's V4L2 camera, opened and negotiated (bad format / missing device fail here, before the first tick).
+#[cfg(target_os = "linux")]
+fn open_v4l2(board: &Board) -> anyhow::Result<crate::camera::v4l2::V4l2Camera> {
+    use crate::camera::pixel::PixelFormat;
+    let cam = &board.camera;
+    let format = PixelFormat::parse(&cam.format)
+        .ok_or_else(|| bad_input(format!("camera.format = {:?}: expected yuyv, mjpeg, nv12 or rgb24", cam.format)))?;
+    if cam.device.is_empty() {
+        return Err(bad_input("camera.device is required when camera.source = \"v4l2\""));
+    }
+    let mut c = crate::camera::v4l2::V4l2Config::new(&cam.device, format, cam.width, cam.height, cam.fps);
+    // Declare the device lost a little after the loop would call the frame stale.
+    c.frame_timeout = Duration::from_millis(cam.stale_after_ms as u64).max(Duration::from_millis(500)) * 2;
+    crate::camera::v4l2::V4l2Camera::open(c)
+}
+
+fn open_udp(board: &Board) -> anyhow::Result<crate::vehicle::udp::UdpLink> {
+    let v = &board.vehicle;
+    let bind = v.bind.as_deref().unwrap_or("0.0.0.0:0");
+    let peer = v.peer.as_deref().ok_or_else(|| bad_input("vehicle.peer is required for the udp link"))?;
+    crate::vehicle::udp::UdpLink::open(bind, peer, Duration::from_millis(v.state_timeout_ms as u64))
+}
+
 /// Best effort: CPU affinity, SCHED_FIFO and mlockall from the board profile; warns where not permitted.
 fn apply_realtime_settings(board: &Board) {
     let l = &board.control_loop;
@@ -520,7 +603,9 @@ fn apply_realtime_settings(board: &Board) {
             }
         }
         if l.rt_priority > 0 {
-            let p = libc::sched_param { sched_priority: l.rt_priority as i32 };
+            // musl's sched_param has more fields than glibc's: start from zeroes.
+            let mut p: libc::sched_param = std::mem::zeroed();
+            p.sched_priority = l.rt_priority as i32;
             if libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) != 0 {
                 tracing::warn!("SCHED_FIFO {} not permitted: {}", l.rt_priority, std::io::Error::last_os_error());
             }

@@ -53,7 +53,8 @@ impl LatencyHistogram {
         }
     }
 
-    /// Value at quantile q in [0, 1] (upper edge of its bucket, capped at max). 0 when empty.
+    /// Value at quantile q in [0, 1] (upper edge of its bucket, capped at max). 0 when empty. A quantile that falls
+    /// in the overflow bucket (>= 1 s, e.g. inference on an emulated CPU) is reported as the max seen.
     pub fn quantile(&self, q: f64) -> f64 {
         if self.count == 0 {
             return 0.0;
@@ -63,6 +64,9 @@ impl LatencyHistogram {
         for (i, n) in self.buckets.iter().enumerate() {
             seen += *n as u64;
             if seen >= rank {
+                if i == N_BUCKETS {
+                    return self.max_ms;
+                }
                 return ((i + 1) as f64 * BUCKET_MS).min(self.max_ms);
             }
         }

@@ -1,7 +1,10 @@
 //! Frame sources: where the loop gets its freshest image. Capture runs on its own thread and hands frames over
 //! through a triple buffer (freshest wins, never blocks the loop); the loop judges staleness by age.
 
+pub mod pixel;
 pub mod sim;
+#[cfg(target_os = "linux")]
+pub mod v4l2;
 
 use std::time::Instant;
 
@@ -31,7 +34,10 @@ impl Frame {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SourceStats {
     pub frames: u64,
+    /// Frames the source skipped (driver sequence gaps, sim frames never read).
     pub dropped: u64,
+    /// Times the device was lost and opened again.
+    pub reconnects: u64,
 }
 
 /// A camera as the loop sees it.

@@ -40,6 +40,9 @@ pub struct SimOptions {
     pub with_expert: bool,
     /// How long the camera waits for the frame that follows the last command.
     pub sync_timeout: Duration,
+    /// Render camera frames. Off when a real camera supplies the frames and the simulator is only the vehicle
+    /// (on an emulated or small CPU the renderer would compete with inference for nothing).
+    pub render: bool,
 }
 
 /// Shared counters between the loop-side handles and the sim thread.
@@ -118,7 +121,9 @@ impl SimHarness {
                         at: Instant::now(),
                     });
                     let f = frame_in.input_buffer_mut();
-                    world.render(&mut renderer, &mut f.rgb);
+                    if opts.render {
+                        world.render(&mut renderer, &mut f.rgb);
+                    }
                     f.seq = tick + 1;
                     f.captured_at = Instant::now();
                     f.privileged = opts.with_expert.then(|| world.expert_plan().waypoints);
@@ -187,6 +192,7 @@ mod tests {
             dt: 0.05,
             with_expert: false,
             sync_timeout: Duration::from_millis(10),
+            render: true,
         };
         let (harness, _camera, mut vehicle) = SimHarness::spawn(opts).unwrap();
         assert!(vehicle.state().is_ok());

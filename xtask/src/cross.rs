@@ -1,0 +1,180 @@
+//! Cross builds for the boards (`cargo xtask build --board B`) and the host prerequisites they need, installed
+//! idempotently: Debian packages through apt-get (only the missing ones, one `apt-get update` per run) and rustup
+//! targets. See ../shared/notes-cross-and-qemu.md for the recipe this follows.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, run, step};
+
+/// Debian packages a cross build of rtvla needs: the aarch64 linker and libc headers, libclang for bindgen
+/// (`v4l2-sys-mit`), and qemu-user to run aarch64 test binaries.
+pub const CROSS_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "libclang-dev", "qemu-user"];
+
+/// The triple this machine builds natively.
+const HOST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+
+/// True when dpkg says the package is installed.
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+/// `apt-get` as root, or through sudo when not root.
+fn apt_get() -> Command {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut c = if root {
+        Command::new("apt-get")
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("apt-get");
+        c
+    };
+    c.env("DEBIAN_FRONTEND", "noninteractive");
+    c
+}
+
+/// Install the Debian packages that are missing (none: no apt call at all).
+pub fn ensure_apt(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!("apt-get install {}", missing.join(" ")));
+    run(apt_get().args(["update", "-qq"]))?;
+    run(apt_get().args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing))
+        .context("installing Debian packages (needs root or sudo and a reachable Debian mirror)")?;
+    Ok(())
+}
+
+/// `dpkg --add-architecture arm64` (for `apt-get download ...:arm64`), once.
+pub fn ensure_arm64_arch() -> Result<()> {
+    let out = Command::new("dpkg").arg("--print-foreign-architectures").output().context("running dpkg")?;
+    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == "arm64") {
+        return Ok(());
+    }
+    step("dpkg --add-architecture arm64");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+    } else {
+        run(Command::new("sudo").args(["dpkg", "--add-architecture", "arm64"]))?;
+    }
+    run(apt_get().args(["update", "-qq"]))
+}
+
+/// `rustup target add` for the targets that are not installed yet.
+pub fn ensure_rust_target(triple: &str) -> Result<()> {
+    let out = Command::new("rustup").args(["target", "list", "--installed"]).output().context("running rustup")?;
+    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == triple) {
+        return Ok(());
+    }
+    step(&format!("rustup target add {triple}"));
+    run(Command::new("rustup").args(["target", "add", triple]))
+}
+
+/// Host prerequisites of an aarch64 build (packages + rustup target).
+pub fn ensure_cross(triple: &str) -> Result<()> {
+    if triple == HOST_TRIPLE {
+        return Ok(());
+    }
+    if !triple.starts_with("aarch64-unknown-linux-") {
+        bail!("target {triple}: only x86_64 and aarch64-unknown-linux-{{gnu,musl}} are supported");
+    }
+    ensure_apt(CROSS_PACKAGES)?;
+    ensure_rust_target(triple)
+}
+
+/// Environment a cross `cargo build/test` for `triple` needs (bindgen must parse the target's kernel headers).
+pub fn cross_env(cmd: &mut Command, triple: &str) {
+    if triple.starts_with("aarch64") {
+        // v4l2-sys-mit runs bindgen: point clang at the aarch64 sysroot (musl has no kernel headers of its own).
+        let key = format!("BINDGEN_EXTRA_CLANG_ARGS_{}", triple.replace('-', "_"));
+        cmd.env(key, "--target=aarch64-unknown-linux-gnu -I/usr/aarch64-linux-gnu/include");
+    }
+}
+
+/// The `[board] target` of a profile.
+pub fn board_target(board: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(board).with_context(|| format!("reading {}", board.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", board.display()))?;
+    table
+        .get("board")
+        .and_then(|b| b.get("target"))
+        .and_then(|t| t.as_str())
+        .map(str::to_string)
+        .with_context(|| format!("{}: [board] target is missing", board.display()))
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
+/// Resolve `--board` as a path or a name under boards/.
+pub fn board_path(root: &Path, board: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(board);
+    if p.exists() {
+        return Ok(p);
+    }
+    let named = root.join("boards").join(format!("{board}.toml"));
+    if named.exists() {
+        return Ok(named);
+    }
+    let known: Vec<String> = std::fs::read_dir(root.join("boards"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.path().file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    bail!("board {board:?}: no such profile (known: {})", known.join(", "))
+}
+
+/// `cargo xtask build --board B`: release binary for the board's target; prints size and, last, its path.
+pub fn build(root: &Path, board: &str) -> Result<PathBuf> {
+    let profile = board_path(root, board)?;
+    let triple = board_target(&profile)?;
+    ensure_cross(&triple)?;
+    step(&format!("cargo build of rtvla for {triple} (board {})", profile.display()));
+    let host = triple == HOST_TRIPLE;
+    let mut cmd = cargo();
+    cmd.args(["build", "--bin", "rtvla"]);
+    if host {
+        // The host build keeps target/release (shared with `cargo test --release`), not a second tract compile.
+        cmd.arg("--release");
+    } else {
+        // Profile `board` (Cargo.toml): release without debug info, stripped.
+        cmd.args(["--profile", "board", "--target", &triple]);
+    }
+    cross_env(&mut cmd, &triple);
+    run(&mut cmd)?;
+    let bin =
+        if host { target_dir(root).join("release/rtvla") } else { target_dir(root).join(&triple).join("board/rtvla") };
+    let size = std::fs::metadata(&bin).with_context(|| format!("{} was not built", bin.display()))?.len();
+    let file = Command::new("file").arg("-b").arg(&bin).output().ok();
+    let kind = file.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    eprintln!("board {board}: {triple}, {:.1} MiB ({size} bytes)", size as f64 / (1024.0 * 1024.0));
+    if !kind.is_empty() {
+        eprintln!("{kind}");
+    }
+    if triple.ends_with("musl") && !kind.is_empty() && !kind.contains("statically linked") {
+        bail!("{}: expected a statically linked binary, `file` says: {kind}", bin.display());
+    }
+    println!("{}", bin.display());
+    Ok(bin)
+}
+
+/// Unit tests of the library for aarch64, run under qemu-aarch64 user mode (the runner in .cargo/config.toml).
+/// Same target and profile as the board binaries, so the dependencies (tract) compile once for both.
+pub fn test_aarch64(_root: &Path) -> Result<()> {
+    let triple = "aarch64-unknown-linux-musl";
+    ensure_cross(triple)?;
+    step(&format!("unit tests for {triple} under qemu-aarch64 (user mode)"));
+    let mut cmd = cargo();
+    cmd.args(["test", "--profile", "board", "--lib", "--target", triple]);
+    cross_env(&mut cmd, triple);
+    run(&mut cmd)
+}

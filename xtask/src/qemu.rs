@@ -1,0 +1,479 @@
+//! `cargo xtask qemu`: the cross-built rtvla in a real arm64 Linux kernel, capturing from the kernel's `vivid`
+//! virtual V4L2 camera (qemu-system-aarch64 -M virt, Debian's arm64 kernel from apt, a busybox initramfs).
+//!
+//! Inside the VM, /init loads the V4L2 + vivid modules, then runs a fixed script of checks and prints each result
+//! between markers on the serial console; this side parses them and fails with the first check that did not hold:
+//! 1. a drive of N ticks with the bundled student on /dev/video0 (format negotiated, ticks done, snapshots written,
+//!    `rtvla store verify` clean, `store ls` count = events_written);
+//! 2. no such device → exit code and one-line error;
+//! 3. a format the device does not offer → exit 2 naming the offered formats;
+//! 4. the device vanishes mid-run (vivid unbound, then bound again through sysfs) → stale-frame fault (safe stop),
+//!    reconnect, ticks go on.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cross::{self, ensure_apt, ensure_arm64_arch};
+use crate::{run, step};
+
+/// Host packages: the system emulator, cpio for the initramfs, kmod to read module dependencies.
+const QEMU_PACKAGES: &[&str] = &["qemu-system-arm", "cpio", "kmod", "xz-utils"];
+
+/// Kernel modules vivid needs, in load order (see ../shared/notes-cross-and-qemu.md).
+const MODULES: &[&str] = &[
+    "rc-core",
+    "cec",
+    "mc",
+    "videodev",
+    "videobuf2-common",
+    "videobuf2-v4l2",
+    "videobuf2-memops",
+    "videobuf2-vmalloc",
+    "videobuf2-dma-contig",
+    "v4l2-dv-timings",
+    "v4l2-tpg",
+    "vivid",
+];
+
+#[derive(Clone, Debug)]
+pub struct QemuOptions {
+    pub ticks: u64,
+    /// Kill the VM after this long.
+    pub timeout: Duration,
+    /// Skip the unplug/format/no-device checks (faster look at the drive only).
+    pub drive_only: bool,
+}
+
+fn cache_dir(root: &Path) -> PathBuf {
+    // Next to the cargo target dir, so CI's cached target dir also caches the downloaded kernel.
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    target.join("qemu")
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().with_context(|| format!("starting {shown}"))?;
+    if !out.status.success() {
+        bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Download (once, into the cache) and unpack an arm64 Debian package into `dest`.
+fn fetch_deb(cache: &Path, pkg: &str, dest: &Path) -> Result<()> {
+    let debs = cache.join("debs");
+    std::fs::create_dir_all(&debs)?;
+    let have = |d: &Path| -> Option<PathBuf> {
+        std::fs::read_dir(d).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().starts_with(&format!("{}_", pkg.trim_end_matches(":arm64"))))
+                .unwrap_or(false)
+        })
+    };
+    let deb = match have(&debs) {
+        Some(d) => d,
+        None => {
+            step(&format!("apt-get download {pkg}"));
+            run(Command::new("apt-get").current_dir(&debs).args(["download", "-q", pkg]))?;
+            have(&debs).with_context(|| format!("apt-get download {pkg} left no .deb in {}", debs.display()))?
+        }
+    };
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dest))
+}
+
+/// The versioned arm64 kernel image package behind the `linux-image-arm64` metapackage.
+fn kernel_package() -> Result<String> {
+    let deps = output(Command::new("apt-cache").args(["depends", "linux-image-arm64:arm64"]))?;
+    deps.lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(|p| p.trim().trim_end_matches(":arm64").to_string())
+        .find(|p| p.starts_with("linux-image-") && p.ends_with("-arm64"))
+        .context("apt-cache depends linux-image-arm64:arm64 names no linux-image-*-arm64")
+}
+
+/// Unpacked kernel: (vmlinuz, modules dir of that version).
+fn kernel(cache: &Path) -> Result<(PathBuf, PathBuf)> {
+    let root = cache.join("kernel-root");
+    let stamp = root.join(".rtvla-unpacked");
+    if !stamp.exists() {
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root)?;
+        let pkg = kernel_package()?;
+        fetch_deb(cache, &format!("{pkg}:arm64"), &root)?;
+        fetch_deb(cache, "busybox-static:arm64", &root)?;
+        std::fs::write(&stamp, pkg)?;
+    }
+    let vmlinuz = std::fs::read_dir(root.join("boot"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .context("no /boot/vmlinuz-* in the kernel package")?;
+    let version = vmlinuz.file_name().unwrap().to_string_lossy().trim_start_matches("vmlinuz-").to_string();
+    Ok((vmlinuz, root.join("lib/modules").join(version)))
+}
+
+/// Find `<name>.ko` (or .ko.xz, decompressed) under the modules tree.
+fn find_module(modules: &Path, name: &str, out_dir: &Path) -> Result<PathBuf> {
+    let mut stack = vec![modules.join("kernel")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)?.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let file = p.file_name().unwrap().to_string_lossy().into_owned();
+            let dest = out_dir.join(format!("{name}.ko"));
+            if file == format!("{name}.ko") {
+                std::fs::copy(&p, &dest)?;
+                return Ok(dest);
+            }
+            if file == format!("{name}.ko.xz") {
+                // busybox insmod takes plain .ko files: decompress here.
+                let raw = Command::new("xz").arg("-dc").arg(&p).output()?;
+                if !raw.status.success() {
+                    bail!("xz -dc {} failed", p.display());
+                }
+                std::fs::write(&dest, raw.stdout)?;
+                return Ok(dest);
+            }
+        }
+    }
+    bail!("module {name} not found under {}", modules.display())
+}
+
+/// The script /init runs inside the VM. Results go to the console between `@@RTVLA <name>` markers.
+fn init_script(ticks: u64, drive_only: bool) -> String {
+    let modules = MODULES.join(" ");
+    let unplug_ticks = 10;
+    let checks = if drive_only {
+        String::new()
+    } else {
+        format!(
+            r#"
+echo "@@RTVLA nodev-begin"
+./rtvla drive --board boards/qemu-virt-nodev.toml --ticks 3 --no-store 2>/tmp/nodev.err
+echo "@@RTVLA nodev-exit $?"
+cat /tmp/nodev.err
+echo "@@RTVLA nodev-end"
+
+echo "@@RTVLA badfmt-begin"
+./rtvla drive --board boards/qemu-virt-mjpeg.toml --ticks 3 --no-store 2>/tmp/badfmt.err
+echo "@@RTVLA badfmt-exit $?"
+cat /tmp/badfmt.err
+echo "@@RTVLA badfmt-end"
+
+echo "@@RTVLA unplug-begin"
+./rtvla drive --quiet --board boards/qemu-virt.toml --ticks {unplug_ticks} --no-store --report-json /tmp/unplug.json &
+pid=$!
+sleep 8
+echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind && echo "@@RTVLA unplugged (video nodes: $(ls /dev/video* 2>/dev/null | wc -l))"
+sleep 8
+echo vivid.0 > /sys/bus/platform/drivers/vivid/bind && echo "@@RTVLA replugged (video nodes: $(ls /dev/video* 2>/dev/null | wc -l))"
+wait $pid
+echo "@@RTVLA unplug-exit $?"
+echo "@@RTVLA unplug-json-begin"
+cat /tmp/unplug.json
+echo "@@RTVLA unplug-json-end"
+"#
+        )
+    };
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+echo "@@RTVLA kernel $(uname -r) $(uname -m), $(grep -c ^processor /proc/cpuinfo) cpus"
+for m in {modules}; do
+  if [ "$m" = vivid ]; then insmod /lib/modules/$m.ko n_devs=1 node_types=0x1 || echo "@@RTVLA insmod-failed $m";
+  else insmod /lib/modules/$m.ko || echo "@@RTVLA insmod-failed $m"; fi
+done
+echo "@@RTVLA video-nodes $(ls /dev/video* 2>/dev/null)"
+cd /rtvla
+echo "@@RTVLA drive-begin"
+./rtvla drive --quiet --board boards/qemu-virt.toml --ticks {ticks} --store /store --report-json /tmp/drive.json
+echo "@@RTVLA drive-exit $?"
+echo "@@RTVLA drive-json-begin"
+cat /tmp/drive.json
+echo "@@RTVLA drive-json-end"
+./rtvla store verify /store
+echo "@@RTVLA verify-exit $?"
+echo "@@RTVLA ls-json-begin"
+./rtvla store ls /store --json
+echo "@@RTVLA ls-json-end"
+{checks}
+echo "@@RTVLA done"
+poweroff -f
+"#
+    )
+}
+
+/// Build the initramfs (busybox, modules, rtvla, boards, the bundled student) as a gzip'd newc cpio.
+fn initramfs(root: &Path, cache: &Path, bin: &Path, modules: &Path, opts: &QemuOptions) -> Result<PathBuf> {
+    let dir = cache.join("initramfs");
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["bin", "lib/modules", "proc", "sys", "dev", "tmp", "store", "rtvla/boards", "rtvla/models/student"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::copy(cache.join("kernel-root/bin/busybox"), dir.join("bin/busybox"))
+        .context("busybox from busybox-static:arm64")?;
+    for m in MODULES {
+        find_module(modules, m, &dir.join("lib/modules"))?;
+    }
+    std::fs::copy(bin, dir.join("rtvla/rtvla"))?;
+    let board = std::fs::read_to_string(root.join("boards/qemu-virt.toml"))?;
+    std::fs::write(dir.join("rtvla/boards/qemu-virt.toml"), &board)?;
+    std::fs::write(
+        dir.join("rtvla/boards/qemu-virt-nodev.toml"),
+        board.replace("device = \"/dev/video0\"", "device = \"/dev/video9\""),
+    )?;
+    std::fs::write(
+        dir.join("rtvla/boards/qemu-virt-mjpeg.toml"),
+        board.replace("format = \"yuyv\"", "format = \"mjpeg\""),
+    )?;
+    // The board's model (f32 student) and its ONNX.
+    let manifest = root.join("models/student/student.toml");
+    std::fs::copy(&manifest, dir.join("rtvla/models/student/student.toml"))?;
+    std::fs::copy(root.join("models/student/student.onnx"), dir.join("rtvla/models/student/student.onnx"))?;
+    let init = dir.join("init");
+    std::fs::write(&init, init_script(opts.ticks, opts.drive_only))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
+    let img = cache.join("initrd.cpio.gz");
+    let status = Command::new("sh")
+        .current_dir(&dir)
+        .arg("-c")
+        .arg(format!("find . | cpio -o -H newc --quiet | gzip -1 > {}", img.display()))
+        .status()?;
+    if !status.success() {
+        bail!("building the initramfs failed");
+    }
+    Ok(img)
+}
+
+/// Boot the VM, stream its console to stderr and into a log file, return the console text.
+fn boot(cache: &Path, vmlinuz: &Path, initrd: &Path, timeout: Duration) -> Result<String> {
+    let log_path = cache.join("console.log");
+    let mut child = Command::new("qemu-system-aarch64")
+        .args([
+            "-M",
+            "virt",
+            "-cpu",
+            "cortex-a72",
+            "-smp",
+            "2",
+            "-m",
+            "1024",
+            "-nographic",
+            "-no-reboot",
+            "-nic",
+            "none",
+        ])
+        .arg("-kernel")
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyAMA0 quiet panic=-1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting qemu-system-aarch64")?;
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            eprintln!("  vm| {line}");
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let text = reader.join().unwrap_or_default();
+            std::fs::write(&log_path, &text)?;
+            eprintln!(
+                "VM exited ({status}) after {:.0} s; console log {}",
+                t0.elapsed().as_secs_f64(),
+                log_path.display()
+            );
+            if !status.success() {
+                bail!("qemu-system-aarch64 failed ({status}); console log {}", log_path.display());
+            }
+            return Ok(text);
+        }
+        if t0.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = reader.join().unwrap_or_default();
+            std::fs::write(&log_path, &text)?;
+            bail!("the VM did not finish within {:?} (console log {})", timeout, log_path.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Text between `@@RTVLA <name>-begin` and `@@RTVLA <name>-end`.
+fn section<'a>(log: &'a str, name: &str) -> Option<&'a str> {
+    let b = format!("@@RTVLA {name}-begin\n");
+    let e = format!("@@RTVLA {name}-end");
+    let start = log.find(&b)? + b.len();
+    let end = start + log[start..].find(&e)?;
+    Some(&log[start..end])
+}
+
+/// The value after `@@RTVLA <key> `.
+fn marker<'a>(log: &'a str, key: &str) -> Option<&'a str> {
+    let k = format!("@@RTVLA {key} ");
+    log.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix(&k))
+}
+
+fn exit_of(log: &str, key: &str) -> Option<i32> {
+    marker(log, &format!("{key}-exit")).and_then(|v| v.trim().parse().ok())
+}
+
+fn json_of(log: &str, name: &str) -> Result<serde_json::Value> {
+    let text = section(log, name).with_context(|| format!("no {name} section in the console log"))?;
+    // The console may interleave kernel messages: keep from the first '{' / '[' on.
+    let start = text.find(['{', '[']).with_context(|| format!("{name}: no JSON"))?;
+    serde_json::from_str(text[start..].trim()).with_context(|| format!("{name}: bad JSON: {text}"))
+}
+
+/// Check the console log; returns one summary line per check.
+pub fn check_log(log: &str, ticks: u64, drive_only: bool) -> Result<Vec<String>> {
+    let log = &log.replace('\r', "");
+    let mut lines = Vec::new();
+    if let Some(m) = marker(log, "insmod-failed") {
+        bail!("insmod failed in the VM: {m}");
+    }
+    let nodes = marker(log, "video-nodes").unwrap_or("").trim().to_string();
+    if !nodes.contains("/dev/video0") {
+        bail!("vivid did not create /dev/video0 (video nodes: {nodes:?})");
+    }
+    lines.push(format!("{} — vivid loaded, nodes: {nodes}", marker(log, "kernel").unwrap_or("?")));
+
+    let drive_exit = exit_of(log, "drive").context("the drive never finished (no drive-exit marker)")?;
+    let r = json_of(log, "drive-json")?;
+    if drive_exit != 0 {
+        bail!("rtvla drive exited {drive_exit} in the VM");
+    }
+    let camera = r["camera"].as_str().unwrap_or("").to_string();
+    if !camera.contains("YUYV 320x180") {
+        bail!("report camera = {camera:?}: expected the negotiated YUYV 320x180");
+    }
+    if r["ticks"].as_u64() != Some(ticks) {
+        bail!("drive: ticks = {}, expected {ticks}", r["ticks"]);
+    }
+    if r["frames_captured"].as_u64().unwrap_or(0) == 0 {
+        bail!("drive: no frames captured");
+    }
+    if exit_of(log, "verify") != Some(0) {
+        bail!("rtvla store verify failed in the VM");
+    }
+    let listed = json_of(log, "ls-json")?.as_array().map_or(0, |a| a.len()) as u64;
+    if Some(listed) != r["events_written"].as_u64() {
+        bail!("store ls lists {listed} events, the report says {} written", r["events_written"]);
+    }
+    lines.push(format!(
+        "drive: {camera}; {} ticks, {} frames ({} dropped), infer mean {:.0} ms, {} deadline misses (emulated CPU), \
+         {} snapshots written, listed and verified",
+        r["ticks"],
+        r["frames_captured"],
+        r["frames_dropped"],
+        r["infer_ms"]["mean"].as_f64().unwrap_or(f64::NAN),
+        r["deadline_misses"],
+        r["events_written"]
+    ));
+    if drive_only {
+        return Ok(lines);
+    }
+
+    let nodev_exit = exit_of(log, "nodev").context("no nodev-exit marker")?;
+    let nodev = section(log, "nodev").unwrap_or("").trim().to_string();
+    let err_lines: Vec<&str> = nodev.lines().filter(|l| l.starts_with("error:")).collect();
+    if nodev_exit == 0 || err_lines.len() != 1 || !err_lines[0].contains("/dev/video9") {
+        bail!(
+            "missing camera: expected a non-zero exit and one error line naming /dev/video9, got {nodev_exit}: {nodev}"
+        );
+    }
+    lines.push(format!("no device: exit {nodev_exit}, {}", err_lines[0]));
+
+    let badfmt_exit = exit_of(log, "badfmt").context("no badfmt-exit marker")?;
+    let badfmt = section(log, "badfmt").unwrap_or("").trim().to_string();
+    let err_lines: Vec<&str> = badfmt.lines().filter(|l| l.starts_with("error:")).collect();
+    if badfmt_exit != 2 || err_lines.len() != 1 || !err_lines[0].contains("formats offered") {
+        bail!(
+            "unsupported format: expected exit 2 and one line naming the offered formats, got {badfmt_exit}: {badfmt}"
+        );
+    }
+    lines.push(format!("unsupported format: exit 2, {}", err_lines[0]));
+
+    let unplug_exit = exit_of(log, "unplug").context("no unplug-exit marker")?;
+    let u = json_of(log, "unplug-json")?;
+    let stale = u["faults"]["stale_frame"].as_u64().unwrap_or(0) + u["faults"]["no_frame"].as_u64().unwrap_or(0);
+    if marker(log, "unplugged").is_none() || marker(log, "replugged").is_none() {
+        bail!("vivid could not be unbound/bound through sysfs");
+    }
+    let recovered = u["fallback_ticks"].as_u64().unwrap_or(u64::MAX) < u["ticks"].as_u64().unwrap_or(0);
+    if unplug_exit != 0
+        || u["camera_reconnects"].as_u64().unwrap_or(0) < 1
+        || stale == 0
+        || u["fallbacks"].as_u64() == Some(0)
+        || !recovered
+    {
+        bail!(
+            "device vanished mid-run: expected exit 0, a stale-frame safe stop and a reconnect; got exit {unplug_exit}, \
+             reconnects {}, faults {}, fallbacks {} ({} of {} ticks in fallback)",
+            u["camera_reconnects"],
+            u["faults"],
+            u["fallbacks"],
+            u["fallback_ticks"],
+            u["ticks"]
+        );
+    }
+    lines.push(format!(
+        "device vanished mid-run: stale frame → {} supervisor fallback(s) (safe stop, {} ticks), {} reconnect(s), \
+         driving again for the last {} of {} ticks, exit 0",
+        u["fallbacks"],
+        u["fallback_ticks"],
+        u["camera_reconnects"],
+        u["ticks"].as_u64().unwrap_or(0) - u["fallback_ticks"].as_u64().unwrap_or(0),
+        u["ticks"]
+    ));
+    if marker(log, "done").is_none() && !log.contains("@@RTVLA done") {
+        bail!("the VM script did not reach its end");
+    }
+    Ok(lines)
+}
+
+/// `cargo xtask qemu`.
+pub fn qemu(root: &Path, opts: &QemuOptions) -> Result<()> {
+    let t0 = Instant::now();
+    ensure_arm64_arch()?;
+    ensure_apt(QEMU_PACKAGES)?;
+    let bin = cross::build(root, "qemu-virt")?;
+    let cache = cache_dir(root);
+    std::fs::create_dir_all(&cache)?;
+    step("arm64 kernel + busybox from apt (cached)");
+    let (vmlinuz, modules) = kernel(&cache)?;
+    step("initramfs: busybox, V4L2 + vivid modules, rtvla, boards/qemu-virt.toml, the bundled student");
+    let initrd = initramfs(root, &cache, &bin, &modules, opts)?;
+    eprintln!("{} ({} KiB)", initrd.display(), std::fs::metadata(&initrd)?.len() / 1024);
+    step(&format!("qemu-system-aarch64 -M virt, kernel {}", vmlinuz.display()));
+    let log = boot(&cache, &vmlinuz, &initrd, opts.timeout)?;
+    let lines = check_log(&log, opts.ticks, opts.drive_only)?;
+    eprintln!("\nqemu checks passed in {:.0} s:", t0.elapsed().as_secs_f64());
+    for l in lines {
+        eprintln!("  ok: {l}");
+    }
+    Ok(())
+}
