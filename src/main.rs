@@ -24,6 +24,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the fixed-rate control loop on a board (default: drive the student in the built-in simulator).
+    ///
+    /// Ctrl-C ends the run cleanly (the report is still written); `kill -USR1 <pid>` records a manual snapshot
+    /// (trigger "external") of the last seconds into the store.
     Drive(DriveArgs),
     /// Inspect the event store: list, verify every record, export to MCAP (Foxglove) or JSON.
     Store {

@@ -364,7 +364,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     if let (Some(want), PolicyKind::Model, None) = (&board.model.precision, opts.policy, &opts.model) {
         if &manifest.model.precision != want {
             return Err(bad_input(format!(
-                "board {} expects a {want} model, {} is {}",
+                "board {} expects model precision {want}, {} is {}",
                 board.board.name,
                 manifest_path.display(),
                 manifest.model.precision
@@ -411,6 +411,17 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     } else {
         (None, None)
     };
+    // `kill -USR1 <pid>`: the manual / external trigger (a snapshot of the last seconds, cause "external request").
+    let usr1 = match recorder.as_ref() {
+        Some(rec) => Some(
+            signal_hook::flag::register(signal_hook::consts::SIGUSR1, rec.external_trigger().flag().clone())
+                .map_err(|e| anyhow::anyhow!("installing the SIGUSR1 trigger: {e}"))?,
+        ),
+        None => None,
+    };
+    if usr1.is_some() {
+        tracing::debug!("manual snapshot: kill -USR1 {}", std::process::id());
+    }
     let mut controller = Controller::new();
     let mut supervisor = Supervisor::new(SupervisorConfig::default());
     let mut clock: Box<dyn Clock> =
@@ -482,6 +493,9 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         }
     };
     monitor.finish();
+    if let Some(id) = usr1 {
+        signal_hook::low_level::unregister(id);
+    }
     let rec_stats = recorder.as_ref().map(|r| r.stats());
     let writer_stats = writer.map(|w| w.stop());
     if let Some(ws) = &writer_stats {

@@ -121,3 +121,68 @@ fn same_seed_same_commands_in_simulated_time() {
     assert_eq!(hashes[0], hashes[1], "same seed must give the same commands");
     assert_ne!(hashes[0], hashes[2], "another seed should give other commands");
 }
+
+#[test]
+fn sigusr1_writes_an_external_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let report = dir.path().join("r.json");
+    // Real time at 20 Hz with the fixture: 80 ticks = 4 s; the signal arrives after 1.5 s (pre-window filled).
+    let mut child = rtvla()
+        .args(["drive", "--quiet", "--ticks", "80", "--model", "models/fixture/student_fixture.toml", "--store"])
+        .arg(&store)
+        .arg("--report-json")
+        .arg(&report)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGUSR1) }, 0);
+    assert!(child.wait().unwrap().success(), "the signal must not end the run");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["ticks"], 80);
+    let ls = rtvla().args(["store", "ls", "--json"]).arg(&store).output().unwrap();
+    let events: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let external: Vec<_> = events.as_array().unwrap().iter().filter(|e| e["trigger"] == "external").collect();
+    assert_eq!(external.len(), 1, "{events}");
+    assert_eq!(Some(events.as_array().unwrap().len() as u64), r["events_written"].as_u64());
+}
+
+#[test]
+fn v4l2_board_without_its_camera_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let board = std::fs::read_to_string(root.join("boards/qemu-virt.toml")).unwrap();
+    let board = board
+        .replace("device = \"/dev/video0\"", "device = \"/dev/rtvla-test-no-camera\"")
+        .replace("../models/student/student.toml", &root.join("models/student/student.toml").display().to_string());
+    let p = dir.path().join("b.toml");
+    std::fs::write(&p, board).unwrap();
+    let (code, err) = run_fail(&["drive", "--ticks", "3", "--no-store", "--board", p.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("/dev/rtvla-test-no-camera") && errors[0].contains("cannot open"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn board_precision_must_match_its_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let board = std::fs::read_to_string(root.join("boards/host-sim.toml")).unwrap();
+    let board = board.replace(
+        "manifest = \"../models/student/student.toml\"",
+        &format!(
+            "manifest = {:?}\nprecision = \"int8\"",
+            root.join("models/student/student.toml").display().to_string()
+        ),
+    );
+    let p = dir.path().join("b.toml");
+    std::fs::write(&p, board).unwrap();
+    assert_bad_input(
+        &["drive", "--ticks", "3", "--no-store", "--board", p.to_str().unwrap()],
+        "expects model precision int8",
+    );
+}

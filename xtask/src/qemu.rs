@@ -3,8 +3,8 @@
 //!
 //! Inside the VM, /init loads the V4L2 + vivid modules, then runs a fixed script of checks and prints each result
 //! between markers on the serial console; this side parses them and fails with the first check that did not hold:
-//! 1. a drive of N ticks with the bundled student on /dev/video0 (format negotiated, ticks done, snapshots written,
-//!    `rtvla store verify` clean, `store ls` count = events_written);
+//! 1. a drive of N ticks with the bundled student on /dev/video0 (format negotiated, ticks done, a manual snapshot
+//!    requested with `kill -USR1` and written, `rtvla store verify` clean, `store ls` count = events_written);
 //! 2. no such device → exit code and one-line error;
 //! 3. a format the device does not offer → exit 2 naming the offered formats;
 //! 4. the device vanishes mid-run (vivid unbound, then bound again through sysfs) → stale-frame fault (safe stop),
@@ -198,7 +198,11 @@ done
 echo "@@RTVLA video-nodes $(ls /dev/video* 2>/dev/null)"
 cd /rtvla
 echo "@@RTVLA drive-begin"
-./rtvla drive --quiet --board boards/qemu-virt.toml --ticks {ticks} --store /store --report-json /tmp/drive.json
+./rtvla drive --quiet --board boards/qemu-virt.toml --ticks {ticks} --store /store --report-json /tmp/drive.json &
+pid=$!
+sleep 16
+kill -USR1 $pid && echo "@@RTVLA sigusr1 sent"
+wait $pid
 echo "@@RTVLA drive-exit $?"
 echo "@@RTVLA drive-json-begin"
 cat /tmp/drive.json
@@ -379,13 +383,18 @@ pub fn check_log(log: &str, ticks: u64, drive_only: bool) -> Result<Vec<String>>
     if exit_of(log, "verify") != Some(0) {
         bail!("rtvla store verify failed in the VM");
     }
-    let listed = json_of(log, "ls-json")?.as_array().map_or(0, |a| a.len()) as u64;
+    let events = json_of(log, "ls-json")?;
+    let events = events.as_array().cloned().unwrap_or_default();
+    let listed = events.len() as u64;
     if Some(listed) != r["events_written"].as_u64() {
         bail!("store ls lists {listed} events, the report says {} written", r["events_written"]);
     }
+    if !events.iter().any(|e| e["trigger"] == "external") {
+        bail!("no external snapshot in the store after `kill -USR1` (events: {events:?})");
+    }
     lines.push(format!(
         "drive: {camera}; {} ticks, {} frames ({} dropped), infer mean {:.0} ms, {} deadline misses (emulated CPU), \
-         {} snapshots written, listed and verified",
+         {} snapshots written (one by SIGUSR1), listed and verified",
         r["ticks"],
         r["frames_captured"],
         r["frames_dropped"],
