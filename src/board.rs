@@ -250,8 +250,9 @@ impl Board {
                 return Err(format!("model.precision = {p:?} must be f32, f16 or int8"));
             }
         }
-        if !matches!(self.store.fsync.as_str(), "every_record" | "never" | "interval") {
-            return Err(format!("store.fsync = {:?} must be every_record, interval or never", self.store.fsync));
+        // The store's own parser decides, so the profile accepts exactly what the store supports (interval:MS too).
+        if let Err(e) = crate::store::segment::FsyncPolicy::parse(&self.store.fsync) {
+            return Err(format!("store.fsync: {e}"));
         }
         Ok(())
     }
@@ -313,6 +314,17 @@ mod tests {
                 assert!(crate::camera::pixel::PixelFormat::parse(&b.camera.format).is_some(), "{}", path.display());
             }
         }
+    }
+
+    #[test]
+    fn fsync_policies_match_the_store() {
+        for ok in ["every_record", "never", "interval", "interval:250"] {
+            let text = GOOD.replace("fsync = \"every_record\"", &format!("fsync = {ok:?}"));
+            Board::parse(&text, Path::new("b.toml")).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+        }
+        let text = GOOD.replace("fsync = \"every_record\"", "fsync = \"sometimes\"");
+        let err = Board::parse(&text, Path::new("b.toml")).unwrap_err();
+        assert!(err.to_string().contains("store.fsync") && err.to_string().contains("interval:MS"), "{err}");
     }
 
     #[test]

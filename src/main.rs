@@ -119,6 +119,10 @@ struct DriveArgs {
     /// Run in simulated time as fast as possible (sim boards; deterministic evaluation).
     #[arg(long)]
     fast: bool,
+    /// Sim boards: when the route ends, drive the next seed instead of stopping (soak runs with --ticks);
+    /// the report's driving score is then the mean over the episodes.
+    #[arg(long)]
+    repeat: bool,
     /// Event store directory (default: the board's `store.path`).
     #[arg(long)]
     store: Option<PathBuf>,
@@ -161,6 +165,7 @@ fn drive(a: DriveArgs) -> anyhow::Result<i32> {
     o.model = a.model;
     o.policy = a.policy;
     o.virtual_time = a.fast;
+    o.repeat = a.repeat;
     o.progress = !a.quiet;
     o.store = a.store;
     o.record_events = !a.no_store;

@@ -76,7 +76,10 @@ pub struct RunReport {
     pub seed: Option<u64>,
     pub route_completion: Option<f64>,
     pub infractions: Option<serde_json::Value>,
+    /// Simulator: mean over the episodes driven (more than one with `--repeat`).
     pub driving_score: Option<f64>,
+    /// Simulator: episodes driven (each route end starts the next seed with `--repeat`).
+    pub episodes: Option<usize>,
     pub wall_s: f64,
 }
 
@@ -133,11 +136,15 @@ impl RunReport {
         }
         if let (Some(ds), Some(rc)) = (self.driving_score, self.route_completion) {
             s += &format!(
-                "  driving      score {:.1}, route completion {:.1} % ({} seed {})\n",
+                "  driving      score {:.1}, route completion {:.1} % ({} seed {}{})\n",
                 ds,
                 rc * 100.0,
                 self.scenario.as_deref().unwrap_or("?"),
-                self.seed.unwrap_or(0)
+                self.seed.unwrap_or(0),
+                match self.episodes {
+                    Some(n) if n > 1 => format!(", mean of {n} episodes"),
+                    _ => String::new(),
+                }
             );
             if let Some(inf) = &self.infractions {
                 s += &format!("  infractions  {inf}\n");

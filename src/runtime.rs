@@ -252,7 +252,7 @@ pub fn run_loop(
                 command: cmd,
                 tick_ms: (t0.elapsed().as_secs_f64() * 1e3) as f32,
                 infer_ms: (infer_time.as_secs_f64() * 1e3) as f32,
-                ttc_s: f32::INFINITY,
+                ttc_s: state.map_or(f32::INFINITY, |s| s.ttc_s),
                 flags,
             };
             let frame_rgb = latest.map(|f| (&f.rgb[..], f.width, f.height));
@@ -322,6 +322,8 @@ pub struct DriveOptions {
     pub record_events: bool,
     /// Store directory overriding the board's `store.path`.
     pub store: Option<PathBuf>,
+    /// Simulator: when the route ends, drive the next seed instead of stopping (soak runs).
+    pub repeat: bool,
 }
 
 impl DriveOptions {
@@ -337,6 +339,7 @@ impl DriveOptions {
             progress: false,
             record_events: true,
             store: None,
+            repeat: false,
         }
     }
 }
@@ -452,6 +455,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         dt: board.sim.dt_s.unwrap_or((cfg.period_us as f32) * 1e-6),
         with_expert: opts.policy == PolicyKind::Expert,
         sync_timeout,
+        repeat: opts.repeat,
         render,
     };
     let mut camera_report = CameraReport::default();
@@ -462,7 +466,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
             let (harness, mut camera, mut vehicle) = SimHarness::spawn(sim_opts(sync, true))?;
             let o = go(&mut camera, &mut vehicle);
             camera_report.update(&camera, None);
-            (o, Some(harness.finish()?))
+            (o, Some(harness.finish_all()?))
         }
         #[cfg(target_os = "linux")]
         (CameraSource::V4l2, link) => {
@@ -474,7 +478,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
                 LinkKind::Sim => {
                     let (harness, _sim_frames, mut vehicle) = SimHarness::spawn(sim_opts(Duration::ZERO, false))?;
                     let o = go(&mut camera, &mut vehicle);
-                    (o, Some(harness.finish()?))
+                    (o, Some(harness.finish_all()?))
                 }
                 LinkKind::Udp => {
                     let mut vehicle = open_udp(&board)?;
@@ -493,6 +497,8 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         }
     };
     monitor.finish();
+    let episodes = metrics.as_ref().map_or(0, Vec::len);
+    let metrics = metrics.and_then(combine_episodes);
     if let Some(id) = usr1 {
         signal_hook::low_level::unregister(id);
     }
@@ -554,9 +560,32 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         route_completion: metrics.as_ref().map(|m| m.route_completion as f64),
         infractions: metrics.as_ref().map(|m| serde_json::to_value(m.infractions).unwrap_or_default()),
         driving_score: metrics.as_ref().map(|m| m.driving_score as f64),
+        episodes: metrics.as_ref().map(|_| episodes),
         wall_s: outcome.wall.as_secs_f64(),
     };
     Ok((report, metrics))
+}
+
+/// One set of metrics for a run of several episodes (`--repeat`): mean score and route completion, summed
+/// infractions, the first seed. A single episode is returned as it is.
+fn combine_episodes(mut all: Vec<EpisodeMetrics>) -> Option<EpisodeMetrics> {
+    if all.len() <= 1 {
+        return all.pop();
+    }
+    let n = all.len() as f32;
+    let mut m = all[0].clone();
+    for e in &all[1..] {
+        m.infractions.add(&e.infractions);
+        m.sim_time_s += e.sim_time_s;
+        m.steps += e.steps;
+        m.route_length_m += e.route_length_m;
+    }
+    m.driving_score = all.iter().map(|e| e.driving_score).sum::<f32>() / n;
+    m.route_completion = all.iter().map(|e| e.route_completion).sum::<f32>() / n;
+    m.infraction_penalty = all.iter().map(|e| e.infraction_penalty).sum::<f32>() / n;
+    m.success = all.iter().all(|e| e.success);
+    m.termination = all.iter().rev().find_map(|e| e.termination.clone());
+    Some(m)
 }
 
 /// Camera figures for the run report.

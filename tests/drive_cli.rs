@@ -186,3 +186,27 @@ fn board_precision_must_match_its_model() {
         "expects model precision int8",
     );
 }
+
+#[test]
+fn repeat_drives_the_next_seed_when_the_route_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let run = |extra: &[&str]| {
+        let mut args =
+            vec!["drive", "--quiet", "--fast", "--no-store", "--policy", "expert", "--scenario", "lane_keep"];
+        args.extend_from_slice(extra);
+        let out = rtvla().args(&args).arg("--report-json").arg(&report).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&report).unwrap()).unwrap()
+    };
+    // One episode alone ends at its route end.
+    let single = run(&["--seed", "5"]);
+    assert_eq!(single["episodes"], 1);
+    let episode_ticks = single["ticks"].as_u64().unwrap();
+    // With --repeat the run goes on for the ticks asked, through more than two episodes.
+    let ticks = (episode_ticks * 5 / 2).to_string();
+    let soak = run(&["--seed", "5", "--repeat", "--ticks", &ticks]);
+    assert_eq!(soak["ticks"].as_u64().unwrap().to_string(), ticks);
+    assert!(soak["episodes"].as_u64().unwrap() >= 3, "{}", soak["episodes"]);
+    assert!(soak["driving_score"].as_f64().unwrap() > 50.0, "the expert keeps driving well: {}", soak["driving_score"]);
+}

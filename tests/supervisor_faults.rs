@@ -94,6 +94,7 @@ fn sim_options(sync_timeout: Duration) -> SimOptions {
         dt: 0.05,
         with_expert: false,
         sync_timeout,
+        repeat: false,
         render: true,
     }
 }

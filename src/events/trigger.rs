@@ -159,6 +159,10 @@ impl TriggerEngine {
             };
             fired = Some(kind);
         }
+        // A manual request that coincides with another trigger is part of that event: say so in its cause.
+        if external && fired.is_some_and(|k| k != TriggerKind::External) {
+            let _ = write!(cause, " + external request");
+        }
         fired.map(|kind| Fired { kind, cause })
     }
 }
@@ -214,5 +218,16 @@ mod tests {
         ext.request();
         assert_eq!(e.evaluate(&tick(6, 9.7, Command::default())).unwrap().kind, TriggerKind::External);
         assert!(e.evaluate(&tick(7, 9.7, Command::default())).is_none());
+    }
+
+    #[test]
+    fn a_manual_request_during_another_trigger_is_named_in_its_cause() {
+        let mut e = TriggerEngine::new(TriggerConfig::default());
+        e.evaluate(&tick(0, 10.0, Command::default()));
+        e.external().request();
+        let t = TickTelemetry { flags: FLAG_FALLBACK, ..tick(1, 10.0, Command::default()) };
+        let f = e.evaluate(&t).unwrap();
+        assert_eq!(f.kind, TriggerKind::Fallback);
+        assert!(f.cause.ends_with(" + external request"), "{}", f.cause);
     }
 }

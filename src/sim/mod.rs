@@ -647,6 +647,29 @@ impl World {
         }
     }
 
+    /// Privileged time-to-collision, seconds: the nearest actor ahead in the ego's corridor (lateral overlap along
+    /// the route) divided by the closing speed; infinity when nothing closes in. The near-miss trigger reads it.
+    pub fn ttc(&self) -> f32 {
+        let e = &self.ego;
+        let mut best = f32::INFINITY;
+        for a in &self.actors {
+            let ahead = a.route_s - e.route_s;
+            if !(0.0..80.0).contains(&ahead) || (a.route_lat - e.route_lat).abs() > a.half_width + EGO_HALF_WIDTH + 0.3
+            {
+                continue;
+            }
+            let gap = (ahead - a.half_len - EGO_HALF_LEN).max(0.0);
+            // The actor's speed along the route (a crossing pedestrian contributes ~0).
+            let route_yaw = self.route.path.pose_at(a.route_s).1;
+            let along = a.v * (a.yaw - route_yaw).cos();
+            let closing = e.speed - along;
+            if closing > 0.1 {
+                best = best.min(gap / closing);
+            }
+        }
+        best
+    }
+
     /// Ego speed + the two next route target points in the ego frame.
     pub fn ego(&self) -> EgoState {
         EgoState { speed_mps: self.ego.speed, target_points: self.target_points() }

@@ -198,3 +198,17 @@ fn render_benchmark() {
         println!("render {w}x{h}: {:.0} frames/s", render::bench(w, h, 400));
     }
 }
+
+#[test]
+fn ttc_sees_the_lead_car_only_when_closing_in() {
+    let mut w = World::new("following", 3).unwrap();
+    w.ego.speed = 0.0;
+    assert!(w.ttc().is_infinite(), "standing still closes in on nothing: {}", w.ttc());
+    // Much faster than any lead car: a finite, positive time to reach it.
+    w.ego.speed = 30.0;
+    let ttc = w.ttc();
+    assert!((0.0..10.0).contains(&ttc), "{ttc}");
+    // Twice the closing speed (roughly) halves it.
+    w.ego.speed = 60.0;
+    assert!(w.ttc() < ttc, "{} vs {ttc}", w.ttc());
+}

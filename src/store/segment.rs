@@ -89,6 +89,9 @@ pub enum StoreError {
     /// A payload larger than [`MAX_PAYLOAD`].
     #[error("record of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
     TooLarge(usize),
+    /// Another process (or store instance) is writing this directory.
+    #[error("store {dir}: in use by another writer (lock held on {dir}/.lock)")]
+    Locked { dir: PathBuf },
     /// Any other I/O failure.
     #[error("store {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
@@ -401,6 +404,38 @@ pub struct SegmentStore {
     last_sync: Instant,
     unsynced: bool,
     frame: Vec<u8>,
+    /// Exclusive `flock` on DIR/.lock for the store's lifetime (released when the file closes, also on a crash).
+    _lock: Option<File>,
+}
+
+/// One writer per directory: recovery truncates tails and appends continue sequence numbers, so two writers
+/// would corrupt each other. A directory where the lock file cannot be created (read-only) is left unlocked: its
+/// writes fail anyway and are reported as such.
+fn lock_dir(dir: &Path) -> Result<Option<File>, StoreError> {
+    use std::os::fd::AsRawFd;
+    let f = match OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(".lock")) {
+        Ok(f) => f,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(StoreError::from_io(dir, e)),
+    };
+    // A forked child briefly shares our open files until it execs (flock locks belong to the open file), so a
+    // lock that is busy is retried for a moment before it counts as another writer.
+    for attempt in 0..40 {
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(f));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(StoreError::from_io(dir, e));
+        }
+        if attempt < 39 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    Err(StoreError::Locked { dir: dir.to_path_buf() })
 }
 
 impl SegmentStore {
@@ -425,6 +460,7 @@ impl SegmentStore {
         if !dir.is_dir() {
             fs::create_dir_all(&dir).map_err(|e| StoreError::from_io(&dir, e))?;
         }
+        let lock = lock_dir(&dir)?;
         let err = |e| StoreError::from_io(&dir, e);
         let mut report = RecoveryReport::default();
         let mut segments = Vec::new();
@@ -480,6 +516,7 @@ impl SegmentStore {
             last_sync: Instant::now(),
             unsynced: false,
             frame: Vec::with_capacity(MAX_RECORD),
+            _lock: lock,
         };
         if let Some(last) = store.segments.last() {
             let f = OpenOptions::new().append(true).open(&last.path).map_err(|e| StoreError::from_io(&store.dir, e))?;
@@ -658,6 +695,20 @@ mod tests {
     }
 
     #[test]
+    fn one_writer_per_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut first, _) = SegmentStore::open(d.path(), cfg()).unwrap();
+        first.append(b"committed").unwrap();
+        // A second writer (same or another process: flock is per open file) is refused, not allowed to recover.
+        let err = SegmentStore::open(d.path(), cfg()).err().expect("second writer");
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("in use by another writer"), "{err}");
+        drop(first);
+        let (_, r) = SegmentStore::open(d.path(), cfg()).unwrap();
+        assert_eq!(r.records_ok, 1);
+    }
+
+    #[test]
     fn roundtrip_and_seq_continues() {
         let d = tempfile::tempdir().unwrap();
         let (mut s, r) = SegmentStore::open(d.path(), cfg()).unwrap();
@@ -711,9 +762,11 @@ mod tests {
         assert!(!s.append(b"a").unwrap().durable);
         s.sync_if_due().unwrap();
         s.sync().unwrap();
+        drop(s); // one writer per directory
         let c = StoreConfig { fsync: FsyncPolicy::Interval(Duration::ZERO), ..cfg() };
         let (mut s, _) = SegmentStore::open(d.path(), c).unwrap();
         assert!(s.append(b"b").unwrap().durable);
+        drop(s);
         let c = StoreConfig { fsync: FsyncPolicy::EveryRecord, ..cfg() };
         let (mut s, _) = SegmentStore::open(d.path(), c).unwrap();
         assert_eq!(s.append(b"c").unwrap(), Appended { seq: 3, durable: true, evicted: 0 });

@@ -16,6 +16,9 @@ pub struct VehicleState {
     pub received_at: Instant,
     /// The vehicle side says the episode / route is over.
     pub done: bool,
+    /// Time-to-collision with the nearest object ahead, seconds (infinity when unknown or nothing closes in):
+    /// the simulator's ground truth, or a radar's on a vehicle that has one. Feeds the near-miss trigger.
+    pub ttc_s: f32,
 }
 
 /// Why a link failed this tick.

@@ -25,6 +25,8 @@ pub struct SimState {
     pub ego: EgoState,
     pub done: bool,
     pub at: Instant,
+    /// Privileged time-to-collision ([`crate::sim::World::ttc`]).
+    pub ttc_s: f32,
 }
 
 /// How the sim is started.
@@ -40,6 +42,9 @@ pub struct SimOptions {
     pub with_expert: bool,
     /// How long the camera waits for the frame that follows the last command.
     pub sync_timeout: Duration,
+    /// When the route ends, start the next episode (seed + 1, + 2, ...) instead of reporting `done`: soak runs of
+    /// any length on one board.
+    pub repeat: bool,
     /// Render camera frames. Off when a real camera supplies the frames and the simulator is only the vehicle
     /// (on an emulated or small CPU the renderer would compete with inference for nothing).
     pub render: bool,
@@ -65,7 +70,7 @@ impl Drop for AliveGuard {
 
 /// Owner of the sim thread; `finish` stops it and returns the episode metrics.
 pub struct SimHarness {
-    handle: Option<JoinHandle<anyhow::Result<EpisodeMetrics>>>,
+    handle: Option<JoinHandle<anyhow::Result<Vec<EpisodeMetrics>>>>,
     shared: Arc<Shared>,
     thread: Thread,
 }
@@ -87,7 +92,7 @@ impl SimHarness {
         world.render(&mut renderer, &mut frame.rgb);
         frame.seq = 0;
         frame.privileged = opts.with_expert.then(|| world.expert_plan().waypoints);
-        let state0 = SimState { seq: 0, ego: world.ego(), done: world.done(), at: Instant::now() };
+        let state0 = SimState { seq: 0, ego: world.ego(), done: world.done(), at: Instant::now(), ttc_s: world.ttc() };
         let (mut frame_in, frame_out) = triple_buffer::triple_buffer(&frame);
         let (mut state_in, state_out) = triple_buffer::triple_buffer(&state0);
         let (cmd_tx, mut cmd_rx) = rtrb::RingBuffer::<(u64, Command)>::new(8);
@@ -99,7 +104,8 @@ impl SimHarness {
         let sh = shared.clone();
         let handle = thread::Builder::new()
             .name("rtvla-sim".into())
-            .spawn(move || -> anyhow::Result<EpisodeMetrics> {
+            .spawn(move || -> anyhow::Result<Vec<EpisodeMetrics>> {
+                let mut finished = Vec::new();
                 let _alive = AliveGuard(sh.clone());
                 // The simulator stands in for the outside world: it must not preempt the control loop when the
                 // loop wakes it with a command (on a 2-core board that would land in the loop's measured tick).
@@ -113,12 +119,18 @@ impl SimHarness {
                         continue;
                     };
                     world.step(&cmd, opts.dt);
+                    if opts.repeat && world.done() {
+                        finished.push(world.metrics());
+                        let seed = opts.seed.wrapping_add(finished.len() as u64);
+                        world = World::new(&opts.scenario, seed).map_err(|e| anyhow::anyhow!("sim: {e}"))?;
+                    }
                     // State first, then the frame the camera side waits on: a reader that has the frame has its state.
                     state_in.write(SimState {
                         seq: tick + 1,
                         ego: world.ego(),
                         done: world.done(),
                         at: Instant::now(),
+                        ttc_s: world.ttc(),
                     });
                     let f = frame_in.input_buffer_mut();
                     if opts.render {
@@ -129,7 +141,8 @@ impl SimHarness {
                     f.privileged = opts.with_expert.then(|| world.expert_plan().waypoints);
                     frame_in.publish();
                 }
-                Ok(world.metrics())
+                finished.push(world.metrics());
+                Ok(finished)
             })
             .context("spawning the sim thread")?;
         let thread = handle.thread().clone();
@@ -139,8 +152,14 @@ impl SimHarness {
         Ok((SimHarness { handle: Some(handle), shared, thread }, camera, vehicle))
     }
 
-    /// Stop the sim thread and return the episode's metrics.
-    pub fn finish(mut self) -> anyhow::Result<EpisodeMetrics> {
+    /// Stop the sim thread and return the episode's metrics (the last episode's, with `repeat`).
+    pub fn finish(self) -> anyhow::Result<EpisodeMetrics> {
+        let mut all = self.finish_all()?;
+        all.pop().ok_or_else(|| anyhow::anyhow!("sim thread returned no episode"))
+    }
+
+    /// Stop the sim thread and return every episode's metrics, in order (one unless `repeat`).
+    pub fn finish_all(mut self) -> anyhow::Result<Vec<EpisodeMetrics>> {
         self.shared.stop.store(true, Ordering::Release);
         self.thread.unpark();
         let h = self.handle.take().expect("finish once");
@@ -164,7 +183,7 @@ impl VehicleLink for SimVehicle {
             return Err(LinkError::Disconnected);
         }
         let s = *self.state.read();
-        Ok(VehicleState { ego: s.ego, received_at: s.at, done: s.done })
+        Ok(VehicleState { ego: s.ego, received_at: s.at, done: s.done, ttc_s: s.ttc_s })
     }
 
     fn send(&mut self, tick: u64, cmd: &Command) -> Result<(), LinkError> {
@@ -192,6 +211,7 @@ mod tests {
             dt: 0.05,
             with_expert: false,
             sync_timeout: Duration::from_millis(10),
+            repeat: false,
             render: true,
         };
         let (harness, _camera, mut vehicle) = SimHarness::spawn(opts).unwrap();

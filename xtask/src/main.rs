@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod cross;
 mod eval;
 mod qemu;
+mod soak;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "rtvla host-side tasks")]
@@ -42,7 +43,7 @@ enum Task {
     /// Boot the qemu-virt board: qemu-system-aarch64 -M virt with Debian's arm64 kernel and the vivid V4L2 driver;
     /// the cross-built rtvla drives from /dev/video0 and the camera error paths are exercised (see xtask/src/qemu.rs).
     Qemu {
-        /// Ticks of the main drive (the VM's CPU is emulated: the board runs at 0.25 Hz).
+        /// Ticks of the main drive (the VM's CPU is emulated: the board runs at 0.2 Hz).
         #[arg(long, default_value_t = 8)]
         ticks: u64,
         /// Kill the VM after this many seconds.
@@ -51,6 +52,15 @@ enum Task {
         /// Only the drive, not the no-device / bad-format / unplug checks.
         #[arg(long)]
         drive_only: bool,
+    },
+    /// Soak: a long real-time host-sim drive (episodes repeat) with a manual trigger every few seconds; checks
+    /// 0 deadline misses and that every snapshot written is listed and verifies.
+    Soak {
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Seconds between `kill -USR1` manual triggers.
+        #[arg(long, default_value_t = 4.0)]
+        trigger_every_s: f64,
     },
     /// The library's unit tests built for aarch64 and run under qemu-aarch64 (user mode).
     TestAarch64,
@@ -113,6 +123,7 @@ fn main() -> Result<()> {
             &root,
             &qemu::QemuOptions { ticks, timeout: std::time::Duration::from_secs(timeout_s), drive_only },
         ),
+        Task::Soak { minutes, trigger_every_s } => soak::soak(&root, &soak::SoakOptions { minutes, trigger_every_s }),
         Task::TestAarch64 => cross::test_aarch64(&root),
         Task::Fixture => fixture(&root),
         Task::Train { smoke, args } => train(&root, smoke, &args),
