@@ -49,8 +49,10 @@ impl RecorderConfig {
     /// Windows for a loop rate: `pre_s`/`post_s` seconds at `hz`.
     pub fn for_rate(hz: f32, pre_s: f32, post_s: f32) -> Self {
         RecorderConfig {
-            pre_ticks: (pre_s * hz).round() as usize,
-            post_ticks: (post_s * hz).round() as usize,
+            // At least the trigger tick itself before, one tick after: a slow loop (0.2 Hz in the QEMU board)
+            // still gets a snapshot instead of an empty window.
+            pre_ticks: ((pre_s * hz).round() as usize).max(1),
+            post_ticks: ((post_s * hz).round() as usize).max(1),
             ..Default::default()
         }
     }
@@ -393,5 +395,9 @@ mod tests {
         assert!(RecorderConfig { pre_ticks: 0, ..Default::default() }.validate().is_err());
         let c = RecorderConfig::for_rate(20.0, 2.0, 1.0);
         assert_eq!((c.pre_ticks, c.post_ticks), (40, 20));
+        // A loop slower than the windows still records the trigger tick and the one after.
+        let c = RecorderConfig::for_rate(0.2, 2.0, 1.0);
+        assert_eq!((c.pre_ticks, c.post_ticks), (1, 1));
+        assert!(c.validate().is_ok());
     }
 }

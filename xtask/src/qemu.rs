@@ -366,10 +366,11 @@ pub fn check_log(log: &str, ticks: u64, drive_only: bool) -> Result<Vec<String>>
     lines.push(format!("{} — vivid loaded, nodes: {nodes}", marker(log, "kernel").unwrap_or("?")));
 
     let drive_exit = exit_of(log, "drive").context("the drive never finished (no drive-exit marker)")?;
-    let r = json_of(log, "drive-json")?;
     if drive_exit != 0 {
-        bail!("rtvla drive exited {drive_exit} in the VM");
+        let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error:")).collect();
+        bail!("rtvla drive exited {drive_exit} in the VM: {}", errors.join(" | "));
     }
+    let r = json_of(log, "drive-json")?;
     let camera = r["camera"].as_str().unwrap_or("").to_string();
     if !camera.contains("YUYV 320x180") {
         bail!("report camera = {camera:?}: expected the negotiated YUYV 320x180");
