@@ -4,10 +4,9 @@
 mod store_common;
 use store_common as common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
+use rtvla::alloc_counter::{thread_allocs, CountingAlloc};
 use rtvla::events::snapshot::{MAX_JPEG_BYTES, THUMB_H, THUMB_W};
 use rtvla::events::{EventRecorder, RecorderConfig, Snapshot, TickOutcome, TickTelemetry, TriggerConfig};
 use rtvla::store::export::MCAP_MAGIC;
@@ -15,35 +14,11 @@ use rtvla::store::segment::{read_all, FsyncPolicy, StoreConfig};
 use rtvla::store::{export_json, export_mcap, ls, print_table, spawn_writer, verify, WriterConfig};
 use rtvla::types::Command;
 
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-struct Counting;
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        unsafe { System.realloc(p, l, n) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-}
-
 #[global_allocator]
-static A: Counting = Counting;
+static A: CountingAlloc = CountingAlloc;
 
 fn allocs() -> u64 {
-    ALLOCS.with(|c| c.get())
+    thread_allocs()
 }
 
 /// Telemetry that brakes hard every 70 ticks, steers sharply every 130, and reports a short TTC every 190.
