@@ -759,18 +759,6 @@ pub fn sim_drive_options(
     o
 }
 
-/// Convenience for tests: drive one simulator episode in virtual time.
-pub fn sim_drive(
-    board: &Path,
-    policy: PolicyKind,
-    model: Option<&Path>,
-    scenario: &str,
-    seed: u64,
-    ticks: Option<u64>,
-) -> anyhow::Result<RunReport> {
-    drive(&sim_drive_options(board, policy, model, scenario, seed, ticks))
-}
-
 /// The host-sim board `sim eval` drives runtime policies on: `boards/host-sim.toml` under the working directory,
 /// else the one in the source tree this binary was built from.
 pub fn sim_eval_board() -> PathBuf {

@@ -2,7 +2,7 @@
 //! allocations per tick outside the inference call after warm-up. The figure inside tract's run is reported too.
 
 use rtvla::alloc_counter::CountingAlloc;
-use rtvla::runtime::{sim_drive, PolicyKind};
+use rtvla::runtime::{drive, sim_drive_options, PolicyKind};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -11,7 +11,7 @@ const BOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/boards/host-sim.toml")
 
 #[test]
 fn zero_allocations_per_tick_outside_inference() {
-    let r = sim_drive(BOARD.as_ref(), PolicyKind::Model, None, "following", 3, Some(120)).unwrap();
+    let r = drive(&sim_drive_options(BOARD.as_ref(), PolicyKind::Model, None, "following", 3, Some(120))).unwrap();
     assert_eq!(r.ticks, 120);
     assert!(r.measured_ticks >= 100, "warm-up must leave most ticks measured: {}", r.measured_ticks);
     assert_eq!(r.allocs_per_tick_outside_inference, Some(0.0));
@@ -23,6 +23,6 @@ fn zero_allocations_per_tick_outside_inference() {
 
 #[test]
 fn expert_policy_also_allocates_nothing_per_tick() {
-    let r = sim_drive(BOARD.as_ref(), PolicyKind::Expert, None, "following", 3, Some(60)).unwrap();
+    let r = drive(&sim_drive_options(BOARD.as_ref(), PolicyKind::Expert, None, "following", 3, Some(60))).unwrap();
     assert_eq!(r.allocs_per_tick_outside_inference, Some(0.0));
 }
