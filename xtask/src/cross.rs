@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{cargo, run, step};
+use crate::{cargo, run, step, target_dir};
 
 /// Debian packages a cross build of rtvla needs: the aarch64 linker and libc headers, libclang for bindgen
 /// (`v4l2-sys-mit`), and qemu-user to run aarch64 test binaries.
@@ -110,10 +110,6 @@ pub fn board_target(board: &Path) -> Result<String> {
         .and_then(|t| t.as_str())
         .map(str::to_string)
         .with_context(|| format!("{}: [board] target is missing", board.display()))
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
 }
 
 /// Resolve `--board` as a path or a name under boards/.

@@ -190,9 +190,32 @@ fn ci(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The cargo target dir (CI keeps it outside the clone through CARGO_TARGET_DIR).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"))
+}
+
 fn release_bin(root: &Path) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    target.join("release").join("rtvla")
+    target_dir(root).join("release").join("rtvla")
+}
+
+/// Every snapshot a run report counts as written is listed by `rtvla store ls` and passes `rtvla store verify`.
+/// Returns the listed events.
+fn check_store_matches_report(
+    root: &Path,
+    store: &Path,
+    written: &serde_json::Value,
+) -> Result<Vec<serde_json::Value>> {
+    let ls = Command::new(release_bin(root)).args(["store", "ls", "--json"]).arg(store).output()?;
+    if !ls.status.success() {
+        bail!("rtvla store ls failed: {}", String::from_utf8_lossy(&ls.stderr));
+    }
+    let events = serde_json::from_slice::<serde_json::Value>(&ls.stdout)?.as_array().cloned().unwrap_or_default();
+    if Some(events.len() as u64) != written.as_u64() {
+        bail!("store lists {} events, the report says {written} written", events.len());
+    }
+    run(Command::new(release_bin(root)).args(["store", "verify"]).arg(store))?;
+    Ok(events)
 }
 
 fn read_json(p: &Path) -> Result<serde_json::Value> {
@@ -239,15 +262,7 @@ fn drive_check(root: &Path) -> Result<()> {
     }
     // Every snapshot the report counts as written is listed and verifies.
     if store.exists() {
-        let ls = Command::new(release_bin(root)).args(["store", "ls", "--json"]).arg(&store).output()?;
-        if !ls.status.success() {
-            bail!("rtvla store ls failed: {}", String::from_utf8_lossy(&ls.stderr));
-        }
-        let listed = serde_json::from_slice::<serde_json::Value>(&ls.stdout)?.as_array().map_or(0, |a| a.len()) as u64;
-        if Some(listed) != get("events_written").as_u64() {
-            bail!("store lists {listed} events, the report says {} written", get("events_written"));
-        }
-        run(Command::new(release_bin(root)).args(["store", "verify"]).arg(&store))?;
+        let listed = check_store_matches_report(root, &store, &get("events_written"))?.len();
         eprintln!("store: {listed} events written, listed and verified");
     } else if get("events_written").as_u64() != Some(0) {
         bail!("the report says {} events written but {} does not exist", get("events_written"), store.display());

@@ -50,8 +50,7 @@ pub struct QemuOptions {
 
 fn cache_dir(root: &Path) -> PathBuf {
     // Next to the cargo target dir, so CI's cached target dir also caches the downloaded kernel.
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
-    target.join("qemu")
+    crate::target_dir(root).join("qemu")
 }
 
 fn output(cmd: &mut Command) -> Result<String> {
@@ -116,8 +115,10 @@ fn kernel(cache: &Path) -> Result<(PathBuf, PathBuf)> {
     Ok((vmlinuz, root.join("lib/modules").join(version)))
 }
 
-/// Find `<name>.ko` (or .ko.xz, decompressed) under the modules tree.
-fn find_module(modules: &Path, name: &str, out_dir: &Path) -> Result<PathBuf> {
+/// Copy the `names` modules (`<name>.ko`, or `.ko.xz` decompressed: busybox insmod takes plain files) from the
+/// modules tree into `out_dir`, in one walk of the tree.
+fn copy_modules(modules: &Path, names: &[&str], out_dir: &Path) -> Result<()> {
+    let mut found: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
     let mut stack = vec![modules.join("kernel")];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d)?.filter_map(|e| e.ok()) {
@@ -127,23 +128,26 @@ fn find_module(modules: &Path, name: &str, out_dir: &Path) -> Result<PathBuf> {
                 continue;
             }
             let file = p.file_name().unwrap().to_string_lossy().into_owned();
-            let dest = out_dir.join(format!("{name}.ko"));
-            if file == format!("{name}.ko") {
-                std::fs::copy(&p, &dest)?;
-                return Ok(dest);
-            }
-            if file == format!("{name}.ko.xz") {
-                // busybox insmod takes plain .ko files: decompress here.
-                let raw = Command::new("xz").arg("-dc").arg(&p).output()?;
-                if !raw.status.success() {
-                    bail!("xz -dc {} failed", p.display());
-                }
-                std::fs::write(&dest, raw.stdout)?;
-                return Ok(dest);
+            let stem = file.strip_suffix(".ko").or_else(|| file.strip_suffix(".ko.xz"));
+            if let Some(name) = stem.filter(|n| names.contains(n)) {
+                found.insert(name.to_string(), p);
             }
         }
     }
-    bail!("module {name} not found under {}", modules.display())
+    for name in names {
+        let p = found.get(*name).with_context(|| format!("module {name} not found under {}", modules.display()))?;
+        let dest = out_dir.join(format!("{name}.ko"));
+        if p.extension().is_some_and(|x| x == "xz") {
+            let raw = Command::new("xz").arg("-dc").arg(p).output()?;
+            if !raw.status.success() {
+                bail!("xz -dc {} failed", p.display());
+            }
+            std::fs::write(&dest, raw.stdout)?;
+        } else {
+            std::fs::copy(p, &dest)?;
+        }
+    }
+    Ok(())
 }
 
 /// The script /init runs inside the VM. Results go to the console between `@@RTVLA <name>` markers.
@@ -228,9 +232,7 @@ fn initramfs(root: &Path, cache: &Path, bin: &Path, modules: &Path, opts: &QemuO
     }
     std::fs::copy(cache.join("kernel-root/bin/busybox"), dir.join("bin/busybox"))
         .context("busybox from busybox-static:arm64")?;
-    for m in MODULES {
-        find_module(modules, m, &dir.join("lib/modules"))?;
-    }
+    copy_modules(modules, MODULES, &dir.join("lib/modules"))?;
     std::fs::copy(bin, dir.join("rtvla/rtvla"))?;
     let board = std::fs::read_to_string(root.join("boards/qemu-virt.toml"))?;
     std::fs::write(dir.join("rtvla/boards/qemu-virt.toml"), &board)?;
