@@ -458,22 +458,21 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         repeat: opts.repeat,
         render,
     };
-    let mut camera_report = CameraReport::default();
-    let (outcome, metrics) = match (board.camera.source, board.vehicle.link) {
+    // Besides the loop outcome and the sim's episodes: what the camera delivered, and for a real camera the
+    // negotiated device and format (the report's camera fields).
+    let (outcome, metrics, camera_stats, camera_desc) = match (board.camera.source, board.vehicle.link) {
         (CameraSource::Sim, LinkKind::Sim) => {
             let sync =
                 if opts.virtual_time { Duration::from_secs(5) } else { Duration::from_micros(cfg.period_us / 2) };
             let (harness, mut camera, mut vehicle) = SimHarness::spawn(sim_opts(sync, true))?;
             let o = go(&mut camera, &mut vehicle);
-            camera_report.update(&camera, None);
-            (o, Some(harness.finish_all()?))
+            (o, Some(harness.finish_all()?), camera.stats(), None)
         }
         #[cfg(target_os = "linux")]
         (CameraSource::V4l2, link) => {
             let mut camera = open_v4l2(&board)?;
-            camera_report.update(&camera, Some(camera.info().to_string()));
             tracing::info!("camera format negotiated: {}", camera.info());
-            let r = match link {
+            let (o, episodes) = match link {
                 // The simulator is the vehicle (and the world); the frames come from the real device.
                 LinkKind::Sim => {
                     let (harness, _sim_frames, mut vehicle) = SimHarness::spawn(sim_opts(Duration::ZERO, false))?;
@@ -485,9 +484,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
                     (go(&mut camera, &mut vehicle), None)
                 }
             };
-            camera_report.update(&camera, Some(camera.info().to_string()));
-            camera_report.bad_frames = camera.bad_frames();
-            r
+            (o, episodes, camera.stats(), Some(camera.info().to_string()))
         }
         (source, link) => {
             return Err(bad_input(format!(
@@ -543,11 +540,11 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         fallbacks: outcome.fallbacks,
         fallback_ticks: outcome.fallback_ticks,
         faults,
-        frames_dropped: camera_report.dropped,
-        frames_captured: camera_report.frames,
-        camera_reconnects: camera_report.reconnects,
-        camera_bad_frames: camera_report.bad_frames,
-        camera: camera_report.description,
+        frames_dropped: camera_stats.dropped,
+        frames_captured: camera_stats.frames,
+        camera_reconnects: camera_stats.reconnects,
+        camera_bad_frames: camera_stats.bad,
+        camera: camera_desc,
         events_flagged: outcome.fallbacks,
         events_written: writer_stats.as_ref().map_or(0, |w| w.written),
         events_dropped: rec_stats.map_or(0, |r| r.dropped_no_slot + r.dropped_queue_full)
@@ -588,37 +585,12 @@ fn combine_episodes(mut all: Vec<EpisodeMetrics>) -> Option<EpisodeMetrics> {
     Some(m)
 }
 
-/// Camera figures for the run report.
-#[derive(Default)]
-struct CameraReport {
-    description: Option<String>,
-    frames: u64,
-    dropped: u64,
-    reconnects: u64,
-    bad_frames: u64,
-}
-
-impl CameraReport {
-    fn update(&mut self, source: &dyn FrameSource, description: Option<String>) {
-        let st = source.stats();
-        (self.frames, self.dropped, self.reconnects) = (st.frames, st.dropped, st.reconnects);
-        if description.is_some() {
-            self.description = description;
-        }
-    }
-}
-
 /// The board's V4L2 camera, opened and negotiated (bad format / missing device fail here, before the first tick).
 #[cfg(target_os = "linux")]
 fn open_v4l2(board: &Board) -> anyhow::Result<crate::camera::v4l2::V4l2Camera> {
-    use crate::camera::pixel::PixelFormat;
+    // Format and device were checked when the profile loaded (Board::validate).
     let cam = &board.camera;
-    let format = PixelFormat::parse(&cam.format)
-        .ok_or_else(|| bad_input(format!("camera.format = {:?}: expected yuyv, mjpeg, nv12 or rgb24", cam.format)))?;
-    if cam.device.is_empty() {
-        return Err(bad_input("camera.device is required when camera.source = \"v4l2\""));
-    }
-    let mut c = crate::camera::v4l2::V4l2Config::new(&cam.device, format, cam.width, cam.height, cam.fps);
+    let mut c = crate::camera::v4l2::V4l2Config::new(&cam.device, cam.format, cam.width, cam.height, cam.fps);
     // Declare the device lost a little after the loop would call the frame stale.
     c.frame_timeout = Duration::from_millis(cam.stale_after_ms as u64).max(Duration::from_millis(500)) * 2;
     crate::camera::v4l2::V4l2Camera::open(c)

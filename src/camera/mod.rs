@@ -38,6 +38,8 @@ pub struct SourceStats {
     pub dropped: u64,
     /// Times the device was lost and opened again.
     pub reconnects: u64,
+    /// Buffers that did not convert (short buffer, bad JPEG).
+    pub bad: u64,
 }
 
 /// A camera as the loop sees it.

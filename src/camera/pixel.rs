@@ -3,8 +3,9 @@
 
 use std::fmt;
 
-/// Capture formats rtvla accepts (board profile `camera.format`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Capture formats rtvla accepts (board profile `camera.format`; an unknown name is a profile error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum PixelFormat {
     /// Packed 4:2:2, Y0 U Y1 V (most USB webcams uncompressed, vivid's default).
     Yuyv,
@@ -46,6 +47,13 @@ impl PixelFormat {
             PixelFormat::Rgb24 => Some(width * height * 3),
             PixelFormat::Mjpeg => None,
         }
+    }
+}
+
+impl TryFrom<String> for PixelFormat {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        PixelFormat::parse(&s).ok_or_else(|| format!("camera.format {s:?}: expected yuyv, mjpeg, nv12 or rgb24"))
     }
 }
 

@@ -86,7 +86,6 @@ struct Counters {
     reconnects: AtomicU64,
     /// Buffers that did not convert (short, bad JPEG).
     bad: AtomicU64,
-    connected: AtomicBool,
     stop: AtomicBool,
 }
 
@@ -190,7 +189,6 @@ impl V4l2Camera {
         let blank = Frame::blank(cfg.width, cfg.height);
         let (input, output) = triple_buffer::triple_buffer(&blank);
         let counters = Arc::new(Counters::default());
-        counters.connected.store(true, Ordering::Release);
         let (c, i) = (counters.clone(), info.clone());
         let thread = std::thread::Builder::new()
             .name("rtvla-v4l2".into())
@@ -202,21 +200,6 @@ impl V4l2Camera {
     /// The negotiated device, format and size.
     pub fn info(&self) -> CaptureInfo {
         self.info.lock().map(|i| i.clone()).unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    /// Times the device was lost and opened again.
-    pub fn reconnects(&self) -> u64 {
-        self.counters.reconnects.load(Ordering::Relaxed)
-    }
-
-    /// Buffers that failed to convert.
-    pub fn bad_frames(&self) -> u64 {
-        self.counters.bad.load(Ordering::Relaxed)
-    }
-
-    /// Whether the device is open right now.
-    pub fn connected(&self) -> bool {
-        self.counters.connected.load(Ordering::Acquire)
     }
 }
 
@@ -232,6 +215,7 @@ impl FrameSource for V4l2Camera {
             frames: self.counters.frames.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),
             reconnects: self.counters.reconnects.load(Ordering::Relaxed),
+            bad: self.counters.bad.load(Ordering::Relaxed),
         }
     }
 }
@@ -275,7 +259,6 @@ fn capture_thread(
                     last_driver_seq = None;
                     backoff = cfg.backoff_min;
                     counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                    counters.connected.store(true, Ordering::Release);
                 }
                 Err(e) => {
                     let msg = format!("{e:#}");
@@ -319,7 +302,6 @@ fn capture_thread(
             Err(e) => {
                 last_error = format!("camera {} lost: {e}", cfg.device.display());
                 tracing::warn!("{last_error}; reconnecting");
-                counters.connected.store(false, Ordering::Release);
                 // The v4l crate panics in Drop when STREAMOFF/munmap fail with anything but ENODEV: keep such a
                 // failure to this one lost session instead of ending the capture thread.
                 let lost = session.take();
