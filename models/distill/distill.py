@@ -42,15 +42,20 @@ def save_ckpt(path: str, step: int, modules: dict, opt, extra: dict | None = Non
     os.replace(tmp, path)  # atomic: a kill mid-save never leaves a broken checkpoint
 
 
-def load_ckpt(path: str, modules: dict, opt=None) -> int:
+def load_ckpt_with_extra(path: str, modules: dict, opt=None) -> tuple[int, dict]:
+    """Restore modules (+ optimizer) from a checkpoint: (step, the `extra` dict saved with it); (0, {}) if none."""
     if not os.path.exists(path):
-        return 0
+        return 0, {}
     ck = torch.load(path, map_location="cpu", weights_only=False)
     for k, m in modules.items():
         m.load_state_dict(ck["modules"][k])
     if opt is not None and ck.get("opt") is not None:
         opt.load_state_dict(ck["opt"])
-    return int(ck["step"])
+    return int(ck["step"]), ck.get("extra") or {}
+
+
+def load_ckpt(path: str, modules: dict, opt=None) -> int:
+    return load_ckpt_with_extra(path, modules, opt)[0]
 
 
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
@@ -106,11 +111,10 @@ def _loop(name: str, out: str, steps: int, modules: dict, params, step_fn, cfg: 
     """Generic resumable loop. step_fn(step) -> dict of float losses (already backpropagated)."""
     ckpt = os.path.join(out, f"{name}.pt")
     opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg.get("wd", 0.01))
-    start = load_ckpt(ckpt, modules, opt)
+    start, extra = load_ckpt_with_extra(ckpt, modules, opt)
     # Training seconds of earlier sessions of this stage (kept in the checkpoint, so a resumed or skipped stage still
     # reports its whole training time in the manifests' provenance).
-    prior = float(torch.load(ckpt, map_location="cpu", weights_only=False).get("extra", {}).get("elapsed_s", 0.0)) \
-        if start else 0.0
+    prior = float(extra.get("elapsed_s", 0.0)) if start else 0.0
     timing = {"stage": name, "start_step": start, "steps": steps}
     if start >= steps:
         print(f"[{name}] done already ({start}/{steps} steps), skipping")
