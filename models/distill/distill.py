@@ -156,6 +156,13 @@ def _loop(name: str, out: str, steps: int, modules: dict, params, step_fn, cfg: 
     return timing
 
 
+def language_context(drv, b: dict) -> tuple:
+    """What the language branch reads: the driving branch's features and plan on the batch's frames + the ego inputs,
+    i.e. the fields a snapshot keeps at a keyframe tick (the runtime stores the plan it drove, not the ground truth)."""
+    path, sw, feats = drv(b["image"], b["speed"], b["target_points"])
+    return (feats, b["speed"], b["target_points"], path, sw)
+
+
 # -------------------------------------------------------------------------------------------------------------- stages
 def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: dict) -> dict:
     rng = np.random.default_rng(cfg.get("seed", 0))
@@ -231,7 +238,9 @@ def train_student_language(student: Student, teacher: Teacher | None, data: Driv
     if teacher is not None:
         teacher.eval()
     temp = cfg.get("temperature", 2.0)
-    w_kl = cfg.get("w_kl", 1.0) if teacher is not None else 0.0
+    # The teacher's own greedy commentary is right on ~60 % of held-out frames (it never sees the plan the language
+    # branch reads), so its softened logits regularise rather than lead: half the weight of the ground truth.
+    w_kl = cfg.get("w_kl", 0.5) if teacher is not None else 0.0
 
     def step_fn(_):
         drv.eval()
@@ -239,8 +248,8 @@ def train_student_language(student: Student, teacher: Teacher | None, data: Driv
         b = data.batch(next(it))
         text_in, text_out = text_io(b["tokens"])
         with torch.no_grad():
-            _, _, feats = drv(b["image"], b["speed"], b["target_points"])
-        logits = lang(feats, text_in)
+            ctx = language_context(drv, b)
+        logits = lang(ctx, text_in)
         v = logits.shape[-1]
         l_ce = F.cross_entropy(logits.reshape(-1, v), text_out.reshape(-1), ignore_index=PAD)
         losses = {"ce": l_ce}
@@ -305,8 +314,7 @@ def eval_language(student, data, va, limit: int = 128) -> float:
     ok = n = 0
     for idx in _val_batches(va, limit=limit):
         b = data.batch(idx)
-        _, _, feats = student.driving(b["image"], b["speed"], b["target_points"])
-        gen = student.language.generate(feats)
+        gen = student.language.generate(language_context(student.driving, b))
         for g, t in zip(gen, b["tokens"]):
             ok += VOCAB.decode(g) == VOCAB.decode(t)
             n += 1
@@ -323,8 +331,7 @@ def commentary_metrics(student, data, va, limit: int = 256) -> dict:
     exact = ao = n = 0
     for idx in _val_batches(va, limit=limit):
         b = data.batch(idx)
-        _, _, feats = student.driving(b["image"], b["speed"], b["target_points"])
-        gen = student.language.generate(feats)
+        gen = student.language.generate(language_context(student.driving, b))
         for g, t, a, o in zip(gen, b["tokens"], b["action"], b["object"]):
             text = VOCAB.decode(g)
             exact += text == VOCAB.decode(t)

@@ -31,8 +31,9 @@ from export import _ort  # noqa: E402
 STUDENTS = {"student": "language", "student_int8": "language", "student_nodistill": "language_nodistill"}
 
 
-def decode_ort(res, step, feats: np.ndarray, kv_shape: list[int]) -> list[int]:
-    lat = res.run(None, {"features": feats})[0]
+def decode_ort(res, step, ctx: dict, kv_shape: list[int]) -> list[int]:
+    """ctx: the resampler's inputs (export.LANGUAGE_CONTEXT) as numpy arrays."""
+    lat = res.run(None, ctx)[0]
     k = np.zeros(kv_shape, np.float32)
     v = np.zeros(kv_shape, np.float32)
     tok, out = BOS, [BOS]
@@ -70,9 +71,10 @@ def student_commentary(models: str, name: str, lang: str, data: DrivingData, idx
     texts = []
     for i in idx:
         b = data.batch([int(i)])
-        feats = drv.run(None, {"image": b["image"].numpy(), "speed": b["speed"].numpy(),
-                               "target_points": b["target_points"].numpy()})[2]
-        texts.append(VOCAB.decode(decode_ort(res, step, feats, kv)))
+        ego = {"speed": b["speed"].numpy(), "target_points": b["target_points"].numpy()}
+        path, speed_wps, feats = drv.run(None, dict(ego, image=b["image"].numpy()))
+        ctx = dict(ego, features=feats, path=path, speed_wps=speed_wps)
+        texts.append(VOCAB.decode(decode_ort(res, step, ctx, kv)))
     return score(texts, data, idx)
 
 

@@ -212,6 +212,21 @@ class TeacherVisionOnly(nn.Module):
         return wps[:, :N_PATH], wps[:, N_PATH:], vis
 
 
+class TeacherLanguageInTheLoop(nn.Module):
+    """The teacher as SimLingo drives: it writes its commentary greedily (KV cache, a fixed 22 steps), then predicts
+    the waypoints conditioned on it -- one static graph with the student's I/O contract (features = its ViT tokens),
+    so `rtvla sim eval` drives it closed loop through tract like any driving graph."""
+
+    def __init__(self, teacher) -> None:
+        super().__init__()
+        self.t = teacher.eval()
+        self.cfg = dict(teacher.cfg, mode="language-in-the-loop")
+
+    def forward(self, image, speed, target_points):
+        _, path, speed_wps, vis = self.t.generate_cached(image, speed, target_points)
+        return path, speed_wps, vis
+
+
 def quantize_driving(f32: dict, name: str, calib: list[dict], provenance: dict, description: str,
                      raw_frames: list[dict] | None = None, metrics: dict | None = None) -> dict:
     """int8 in the one form tract runs faster than f32 (../shared/notes-tract-quantization.md): ONNX Runtime static
@@ -276,6 +291,16 @@ def ort_latency(onnx_paths: dict, runs: int = 50, threads: int = 1) -> dict:
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+# The resampler's inputs, in order: the fields a snapshot keeps at a keyframe tick (src/events/snapshot.rs).
+LANGUAGE_CONTEXT = ("features", "speed", "target_points", "path", "speed_wps")
+
+
+def example_language_context(feat_shape: list[int]) -> tuple:
+    return (torch.randn(*feat_shape), torch.tensor([[6.0]]), torch.tensor([[[15.0, 0.5], [35.0, 1.0]]]),
+            torch.stack([torch.arange(1.0, N_PATH + 1), torch.zeros(N_PATH)], -1)[None],
+            torch.stack([torch.arange(1.0, N_SPEED + 1) * 1.5, torch.zeros(N_SPEED)], -1)[None])
+
+
 def export_language(language, feat_shape: list[int], out_dir: str, provenance: dict | None = None,
                     prefix: str = "language") -> dict:
     """Export resampler + one decoder step with KV cache; parity vs PyTorch; writes <prefix>.toml."""
@@ -284,11 +309,11 @@ def export_language(language, feat_shape: list[int], out_dir: str, provenance: d
     dec = language.decoder
     res_path = os.path.join(out_dir, f"{prefix}_resampler.onnx")
     step_path = os.path.join(out_dir, f"{prefix}_step.onnx")
-    feats = torch.randn(*feat_shape)
+    ctx = example_language_context(feat_shape)
     with torch.no_grad():
-        torch.onnx.export(language.resampler, (feats,), res_path, opset_version=OPSET, dynamo=False,
-                          input_names=["features"], output_names=["latents"])
-        lat = language.resampler(feats)
+        torch.onnx.export(language.resampler, ctx, res_path, opset_version=OPSET, dynamo=False,
+                          input_names=list(LANGUAGE_CONTEXT), output_names=["latents"])
+        lat = language.resampler(*ctx)
         k, v = dec.empty_cache(1)
         ex = (torch.tensor([[1]], dtype=torch.long), torch.tensor([0], dtype=torch.long), lat, k, v)
         torch.onnx.export(StepGraph(dec), ex, step_path, opset_version=OPSET, dynamo=False,
@@ -300,7 +325,7 @@ def export_language(language, feat_shape: list[int], out_dir: str, provenance: d
     rs, ss = _ort(res_path), _ort(step_path)
     max_diff = 0.0
     with torch.no_grad():
-        lat_o = rs.run(None, {"features": feats.numpy()})[0]
+        lat_o = rs.run(None, {n: t.numpy() for n, t in zip(LANGUAGE_CONTEXT, ctx)})[0]
         max_diff = max(max_diff, float(np.abs(lat_o - lat.numpy()).max()))
         tok = torch.tensor([[1]])
         ko, vo = k.numpy(), v.numpy()
@@ -319,13 +344,15 @@ def export_language(language, feat_shape: list[int], out_dir: str, provenance: d
     prov["parity_max_abs_diff_ort"] = max_diff
     man = os.path.join(out_dir, f"{prefix}.toml")
     kshape = list(k.shape)
-    text = "# Student language branch: resampler (features -> latents) + one decoder step with explicit KV cache.\n"
+    text = "# Student language branch: resampler (a snapshot keyframe: features, speed, target points, plan -> latents)\n"
+    text += "# + one decoder step with explicit KV cache.\n"
     text += "# Decode: pos=0 token=<bos>, zero caches; feed back new_k/new_v and argmax(logits) with pos+1 until <eos>.\n"
     text += _table("model", {"name": f"student-{prefix}", "kind": "language",
                              "resampler_onnx": os.path.basename(res_path),
                              "resampler_sha256": sha256(res_path), "step_onnx": os.path.basename(step_path),
                              "step_sha256": sha256(step_path), "precision": "f32"})
-    text += "\n" + _table("io", {"features": feat_shape, "latents": list(lat.shape), "token": [1, 1], "pos": [1],
+    text += "\n" + _table("io", {"features": feat_shape, "speed": [1, 1], "target_points": [1, 2, 2],
+                                 "path": [1, N_PATH, 2], "speed_wps": [1, N_SPEED, 2], "latents": list(lat.shape), "token": [1, 1], "pos": [1],
                                  "kv_cache": kshape, "logits": [1, len(VOCAB)], "max_len": TEXT_LEN})
     text += "\n" + _table("vocab", {"tokens": VOCAB.itos, "pad": 0, "bos": 1, "eos": 2})
     text += "\n" + _table("provenance", prov)

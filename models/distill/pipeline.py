@@ -28,8 +28,8 @@ sys.path.insert(0, HERE)
 from data import DrivingData  # noqa: E402
 from distill import (load_ckpt, train_student_driving, train_student_language, train_teacher,  # noqa: E402
                      commentary_metrics, eval_driving, eval_teacher)
-from export import (TeacherVisionOnly, export_driving, export_language, quantize_driving, ort_latency,  # noqa: E402
-                    raw_val_frames)
+from export import (TeacherLanguageInTheLoop, TeacherVisionOnly, export_driving, export_language,  # noqa: E402
+                    ort_latency, quantize_driving, raw_val_frames)
 from student import Student  # noqa: E402
 from teacher import Teacher  # noqa: E402
 
@@ -42,7 +42,7 @@ PRESETS = {
                    eval_every=40, ckpt_every=10, lr_teacher=5e-4, lr_student=1e-3, val_limit=128),
     # The full run, sized for <= 2 h on this 2-core machine when it is quiet (timing.py, idle box: teacher 1.26 s/step,
     # student stage 1 0.88, stage 2 0.56, ablation 0.39 / 0.20 at batch 32 -> ~67 min of steps + dataset/eval/export).
-    "full": dict(frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=600,
+    "full": dict(frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=1000,
                  eval_every=200, ckpt_every=50, lr_teacher=5e-4, lr_student=1e-3, val_limit=256),
 }
 
@@ -97,6 +97,14 @@ def plot(run_dir: str, stages: list[str]) -> None:
     print(f"[plot] {os.path.join(run_dir, 'losses.png')}")
 
 
+def export_teacher_language(teacher, exp: str, prov: dict, real: list, raw: list, val_wp: float, preset: str) -> dict:
+    """The teacher's language-in-the-loop driving graph (commentary, then waypoints conditioned on it)."""
+    return export_driving(TeacherLanguageInTheLoop(teacher), exp, "teacher_lang", dict(prov, mode="language-in-the-loop"),
+                          real_inputs=real, metrics={"val_wp_l2_m": val_wp}, raw_frames=raw, kind="teacher",
+                          description=f"Teacher ({preset} run) driving language-in-the-loop: greedy commentary "
+                                      "(22 cached decoder steps), then waypoints conditioned on it.")
+
+
 def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, preset: str, timings: dict,
                val: dict) -> dict:
     """Every artifact the runtime and `cargo xtask eval` use: distilled student (f32 + int8), its language branch, the
@@ -118,16 +126,18 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
     rt = export_driving(TeacherVisionOnly(teacher), exp, "teacher", dict(prov, mode="vision-only"),
                         real_inputs=real[:2], metrics={"val_wp_l2_m": val["teacher_wp_l2_m"]}, raw_frames=raw,
                         kind="teacher", description=f"Teacher ({preset} run) in vision-only mode (empty commentary).")
+    rtl = export_teacher_language(teacher, exp, prov, real[:2], raw, val["teacher_wp_l2_m"], preset)
     torch.save({"cfg": teacher.cfg, "state": teacher.state_dict()}, os.path.join(exp, "teacher.pt"))
     rng = np.random.default_rng(7)
     calib = [data.batch([int(i)]) for i in rng.choice(tr, min(64, len(tr)), replace=False)]
     rq = quantize_driving(r, "student_int8", calib, dict(prov, distilled=True), raw_frames=raw,
                           description=f"Distilled student ({preset} run), int8 QLinearConv backbone.")
-    lat = ort_latency({"teacher": rt["onnx"], "student": r["onnx"], "student_int8": rq["onnx"]})
+    lat = ort_latency({"teacher": rt["onnx"], "teacher_lang": rtl["onnx"], "student": r["onnx"],
+                       "student_int8": rq["onnx"]})
     print(f"[export] onnxruntime latency, 1 thread, median ms: {lat}")
     return {"parity_max_abs_diff": {"student": r["max_abs_diff"], "language": rl["max_abs_diff"],
                                     "ablation": ra["max_abs_diff"], "ablation_language": rla["max_abs_diff"],
-                                    "teacher": rt["max_abs_diff"]},
+                                    "teacher": rt["max_abs_diff"], "teacher_lang": rtl["max_abs_diff"]},
             "int8_vs_f32_max_abs_diff_m": rq["int8_vs_f32_max_abs_diff"], "ort_latency_ms": lat}
 
 

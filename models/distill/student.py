@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from data import N_PATH, N_SPEED, TEXT_LEN, VOCAB
-from layers import WP_SCALE, Attention, DecoderBlock, MLP, causal_mask, cond_features
+from layers import EGO_DIM, WP_SCALE, Attention, DecoderBlock, MLP, causal_mask, cond_features, ego_features
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1) -> nn.Sequential:
@@ -79,11 +79,18 @@ class StudentDriving(nn.Module):
 
 
 class Resampler(nn.Module):
-    """Perceiver-style: n_latents learned latents cross-attend to the visual features."""
+    """Perceiver-style: n_latents learned latents cross-attend to the visual features; n_ego more tokens carry the
+    snapshot's ego state and plan (`ego_features`), join the latents' queries and are passed on to the decoder.
 
-    def __init__(self, feat_dim: int = 64, dim: int = 128, heads: int = 4, n_latents: int = 16, depth: int = 1) -> None:
+    Inputs are exactly a snapshot keyframe's fields: features [B,N,C], speed [B,1], target_points [B,2,2],
+    path [B,20,2], speed_wps [B,10,2] -> latents [B, n_latents + n_ego, dim]."""
+
+    def __init__(self, feat_dim: int = 64, dim: int = 128, heads: int = 4, n_latents: int = 16, depth: int = 1,
+                 n_ego: int = 2) -> None:
         super().__init__()
         self.latents = nn.Parameter(torch.randn(1, n_latents, dim) * 0.02)
+        self.n_ego, self.dim = n_ego, dim
+        self.ego = nn.Sequential(nn.Linear(EGO_DIM, dim), nn.GELU(), nn.Linear(dim, n_ego * dim))
         self.fnorm = nn.LayerNorm(feat_dim)
         self.layers = nn.ModuleList()
         for _ in range(depth):
@@ -91,9 +98,11 @@ class Resampler(nn.Module):
                                               nn.LayerNorm(dim), MLP(dim)]))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, feats):
+    def forward(self, feats, speed, target_points, path, speed_wps):
         f = self.fnorm(feats)
-        x = self.latents.expand(feats.shape[0], -1, -1)
+        b = feats.shape[0]
+        ego = self.ego(ego_features(speed, target_points, path, speed_wps)).reshape(b, self.n_ego, self.dim)
+        x = torch.cat([self.latents.expand(b, -1, -1), ego], dim=1)
         for n1, att, n2, mlp in self.layers:
             x = x + att(n1(x), kv=f)
             x = x + mlp(n2(x))
@@ -158,14 +167,16 @@ class StudentLanguage(nn.Module):
         self.resampler = Resampler(feat_dim, dim, heads, n_latents)
         self.decoder = LanguageDecoder(dim, heads, depth)
 
-    def forward(self, feats, text_in):
-        return self.decoder(text_in, self.resampler(feats))
+    def forward(self, ctx: tuple, text_in):
+        """ctx = (features, speed, target_points, path, speed_wps): a keyframe of a snapshot."""
+        return self.decoder(text_in, self.resampler(*ctx))
 
     @torch.no_grad()
-    def generate(self, feats, max_len: int = TEXT_LEN - 1):
+    def generate(self, ctx: tuple, max_len: int = TEXT_LEN - 1):
         """Greedy decoding with the KV cache (the same path the exported step graph runs). Returns ids [B, T]."""
         from data import BOS, EOS
-        lat = self.resampler(feats)
+        lat = self.resampler(*ctx)
+        feats = ctx[0]
         b = feats.shape[0]
         k, v = self.decoder.empty_cache(b)
         tok = torch.full((b, 1), BOS, dtype=torch.long)

@@ -15,10 +15,14 @@ from layers import WP_SCALE, DecoderBlock, EncoderBlock, cond_features
 
 class Teacher(nn.Module):
     def __init__(self, dim: int = 192, depth: int = 6, heads: int = 3, dec_depth: int = 3, patch: int = 16,
-                 vocab: int = len(VOCAB), text_len: int = TEXT_LEN) -> None:
+                 vocab: int = len(VOCAB), text_len: int = TEXT_LEN, lm_aligned: bool = False) -> None:
         super().__init__()
         self.cfg = dict(dim=dim, depth=depth, heads=heads, dec_depth=dec_depth, patch=patch, vocab=vocab,
-                        text_len=text_len)
+                        text_len=text_len, lm_aligned=lm_aligned)
+        # lm_aligned=False is the first teachers' (bundled, 2026-11-25) language head: the logits of decoder position j
+        # (cond, then text token j-1) were trained to predict text token j+1, so each word was predicted without
+        # seeing the word just before it. True: the position of text token j predicts token j+1 (the usual shift).
+        self.lm_aligned = lm_aligned
         self.grid = (IMG_H // patch, IMG_W // patch)
         n_tok = self.grid[0] * self.grid[1]
         self.patch = nn.Conv2d(3, dim, patch, stride=patch)
@@ -64,7 +68,8 @@ class Teacher(nn.Module):
         for blk in self.dec:
             x = blk(x, vis, mask)
         x = self.dec_norm(x)
-        logits = self.lm_head(x[:, :t])  # position i (cond + i tokens seen) predicts token i+1
+        # aligned: the position of text token i predicts token i+1; legacy: position i (cond + i tokens) does
+        logits = self.lm_head(x[:, 1 : 1 + t] if self.lm_aligned else x[:, :t])
         q = x[:, 1 + t:]
         return logits, q, self.wp_head(q) * WP_SCALE
 
@@ -95,3 +100,51 @@ class Teacher(nn.Module):
             text = torch.cat([text, torch.zeros(b, pad, dtype=torch.long, device=text.device)], dim=1)
         _, _, wps = self.decode(vis, speed, target_points, text)
         return text, wps[:, :N_PATH], wps[:, N_PATH:]
+
+    def generate_cached(self, image, speed, target_points, max_len: int | None = None):
+        """The same greedy commentary-then-waypoints as `generate`, with a KV cache and a fixed number of steps (no
+        early exit: after <eos> it writes PAD, as the waypoint queries saw in training), so it traces into one static
+        ONNX graph -- the teacher driving language-in-the-loop, as SimLingo does. The cross-attention keys/values of
+        the visual tokens are computed once; every step runs only the new token through the decoder.
+        Returns (token ids [B, max_len], path, speed_wps, visual tokens)."""
+        max_len = max_len or self.text_len - 1
+        vis = self.encode(image)
+        b = image.shape[0]
+        mem = [(blk.cross.split(blk.cross.k(vis)), blk.cross.split(blk.cross.v(vis))) for blk in self.dec]
+        cache: list = [None] * len(self.dec)
+
+        def run(x):
+            """x [B, n, dim]: new positions that see every cached position and each other (no causal mask is
+            needed: new positions are either one token or the waypoint queries, which see everything)."""
+            for i, blk in enumerate(self.dec):
+                att = blk.self_attn
+                h = blk.n1(x)
+                k, v = att.split(att.k(h)), att.split(att.v(h))
+                if cache[i] is not None:
+                    k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
+                cache[i] = (k, v)
+                x = x + att.attend(att.split(att.q(h)), k, v)
+                x = x + blk.cross.attend(blk.cross.split(blk.cross.q(blk.n2(x))), *mem[i])
+                x = x + blk.mlp(blk.n3(x))
+            return x
+
+        h = run(self.cond(cond_features(speed, target_points)).unsqueeze(1) + self.dec_pos[:, :1])
+        pending = self.lm_head(self.dec_norm(h))[:, -1]  # lm_aligned=False: the cond position predicts word 1
+        tok = torch.full((b, 1), BOS, dtype=torch.long, device=image.device)
+        toks = [tok]
+        done = torch.zeros(b, 1, dtype=torch.bool, device=image.device)
+        for p in range(max_len - 1):
+            h = run(self.tok(tok) + self.dec_pos[:, 1 + p : 2 + p])
+            logits = self.lm_head(self.dec_norm(h))[:, -1]
+            if not self.lm_aligned:  # position j predicts text token j + 1 (see `decode`): one position behind
+                logits, pending = pending, logits
+            nxt = logits.argmax(-1, keepdim=True)
+            nxt = torch.where(done, torch.zeros_like(nxt), nxt)
+            done = done | (nxt == EOS)
+            toks.append(nxt)
+            tok = nxt
+        # The last token is in `toks` but not yet in the cache; the queries must see all max_len text positions.
+        run(self.tok(tok) + self.dec_pos[:, max_len : max_len + 1])
+        q = self.dec_norm(run(self.queries.expand(b, -1, -1)))
+        wps = self.wp_head(q) * WP_SCALE
+        return torch.cat(toks, dim=1), wps[:, :N_PATH], wps[:, N_PATH:], vis

@@ -1,5 +1,6 @@
 """Shapes, a tiny overfit step, the KV-cache step vs the parallel decoder, and ONNX export parity."""
 import numpy as np
+import pytest
 import torch
 
 from data import BOS, EOS, VOCAB, DrivingData, normalise_batch
@@ -45,7 +46,7 @@ def test_model_shapes():
     assert o["logits"].shape == (2, tokens.shape[1] - 1, len(VOCAB))
     path, sw, feats = s.driving(img, spd, tp)
     assert path.shape == (2, 20, 2) and sw.shape == (2, 10, 2) and feats.shape == (2, 32, 64)  # <= 2048 values: runtime MAX_FEATURES
-    assert s.language(feats, text_io(tokens)[0]).shape == (2, tokens.shape[1] - 1, len(VOCAB))
+    assert s.language((feats, spd, tp, path, sw), text_io(tokens)[0]).shape == (2, tokens.shape[1] - 1, len(VOCAB))
     ids, p2, s2 = t.generate(img, spd, tp, max_len=5)
     assert p2.shape == (2, 20, 2) and s2.shape == (2, 10, 2)
 
@@ -59,11 +60,11 @@ def test_no_depthwise_convs():
 def test_kv_cache_step_matches_parallel_decoder():
     torch.manual_seed(0)
     lang = Student().language.eval()
-    feats = torch.randn(1, 128, 64)
+    ctx = (torch.randn(1, 128, 64), torch.ones(1, 1), torch.ones(1, 2, 2), torch.ones(1, 20, 2), torch.ones(1, 10, 2))
     tokens = torch.tensor([VOCAB.encode("Stop at the stop sign in 7 m.")])[:, :8]
     with torch.no_grad():
-        full = lang(feats, tokens)
-        lat = lang.resampler(feats)
+        full = lang(ctx, tokens)
+        lat = lang.resampler(*ctx)
         k, v = lang.decoder.empty_cache(1)
         for p in range(tokens.shape[1]):
             logits, k, v = lang.decoder.step(tokens[:, p : p + 1], torch.tensor([p]), lat, k, v)
@@ -109,3 +110,15 @@ def test_commentary_metrics_runs(tiny_dataset):
     assert all(isinstance(v, tuple) for v in d.template_labels.values())
     m = commentary_metrics(Student(), d, np.arange(4), limit=4)
     assert m["n"] == 4 and 0.0 <= m["action_object"] <= 1.0
+
+
+@pytest.mark.parametrize("lm_aligned", [False, True])
+def test_teacher_cached_generation_matches_generate(lm_aligned):
+    torch.manual_seed(0)
+    t = Teacher(**SMALL_TEACHER, lm_aligned=lm_aligned).eval()
+    img, spd, tp = torch.randn(2, 3, 128, 256), torch.tensor([[0.0], [7.0]]), torch.randn(2, 2, 2) * 10
+    with torch.no_grad():
+        ids, path, sw = t.generate(img, spd, tp)
+        ids2, path2, sw2, _ = t.generate_cached(img, spd, tp)
+    assert torch.equal(ids, ids2)
+    assert torch.allclose(path, path2, atol=1e-4) and torch.allclose(sw, sw2, atol=1e-4)
