@@ -11,6 +11,7 @@ pub mod clock;
 pub mod control;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod model;
 pub mod preprocess;
 pub mod report;

@@ -38,11 +38,32 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ModelCmd,
     },
+    /// Explain the stored events offline: the student's language branch (tract, KV cache) writes a commentary
+    /// for every keyframe of every snapshot, from its visual features and that tick's speed, target points and plan.
+    ///
+    /// Prints one line per event; `--json FILE` writes a JSON array (id, commentary, keyframes, ...), `--html FILE`
+    /// a self-contained report with the thumbnails and the speed/brake trace of each event.
+    Explain(ExplainArgs),
     /// The closed-loop simulator: datasets, evaluation, replays.
     Sim {
         #[command(subcommand)]
         cmd: rtvla::sim::cli::SimCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// Event store directory (as written by `rtvla drive --store DIR`).
+    dir: PathBuf,
+    /// Language branch manifest.
+    #[arg(long, default_value = "models/student/language.toml")]
+    model: PathBuf,
+    /// Also write the explanations as a JSON array.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Also write an HTML report (thumbnails, commentary, speed/brake plots).
+    #[arg(long)]
+    html: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -146,6 +167,7 @@ fn main() -> ExitCode {
         Cmd::Drive(a) => drive(a),
         Cmd::Store { cmd } => store(cmd),
         Cmd::Model { cmd } => model(cmd),
+        Cmd::Explain(a) => explain(a),
         Cmd::Sim { cmd } => rtvla::sim::cli::run(cmd),
     };
     match result {
@@ -225,6 +247,46 @@ fn store(cmd: StoreCmd) -> anyhow::Result<i32> {
     }
 }
 
+fn explain(a: ExplainArgs) -> anyhow::Result<i32> {
+    use rtvla::explain;
+    let events = rtvla::store::ls(&a.dir)?.len();
+    let branch = explain::LanguageBranch::load(&a.model)?;
+    let bar = indicatif::ProgressBar::new(events as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("explaining {bar:30} {pos}/{len} events, {eta} left")
+            .expect("static template"),
+    );
+    let mut html = a.html.as_ref().map(|_| explain::report::HtmlReport::new());
+    let (out, corrupt) = explain::explain_store(
+        &a.dir,
+        &branch,
+        |e, s| {
+            if let Some(h) = html.as_mut() {
+                h.add(e, s);
+            }
+        },
+        |n| bar.set_position(n as u64),
+    )?;
+    bar.finish_and_clear();
+    print!("{}", explain::render_table(&out));
+    let explained = out.iter().filter(|e| !e.commentary.is_empty()).count();
+    println!("{explained} of {} events explained by {}", out.len(), branch.manifest().model.name);
+    if corrupt > 0 {
+        println!("{corrupt} corrupt records skipped (see `rtvla store verify`)");
+    }
+    if let Some(p) = &a.json {
+        write_json(p, &out)?;
+        println!("wrote {}", p.display());
+    }
+    if let (Some(p), Some(h)) = (&a.html, html) {
+        let title = format!("rtvla events in {}", a.dir.display());
+        std::fs::write(p, h.finish(&title, &branch.manifest().model.name))
+            .map_err(|e| rtvla::error::bad_input(format!("{}: {e}", p.display())))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(0)
+}
+
 fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
         .map_err(|e| rtvla::error::bad_input(format!("{}: {e}", path.display())))
@@ -233,6 +295,25 @@ fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::
 fn model(cmd: ModelCmd) -> anyhow::Result<i32> {
     use rtvla::model::tools;
     match cmd {
+        ModelCmd::Check { manifest, vectors, json } if rtvla::explain::language::is_language_manifest(&manifest) => {
+            let r = rtvla::explain::language::check_parity(&manifest, vectors.as_deref())?;
+            println!(
+                "{} (language): {} keyframe contexts vs {}: max abs diff first-step logits {:.3e} (tolerance {:.1e}), \
+                 same greedy sentence {}/{} -> {}",
+                r.model,
+                r.cases,
+                r.reference,
+                r.max_abs_diff_logits,
+                r.tolerance,
+                r.same_tokens,
+                r.cases,
+                if r.passed { "ok" } else { "FAILED" }
+            );
+            if let Some(p) = json {
+                write_json(&p, &r)?;
+            }
+            Ok(if r.passed { 0 } else { 1 })
+        }
         ModelCmd::Check { manifest, vectors, json } => {
             let r = tools::check(&manifest, vectors.as_deref())?;
             println!(

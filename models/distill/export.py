@@ -301,8 +301,24 @@ def example_language_context(feat_shape: list[int]) -> tuple:
             torch.stack([torch.arange(1.0, N_SPEED + 1) * 1.5, torch.zeros(N_SPEED)], -1)[None])
 
 
+def write_language_parity(language, contexts: list[tuple], path: str) -> None:
+    """`rtvla model check <prefix>.toml` input: keyframe contexts + PyTorch's greedy tokens and first-step logits."""
+    cases = []
+    with torch.no_grad():
+        for ctx in contexts:
+            lat = language.resampler(*ctx)
+            k, v = language.decoder.empty_cache(1)
+            logits0, _, _ = language.decoder.step(torch.tensor([[1]]), torch.tensor([0]), lat, k, v)
+            ids = language.generate(ctx)[0]
+            cases.append({n: t.reshape(-1).tolist() for n, t in zip(LANGUAGE_CONTEXT, ctx)}
+                         | {"tokens": [int(i) for i in ids], "first_logits": logits0[0].tolist()})
+    with open(path, "w") as fh:
+        json.dump({"reference": "pytorch", "tolerance": 1e-3, "cases": cases}, fh)
+    print(f"[export] wrote {path} ({len(cases)} keyframe contexts, pytorch)")
+
+
 def export_language(language, feat_shape: list[int], out_dir: str, provenance: dict | None = None,
-                    prefix: str = "language") -> dict:
+                    prefix: str = "language", contexts: list[tuple] | None = None) -> dict:
     """Export resampler + one decoder step with KV cache; parity vs PyTorch; writes <prefix>.toml."""
     os.makedirs(out_dir, exist_ok=True)
     language = language.eval()
@@ -337,6 +353,7 @@ def export_language(language, feat_shape: list[int], out_dir: str, provenance: d
             max_diff = max(max_diff, float(np.abs(lo - lw.numpy()).max()), float(np.abs(ko - k.numpy()).max()))
             tok = lw.argmax(-1, keepdim=True)
     print(f"[export] language branch parity PyTorch vs onnxruntime (4 cached steps), max abs diff {max_diff:.3e}")
+    write_language_parity(language, [ctx] + list(contexts or []), os.path.join(out_dir, f"{prefix}.parity.json"))
     prov = dict(provenance or {})
     prov.setdefault("generator", "models/distill/export.py")
     prov.setdefault("commit", git_commit())

@@ -26,7 +26,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 
 from data import DrivingData  # noqa: E402
-from distill import (load_ckpt, train_student_driving, train_student_language, train_teacher,  # noqa: E402
+from distill import (language_context, load_ckpt, train_student_driving, train_student_language, train_teacher,  # noqa: E402
                      commentary_metrics, eval_driving, eval_teacher)
 from export import (TeacherLanguageInTheLoop, TeacherVisionOnly, export_driving, export_language,  # noqa: E402
                     ort_latency, quantize_driving, raw_val_frames)
@@ -48,7 +48,7 @@ PRESETS = {
 
 
 # Teacher size: the largest that trains in the 2 h budget on 2 AVX2 cores (see README.md, measured s/step).
-TEACHER = dict(dim=192, depth=6, heads=3, dec_depth=3, patch=16)
+TEACHER = dict(dim=192, depth=6, heads=3, dec_depth=3, patch=16, lm_aligned=True)
 
 
 def find_rtvla(arg: str | None) -> str:
@@ -117,12 +117,15 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
     r = export_driving(student.driving, exp, "student", dict(prov, distilled=True), real_inputs=real,
                        metrics={"val_wp_l2_m": val["student_wp_l2_m"]}, raw_frames=raw,
                        description=f"Distilled student ({preset} run), driving branch.")
-    rl = export_language(student.language, r["features_shape"], exp, dict(prov, distilled=True))
+    with torch.no_grad():  # keyframe contexts as the runtime stores them: the driving branch's features and plan
+        ctxs = [language_context(student.driving.eval(), b) for b in real]
+        ctxs_abl = [language_context(ablation.driving.eval(), b) for b in real]
+    rl = export_language(student.language, r["features_shape"], exp, dict(prov, distilled=True), contexts=ctxs)
     ra = export_driving(ablation.driving, exp, "student_nodistill", dict(prov, distilled=False), real_inputs=real,
                         metrics={"val_wp_l2_m": val["ablation_wp_l2_m"]}, raw_frames=raw,
                         description=f"No-distillation ablation ({preset} run): same student, ground truth only.")
     rla = export_language(ablation.language, ra["features_shape"], exp, dict(prov, distilled=False),
-                          prefix="language_nodistill")
+                          prefix="language_nodistill", contexts=ctxs_abl)
     rt = export_driving(TeacherVisionOnly(teacher), exp, "teacher", dict(prov, mode="vision-only"),
                         real_inputs=real[:2], metrics={"val_wp_l2_m": val["teacher_wp_l2_m"]}, raw_frames=raw,
                         kind="teacher", description=f"Teacher ({preset} run) in vision-only mode (empty commentary).")

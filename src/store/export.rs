@@ -83,7 +83,7 @@ fn check_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Visit every decodable snapshot (oldest first) with its record; undecodable or corrupt records go to `bad`.
-fn for_each_snapshot(
+pub fn for_each_snapshot(
     dir: &Path,
     mut f: impl FnMut(&segment::Record, Box<Snapshot>) -> anyhow::Result<()>,
     mut bad: impl FnMut(Corruption, bool),

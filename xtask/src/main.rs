@@ -264,6 +264,14 @@ fn drive_check(root: &Path) -> Result<()> {
     if store.exists() {
         let listed = check_store_matches_report(root, &store, &get("events_written"))?.len();
         eprintln!("store: {listed} events written, listed and verified");
+        // ... and the language branch explains each of them offline (tract, KV cache).
+        let explained = dir.join("explain.json");
+        run(Command::new(release_bin(root)).arg("explain").arg(&store).arg("--json").arg(&explained))?;
+        let events = read_json(&explained)?.as_array().cloned().unwrap_or_default();
+        let with_text = events.iter().filter(|e| e["commentary"].as_str().is_some_and(|t| !t.is_empty())).count();
+        if events.len() != listed || with_text != listed {
+            bail!("explain: {} events, {with_text} with commentary, the store lists {listed}", events.len());
+        }
     } else if get("events_written").as_u64() != Some(0) {
         bail!("the report says {} events written but {} does not exist", get("events_written"), store.display());
     }
@@ -458,7 +466,9 @@ fn distill_smoke(root: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&run_dir);
     let run_dir_arg = run_dir.display().to_string();
     train(root, true, &["--run-dir".to_string(), run_dir_arg])?;
-    for m in ["student", "student_nodistill", "teacher", "student_int8"] {
+    // Driving graphs and both language branches (the teacher's language-in-the-loop graph is 22 unrolled decoder
+    // steps: tract's optimiser takes minutes on it, so it is measured with ONNX Runtime only).
+    for m in ["student", "student_nodistill", "teacher", "student_int8", "language", "language_nodistill"] {
         run(Command::new(release_bin(root)).arg("model").arg("check").arg(run_dir.join(format!("export/{m}.toml"))))?;
     }
     eprintln!("distillation smoke: {:.0} s", t0.elapsed().as_secs_f64());

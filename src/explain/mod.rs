@@ -1,0 +1,139 @@
+//! `rtvla explain`: the language branch, run later and offline on the stored snapshots (DESIGN §1, §3).
+//!
+//! Each event's keyframes (features + the telemetry of their tick: speed, target points, the plan the car drove)
+//! go through the student's language branch on tract; the result is a commentary per keyframe, printed as a table,
+//! and optionally a JSON array (`id`, `commentary`, …) and a self-contained HTML report with the thumbnails and
+//! the speed/brake trace of every event.
+
+pub mod language;
+pub mod report;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::events::snapshot::{Snapshot, TickTelemetry};
+use crate::store::export::{for_each_snapshot, format_utc};
+pub use language::{Commentary, KeyframeContext, LanguageBranch, LanguageManifest};
+
+/// The explanation of one keyframe.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyframeExplanation {
+    pub tick: u64,
+    /// Seconds after the trigger (0 for the trigger keyframe).
+    pub offset_s: f64,
+    pub speed: f32,
+    pub commentary: String,
+}
+
+/// The explanation of one event: `commentary` is the trigger keyframe's (the moment that fired).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventExplanation {
+    pub id: u64,
+    pub seq: u64,
+    pub time: String,
+    pub trigger: String,
+    pub cause: String,
+    pub commentary: String,
+    pub keyframes: Vec<KeyframeExplanation>,
+    /// Why an event has no commentary (no keyframe with features, or features of another shape).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// Telemetry of a given tick in a snapshot's windows.
+fn tick_of(s: &Snapshot, tick: u64) -> Option<&TickTelemetry> {
+    s.pre.iter().chain(s.post.iter()).find(|t| t.tick == tick)
+}
+
+/// The language branch's inputs for keyframe `k` of a snapshot (None when that tick's telemetry is missing).
+pub fn keyframe_context(s: &Snapshot, k: usize) -> Option<KeyframeContext> {
+    let kf = s.keyframes.get(k)?;
+    let t = tick_of(s, kf.tick)?;
+    Some(KeyframeContext {
+        features: kf.features_f32().collect(),
+        feature_shape: [kf.shape[0] as usize, kf.shape[1] as usize],
+        speed: t.speed,
+        target_points: t.target_points,
+        path: t.path,
+        speed_wps: t.speed_wps,
+    })
+}
+
+/// Explain one snapshot: every keyframe that has features of the branch's shape.
+pub fn explain_snapshot(branch: &LanguageBranch, seq: u64, s: &Snapshot) -> anyhow::Result<EventExplanation> {
+    let mut out = EventExplanation {
+        id: s.event_id,
+        seq,
+        time: format_utc(s.wall_time_us),
+        trigger: s.trigger.name().to_string(),
+        cause: s.cause.to_string(),
+        commentary: String::new(),
+        keyframes: Vec::new(),
+        skipped: None,
+    };
+    let want = branch.feature_shape();
+    for k in 0..s.keyframes.len() {
+        let Some(ctx) = keyframe_context(s, k) else { continue };
+        if ctx.features.is_empty() {
+            continue;
+        }
+        if ctx.feature_shape != want {
+            out.skipped =
+                Some(format!("keyframe features {:?}, the language branch reads {want:?}", ctx.feature_shape));
+            continue;
+        }
+        let c = branch.explain(&ctx)?;
+        let kf = &s.keyframes[k];
+        out.keyframes.push(KeyframeExplanation {
+            tick: kf.tick,
+            offset_s: (kf.time_us as f64 - s.mono_time_us as f64) / 1e6,
+            speed: ctx.speed,
+            commentary: c.text,
+        });
+    }
+    match out.keyframes.first() {
+        Some(k) => out.commentary = k.commentary.clone(),
+        None if out.skipped.is_none() => out.skipped = Some("no keyframe with visual features".into()),
+        None => {}
+    }
+    Ok(out)
+}
+
+/// Explain every decodable event of a store, oldest first. `progress(done)` after each event; corrupt records
+/// are skipped (as `store ls` does) and counted in the returned `corrupt`.
+pub fn explain_store(
+    dir: &Path,
+    branch: &LanguageBranch,
+    mut keep: impl FnMut(&EventExplanation, &Snapshot),
+    mut progress: impl FnMut(usize),
+) -> anyhow::Result<(Vec<EventExplanation>, usize)> {
+    let mut out = Vec::new();
+    let mut corrupt = 0usize;
+    for_each_snapshot(
+        dir,
+        |r, s| {
+            let e = explain_snapshot(branch, r.seq, &s)?;
+            keep(&e, &s);
+            out.push(e);
+            progress(out.len());
+            Ok(())
+        },
+        |_, tail| corrupt += usize::from(!tail),
+    )?;
+    Ok((out, corrupt))
+}
+
+/// The terminal table: one line per event.
+pub fn render_table(events: &[EventExplanation]) -> String {
+    let mut s = format!("{:>5}  {:<24} {:<12} {}\n", "id", "time (UTC)", "trigger", "commentary at the trigger");
+    for e in events {
+        let text = if e.commentary.is_empty() {
+            format!("({})", e.skipped.as_deref().unwrap_or("none"))
+        } else {
+            e.commentary.clone()
+        };
+        s += &format!("{:>5}  {:<24} {:<12} {}\n", e.id, e.time, e.trigger, text);
+    }
+    s
+}
