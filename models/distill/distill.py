@@ -164,7 +164,7 @@ def language_context(drv, b: dict) -> tuple:
 
 
 # -------------------------------------------------------------------------------------------------------------- stages
-def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: dict) -> dict:
+def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: dict, name: str = "teacher") -> dict:
     rng = np.random.default_rng(cfg.get("seed", 0))
     gen = torch.Generator().manual_seed(cfg.get("seed", 0))
     it = batches(tr, cfg["batch"], rng)
@@ -187,7 +187,7 @@ def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: di
         loss.backward()
         return {"loss": loss.item(), "wp": l_wp.item(), "text": l_txt.item()}
 
-    return _loop("teacher", out, cfg["steps"], {"teacher": teacher}, list(teacher.parameters()), step_fn, cfg,
+    return _loop(name, out, cfg["steps"], {"teacher": teacher}, list(teacher.parameters()), step_fn, cfg,
                  eval_fn=lambda: eval_teacher(teacher, data, va))
 
 

@@ -33,6 +33,8 @@ const ROWS: [(&str, Option<&str>); 5] = [
     ("student without distillation", Some("student_nodistill")),
 ];
 const HELD_OUT_FIRST_SEED: u64 = 1_000_000;
+/// Language branches of the distilled student and of the ablation.
+const LANGUAGE: [&str; 2] = ["language", "language_nodistill"];
 
 pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
     let bin = release_bin(root);
@@ -56,6 +58,18 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
     let mut parity = serde_json::Map::new();
     for (_, stem) in ROWS {
         let Some(s) = stem else { continue };
+        let j = work.join(format!("check-{s}.json"));
+        let status = Command::new(&bin)
+            .arg("model")
+            .arg("check")
+            .arg(models.join(format!("{s}.toml")))
+            .arg("--json")
+            .arg(&j)
+            .status()?;
+        parity.insert(s.into(), if j.exists() { read_json(&j)? } else { json!({"error": status.to_string()}) });
+    }
+    // The language branches `rtvla explain` runs: tract vs PyTorch on keyframe contexts (logits + greedy sentence).
+    for s in LANGUAGE {
         let j = work.join(format!("check-{s}.json"));
         let status = Command::new(&bin)
             .arg("model")
@@ -155,6 +169,8 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
             "ort_ms": stem.map(|s| py["ort_latency_ms"][s].clone()),
             "commentary_action_object": com.get("action_object").cloned(),
             "commentary_exact": com.get("exact").cloned(),
+            "commentary_action": com.get("action").cloned(),
+            "commentary_object": com.get("object").cloned(),
             "parity": stem.map(|s| parity[s].clone()),
         }));
     }
@@ -202,6 +218,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         "rows": rows,
         "summary": summary,
         "tract_bench": tract,
+        "language_parity": LANGUAGE.iter().map(|s| (s.to_string(), parity[*s].clone())).collect::<serde_json::Map<_, _>>(),
         "wall_s": t0.elapsed().as_secs_f64(),
     });
     let out_path = root.join(&o.out);
@@ -284,6 +301,24 @@ pub fn render_table(out: &Value) -> String {
         fmt_num(&sm["tract_vs_ort"], 1.0, 2, ""),
         fmt_num(&sm["tract_vs_ort_int8"], 1.0, 2, ""),
     );
+    let pct = |v: &Value| fmt_num(v, 100.0, 1, " %");
+    s += &format!(
+        "commentary, action / object alone: teacher {} / {}, student {} / {}, ablation {} / {}.\n",
+        pct(&out["rows"][1]["commentary_action"]),
+        pct(&out["rows"][1]["commentary_object"]),
+        pct(&out["rows"][2]["commentary_action"]),
+        pct(&out["rows"][2]["commentary_object"]),
+        pct(&out["rows"][4]["commentary_action"]),
+        pct(&out["rows"][4]["commentary_object"]),
+    );
+    for (s_name, p) in out["language_parity"].as_object().into_iter().flatten() {
+        s += &format!(
+            "{s_name} on tract vs PyTorch: max |Δ logits| {}, same greedy sentence {}/{} keyframe contexts.\n",
+            p["max_abs_diff_logits"].as_f64().map_or("—".into(), |x| format!("{x:.1e}")),
+            p["same_tokens"],
+            p["cases"],
+        );
+    }
     s += &format!(
         "Measured {} on {} by `cargo xtask eval` (scenarios {}, seeds {} (int8: {}); commentary on {} held-out frames).\n",
         out["measured_utc"].as_str().unwrap_or("?"),
