@@ -124,7 +124,7 @@ def main() -> None:
         out["commentary"]["teacher"] = r
         print(f"[commentary] teacher: action+object {r['action_object']:.1%}, exact {r['exact']:.1%}", flush=True)
     out["commentary_s"] = time.time() - t0
-    out["ort_latency_ms"] = ort_latency(a.models, ["teacher", "student", "student_int8", "student_nodistill"],
+    out["ort_latency_ms"] = ort_latency(a.models, ["teacher", "teacher_lang", "student", "student_int8", "student_nodistill"],
                                         a.ort_runs)
     out["ort_threads"] = 1
     print(f"[latency] onnxruntime 1 thread, median ms: {out['ort_latency_ms']}")

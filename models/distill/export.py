@@ -89,7 +89,7 @@ def _ort(path: str, threads: int = 1):
 
 def export_driving(driving, out_dir: str, name: str = "student", provenance: dict | None = None,
                    description: str = "", real_inputs: list[dict] | None = None, metrics: dict | None = None,
-                   kind: str = "student", raw_frames: list[dict] | None = None) -> dict:
+                   kind: str = "student", raw_frames: list[dict] | None = None, optimize: bool = True) -> dict:
     """Export the driving graph + manifest; returns {'onnx','manifest','max_abs_diff', 'features_shape'}.
 
     `raw_frames` (camera uint8 frames + ego inputs, see `raw_val_frames`) become `<name>.parity.json`: PyTorch's
@@ -129,18 +129,18 @@ def export_driving(driving, out_dir: str, name: str = "student", provenance: dic
     prov["opset"] = OPSET
     prov["parity_max_abs_diff_ort"] = max_diff
     prov["config"] = json.dumps(driving.cfg)
-    man = write_driving_manifest(onnx_path, name, kind, "f32", feat_shape, prov, description, metrics)
+    man = write_driving_manifest(onnx_path, name, kind, "f32", feat_shape, prov, description, metrics, optimize)
     return {"onnx": onnx_path, "manifest": man, "max_abs_diff": max_diff, "features_shape": feat_shape}
 
 
 def write_driving_manifest(onnx_path: str, name: str, kind: str, precision: str, feat_shape: list[int], prov: dict,
-                           description: str, metrics: dict | None) -> str:
+                           description: str, metrics: dict | None, optimize: bool = True) -> str:
     """The runtime's manifest (src/model/manifest.rs) for a driving graph: student or vision-only teacher."""
     man = os.path.join(os.path.dirname(onnx_path), f"{name}.toml")
     text = f"# {kind} driving graph ({precision}, models/distill). Regenerate with models/distill/pipeline.py.\n"
     text += _table("model", {"name": name, "kind": kind, "onnx": os.path.basename(onnx_path),
                              "sha256": sha256(onnx_path), "precision": precision, "fixture": False,
-                             "description": description})
+                             "description": description, "optimize": None if optimize else False})
     specs_in = [("image", "image", [1, 3, IMG_H, IMG_W]), ("speed", "speed", [1, 1]),
                 ("target_points", "target_points", [1, 2, 2])]
     specs_out = [("path", "path", [1, N_PATH, 2]), ("speed_wps", "speed_wps", [1, N_SPEED, 2]),

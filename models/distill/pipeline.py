@@ -101,6 +101,7 @@ def export_teacher_language(teacher, exp: str, prov: dict, real: list, raw: list
     """The teacher's language-in-the-loop driving graph (commentary, then waypoints conditioned on it)."""
     return export_driving(TeacherLanguageInTheLoop(teacher), exp, "teacher_lang", dict(prov, mode="language-in-the-loop"),
                           real_inputs=real, metrics={"val_wp_l2_m": val_wp}, raw_frames=raw, kind="teacher",
+                          optimize=False,  # ~10 000 nodes: tract's optimiser takes minutes; typed it loads in 1 s
                           description=f"Teacher ({preset} run) driving language-in-the-loop: greedy commentary "
                                       "(22 cached decoder steps), then waypoints conditioned on it.")
 

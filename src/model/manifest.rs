@@ -59,6 +59,15 @@ pub struct ModelInfo {
     pub fixture: bool,
     #[serde(default)]
     pub description: String,
+    /// Run tract's optimiser on the graph (default). `false` runs the typed graph as is: for graphs too large for
+    /// the optimiser to finish in reasonable time (the teacher's 22 unrolled decoder steps, ~10 000 nodes, take
+    /// minutes there; typed, it loads in a second and runs ~5x slower than an optimised graph would).
+    #[serde(default = "default_true")]
+    pub optimize: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Image normalisation the model was trained with (ImageNet by default, as SimLingo).

@@ -107,6 +107,9 @@ pub fn build_plan(manifest: &Manifest, bytes: &[u8]) -> anyhow::Result<Arc<Plan>
         bad_input(format!("{}: cannot type the graph with the manifest's shapes ({})", what(), root_cause(&e)))
     })?;
     check_outputs(&typed, &manifest.outputs).map_err(|m| bad_input(format!("{}: {m}", what())))?;
+    if !manifest.model.optimize {
+        return typed.into_runnable();
+    }
     let optimized = typed
         .into_optimized()
         .map_err(|e| bad_input(format!("{}: optimisation failed ({})", what(), root_cause(&e))))?;

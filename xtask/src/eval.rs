@@ -18,16 +18,18 @@ pub struct EvalOptions {
     pub seeds: u64,
     pub int8_seeds: u64,
     pub int8_scenarios: String,
+    pub teacher_lang_seeds: u64,
     pub frames: usize,
     pub iters: usize,
     pub out: PathBuf,
     pub card: PathBuf,
 }
 
-/// The rows of the table, in order: (row label, manifest stem or None for the expert, language/commentary key).
-const ROWS: [(&str, Option<&str>); 5] = [
+/// The rows of the table, in order: (row label, manifest stem or None for the expert).
+const ROWS: [(&str, Option<&str>); 6] = [
     ("expert", None),
-    ("teacher", Some("teacher")),
+    ("teacher (vision-only)", Some("teacher")),
+    ("teacher (language-in-the-loop)", Some("teacher_lang")),
     ("student (distilled, f32)", Some("student")),
     ("student (quantized, int8)", Some("student_int8")),
     ("student without distillation", Some("student_nodistill")),
@@ -85,7 +87,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
     let bench = work.join("bench.json");
     let mut cmd = Command::new(&bin);
     cmd.args(["model", "bench", "--iters", &o.iters.to_string(), "--json"]).arg(&bench);
-    for s in ["student", "teacher", "student_int8", "student_nodistill"] {
+    for s in ["student", "teacher", "teacher_lang", "student_int8", "student_nodistill"] {
         cmd.arg(models.join(format!("{s}.toml")));
     }
     run(&mut cmd)?;
@@ -131,8 +133,11 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         let _ = std::fs::remove_file(work.join(format!("ds-{}.json", stem.unwrap_or("expert"))));
     }
     for (label, stem) in ROWS {
-        let int8 = stem == Some("student_int8");
-        let (n, scen) = if int8 { (o.int8_seeds, &o.int8_scenarios) } else { (o.seeds, &o.scenarios) };
+        let (n, scen) = match stem {
+            Some("student_int8") => (o.int8_seeds, &o.int8_scenarios),
+            Some("teacher_lang") => (o.teacher_lang_seeds, &o.scenarios),
+            _ => (o.seeds, &o.scenarios),
+        };
         if n == 0 {
             continue; // skipped on request (--int8-seeds 0): its row shows no score
         }
@@ -156,7 +161,8 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         let key = stem.unwrap_or("expert");
         let ds_path = work.join(format!("ds-{key}.json"));
         let ds = if ds_path.exists() { read_json(&ds_path)? } else { json!({}) };
-        let com = &py["commentary"][key];
+        // Both teacher rows are one model: its commentary is the one it writes before its waypoints.
+        let com = &py["commentary"][if key == "teacher_lang" { "teacher" } else { key }];
         rows.push(json!({
             "row": label,
             "model": stem,
@@ -174,33 +180,35 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
             "parity": stem.map(|s| parity[s].clone()),
         }));
     }
-    // The int8 student drives a subset: score the f32 student on exactly those runs for the "points lost" figure.
-    let int8_path = work.join("ds-student_int8.json");
-    let int8_runs = if int8_path.exists() {
-        read_json(&int8_path)?["runs"].as_array().cloned().unwrap_or_default()
-    } else {
-        vec![]
-    };
+    // The int8 student and the language-in-the-loop teacher drive subsets: the f32 student's score on exactly
+    // those runs is the fair comparison.
     let f32_runs = read_json(&work.join("ds-student.json"))?["runs"].as_array().cloned().unwrap_or_default();
-    let same: Vec<f64> = int8_runs
-        .iter()
-        .filter_map(|q| {
-            f32_runs
-                .iter()
-                .find(|f| f["scenario"] == q["scenario"] && f["seed"] == q["seed"])
-                .and_then(|f| f["score"].as_f64())
+    let student_ds_on = |stem: &str| -> Result<Value> {
+        let p = work.join(format!("ds-{stem}.json"));
+        let runs = if p.exists() { read_json(&p)?["runs"].as_array().cloned().unwrap_or_default() } else { vec![] };
+        let same: Vec<f64> = runs
+            .iter()
+            .filter_map(|q| {
+                f32_runs
+                    .iter()
+                    .find(|f| f["scenario"] == q["scenario"] && f["seed"] == q["seed"])
+                    .and_then(|f| f["score"].as_f64())
+            })
+            .collect();
+        Ok(if same.len() == runs.len() && !same.is_empty() {
+            json!(same.iter().sum::<f64>() / same.len() as f64)
+        } else {
+            Value::Null
         })
-        .collect();
-    let f32_same_ds = if same.len() == int8_runs.len() && !same.is_empty() {
-        json!(same.iter().sum::<f64>() / same.len() as f64)
-    } else {
-        Value::Null
     };
     let ratio = |a: f64, b: f64| if a.is_finite() && b.is_finite() && b > 0.0 { json!(a / b) } else { Value::Null };
     let ort = |s: &str| py["ort_latency_ms"][s].as_f64().unwrap_or(f64::NAN);
     let summary = json!({
         "int8_scenarios": o.int8_scenarios,
-        "student_f32_ds_on_int8_runs": f32_same_ds,
+        "student_f32_ds_on_int8_runs": student_ds_on("student_int8")?,
+        "student_f32_ds_on_teacher_lang_runs": student_ds_on("teacher_lang")?,
+        "teacher_lang_student_ratio": ratio(tract_ms("teacher_lang"), tract_ms("student")),
+        "ort_teacher_lang_student_ratio": ratio(ort("teacher_lang"), ort("student")),
         "teacher_student_ratio": ratio(tract_ms("teacher"), tract_ms("student")),
         "quantized_speedup": ratio(tract_ms("student"), tract_ms("student_int8")),
         "tract_vs_ort": ratio(tract_ms("student"), ort("student")),
@@ -214,6 +222,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         "scenarios": o.scenarios,
         "held_out_seeds": [HELD_OUT_FIRST_SEED, HELD_OUT_FIRST_SEED + o.seeds],
         "int8_held_out_seeds": [HELD_OUT_FIRST_SEED, HELD_OUT_FIRST_SEED + o.int8_seeds],
+        "teacher_lang_held_out_seeds": [HELD_OUT_FIRST_SEED, HELD_OUT_FIRST_SEED + o.teacher_lang_seeds],
         "commentary_frames": py["frames"],
         "rows": rows,
         "summary": summary,
@@ -284,18 +293,33 @@ pub fn render_table(out: &Value) -> String {
             fmt_num(&r["commentary_action_object"], 100.0, 1, " %"),
         );
     }
+    let row = |stem: &str| {
+        out["rows"].as_array().and_then(|r| r.iter().find(|r| r["model"] == stem)).cloned().unwrap_or(Value::Null)
+    };
+    let (int8, tl, student, ablation) =
+        (row("student_int8"), row("teacher_lang"), row("student"), row("student_nodistill"));
     s += &format!(
         "\nint8 student: {} runs ({}), DS {}; the f32 student on the same runs: DS {}.\n",
-        out["rows"][3]["runs"],
+        int8["runs"],
         sm["int8_scenarios"].as_str().unwrap_or("?"),
-        fmt_num(&out["rows"][3]["driving_score"], 1.0, 1, ""),
+        fmt_num(&int8["driving_score"], 1.0, 1, ""),
         fmt_num(&sm["student_f32_ds_on_int8_runs"], 1.0, 1, ""),
     );
     s += &format!(
-        "teacher/student latency on tract: {}× (ONNX Runtime: {}×); int8 speed-up on tract: {}× (ONNX Runtime: {}×); \
-         tract/ONNX Runtime f32 student: {}×, int8: {}×.\n",
+        "teacher language-in-the-loop: {} runs, DS {}; the f32 student on the same runs: DS {}. Its tract latency is \
+         of the unoptimised graph (`optimize = false`: tract's optimiser does not finish on its ~10 000 nodes in \
+         reasonable time); ONNX Runtime optimises it.\n",
+        tl["runs"],
+        fmt_num(&tl["driving_score"], 1.0, 1, ""),
+        fmt_num(&sm["student_f32_ds_on_teacher_lang_runs"], 1.0, 1, ""),
+    );
+    s += &format!(
+        "teacher/student latency on tract: vision-only {}× (ONNX Runtime: {}×), language-in-the-loop {}× (ONNX Runtime: \
+         {}×); int8 speed-up on tract: {}× (ONNX Runtime: {}×); tract/ONNX Runtime f32 student: {}×, int8: {}×.\n",
         fmt_num(&sm["teacher_student_ratio"], 1.0, 2, ""),
         fmt_num(&sm["ort_teacher_student_ratio"], 1.0, 2, ""),
+        fmt_num(&sm["teacher_lang_student_ratio"], 1.0, 2, ""),
+        fmt_num(&sm["ort_teacher_lang_student_ratio"], 1.0, 2, ""),
         fmt_num(&sm["quantized_speedup"], 1.0, 2, ""),
         fmt_num(&sm["ort_quantized_speedup"], 1.0, 2, ""),
         fmt_num(&sm["tract_vs_ort"], 1.0, 2, ""),
@@ -304,12 +328,12 @@ pub fn render_table(out: &Value) -> String {
     let pct = |v: &Value| fmt_num(v, 100.0, 1, " %");
     s += &format!(
         "commentary, action / object alone: teacher {} / {}, student {} / {}, ablation {} / {}.\n",
-        pct(&out["rows"][1]["commentary_action"]),
-        pct(&out["rows"][1]["commentary_object"]),
-        pct(&out["rows"][2]["commentary_action"]),
-        pct(&out["rows"][2]["commentary_object"]),
-        pct(&out["rows"][4]["commentary_action"]),
-        pct(&out["rows"][4]["commentary_object"]),
+        pct(&row("teacher")["commentary_action"]),
+        pct(&row("teacher")["commentary_object"]),
+        pct(&student["commentary_action"]),
+        pct(&student["commentary_object"]),
+        pct(&ablation["commentary_action"]),
+        pct(&ablation["commentary_object"]),
     );
     for (s_name, p) in out["language_parity"].as_object().into_iter().flatten() {
         s += &format!(
@@ -320,12 +344,14 @@ pub fn render_table(out: &Value) -> String {
         );
     }
     s += &format!(
-        "Measured {} on {} by `cargo xtask eval` (scenarios {}, seeds {} (int8: {}); commentary on {} held-out frames).\n",
+        "Measured {} on {} by `cargo xtask eval` (scenarios {}, seeds {} (int8: {}, teacher language-in-the-loop: {}); \
+         commentary on {} held-out frames).\n",
         out["measured_utc"].as_str().unwrap_or("?"),
         out["machine"].as_str().unwrap_or("?"),
         out["scenarios"],
         out["held_out_seeds"],
         out["int8_held_out_seeds"],
+        out["teacher_lang_held_out_seeds"],
         out["commentary_frames"],
     );
     s

@@ -94,6 +94,10 @@ enum Task {
         /// Scenarios the int8 student drives (default: a subset; `held-out` for all).
         #[arg(long, default_value = "lane_keep,following,red_light")]
         int8_scenarios: String,
+        /// Held-out seeds per scenario for the teacher driving language-in-the-loop (22 decoder steps per tick, its
+        /// graph runs unoptimised on tract: ~0.2 s a tick, so a subset; compared with the student on the same runs).
+        #[arg(long, default_value_t = 1)]
+        teacher_lang_seeds: u64,
         /// Held-out frames scored for commentary.
         #[arg(long, default_value_t = 600)]
         frames: usize,
@@ -127,9 +131,31 @@ fn main() -> Result<()> {
         Task::TestAarch64 => cross::test_aarch64(&root),
         Task::Fixture => fixture(&root),
         Task::Train { smoke, args } => train(&root, smoke, &args),
-        Task::Eval { models, scenarios, seeds, int8_seeds, int8_scenarios, frames, iters, out, card } => eval::eval(
+        Task::Eval {
+            models,
+            scenarios,
+            seeds,
+            int8_seeds,
+            int8_scenarios,
+            teacher_lang_seeds,
+            frames,
+            iters,
+            out,
+            card,
+        } => eval::eval(
             &root,
-            &eval::EvalOptions { models, scenarios, seeds, int8_seeds, int8_scenarios, frames, iters, out, card },
+            &eval::EvalOptions {
+                models,
+                scenarios,
+                seeds,
+                int8_seeds,
+                int8_scenarios,
+                teacher_lang_seeds,
+                frames,
+                iters,
+                out,
+                card,
+            },
         ),
     }
 }
