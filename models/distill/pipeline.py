@@ -6,7 +6,7 @@ its last checkpoint (every `ckpt_every` steps).
     python pipeline.py --preset full --run-dir /work/distill-runs/full   # the planned <= 2 h run (see README.md)
 
 Outputs under --run-dir: dataset/, teacher.pt, student_s1.pt, student_s2.pt, ablation_s1.pt, ablation_s2.pt, *.csv loss
-logs, losses.png (if matplotlib is installed), timings.json, export/ (student.onnx/.toml, language_*, student_nodistill.*).
+logs, losses.svg (loss curves), timings.json, export/ (student.onnx/.toml, language_*, student_nodistill.*).
 """
 from __future__ import annotations
 
@@ -72,29 +72,53 @@ def make_dataset(rtvla: str, out: str, cfg: dict) -> None:
     os.replace(tmp, out)
 
 
-def plot(run_dir: str, stages: list[str]) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("[plot] matplotlib not installed; loss logs are in *.csv")
-        return
+def plot(run_dir: str, stages: list[str]) -> str | None:
+    """losses.svg: one panel per stage, every loss term on a log scale (smoothed over 20 steps), validation metric
+    as dots. Plain SVG written here, so the plot needs no plotting library in the pinned venv."""
     import csv
-    fig, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 3))
-    for ax, s in zip(np.atleast_1d(axes), stages):
+    colours = ["#1f6fd1", "#d13a1f", "#2a9d4a", "#8e44ad", "#e67e22", "#16a085"]
+    pw, ph, pad = 300, 200, 34
+    panels = []
+    for i, s in enumerate(stages):
         p = os.path.join(run_dir, f"{s}.csv")
-        if not os.path.exists(p):
-            continue
-        rows = list(csv.DictReader(open(p)))
-        for key in [k for k in rows[0] if k not in ("step", "time_s", "lr", "val")] if rows else []:
-            ax.plot([int(r["step"]) for r in rows], [float(r[key]) for r in rows], label=key)
-        ax.set_yscale("log")
-        ax.set_title(s)
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "losses.png"), dpi=100)
-    print(f"[plot] {os.path.join(run_dir, 'losses.png')}")
+        rows = list(csv.DictReader(open(p))) if os.path.exists(p) else []
+        x0 = i * (pw + 10)
+        parts = [f'<g transform="translate({x0},0)"><rect x="{pad}" y="20" width="{pw - pad - 6}" height="{ph - 50}" '
+                 f'fill="#fafafa" stroke="#ddd"/><text x="{pad}" y="14" font-weight="bold">{s}</text>']
+        keys = [k for k in (rows[0] if rows else {}) if k not in ("step", "time_s", "lr", "val")]
+        series = {}
+        for k in keys:
+            v = np.array([float(r[k]) for r in rows if r.get(k) not in ("", None)])
+            if len(v):
+                series[k] = np.convolve(v, np.ones(min(20, len(v))) / min(20, len(v)), mode="valid")
+        pos = [x for v in series.values() for x in v if x > 0]
+        if pos:
+            lo, hi = np.log10(min(pos)), np.log10(max(pos))
+            hi = hi if hi > lo else lo + 1
+            n = max(len(v) for v in series.values())
+            fx = lambda j: pad + j / max(1, n - 1) * (pw - pad - 6)  # noqa: E731
+            fy = lambda y: 20 + (hi - np.log10(max(y, 10 ** lo))) / (hi - lo) * (ph - 50)  # noqa: E731
+            for c, (k, v) in zip(colours, series.items()):
+                every = max(1, len(v) // 300)  # <= ~300 points a line keeps the file small
+                pts = " ".join(f"{fx(j):.1f},{fy(y):.1f}" for j, y in enumerate(v) if j % every == 0)
+                parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.2" points="{pts}"/>')
+            parts.append(f'<text x="2" y="26">{10 ** hi:.3g}</text><text x="2" y="{ph - 30}">{10 ** lo:.3g}</text>')
+            parts.append(f'<text x="{pad}" y="{ph - 16}">steps 1..{len(rows)} (log y)</text>')
+            legend = " · ".join(f'<tspan fill="{c}">{k}</tspan>' for c, k in zip(colours, series))
+            parts.append(f'<text x="{pad}" y="{ph - 4}">{legend}</text>')
+            val = [(j, float(r["val"])) for j, r in enumerate(rows) if r.get("val")]
+            if val:
+                parts.append(f'<text x="{pw - 120}" y="14">val (last): {val[-1][1]:.3g}</text>')
+        parts.append("</g>")
+        panels.append("".join(parts))
+    w = len(stages) * (pw + 10)
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{ph}" font-family="sans-serif" '
+           f'font-size="10">{"".join(panels)}</svg>\n')
+    out = os.path.join(run_dir, "losses.svg")
+    with open(out, "w") as f:
+        f.write(svg)
+    print(f"[plot] {out}")
+    return out
 
 
 def export_teacher_language(teacher, exp: str, prov: dict, real: list, raw: list, val_wp: float, preset: str) -> dict:
