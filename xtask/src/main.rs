@@ -384,22 +384,26 @@ fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) -> R
     );
     println!("  wake-up jitter p99 {:.3} ms, deadline misses {}", f("jitter_ms", "p99"), r["deadline_misses"]);
     // Model latencies on tract, measured now, side by side in one process (rtvla model bench).
-    let (mut teacher_student, mut quantized) = (serde_json::Value::Null, serde_json::Value::Null);
+    let (mut teacher_student, mut quantized, mut teacher_lang_student) =
+        (serde_json::Value::Null, serde_json::Value::Null, serde_json::Value::Null);
     let bundle = root.join("models/student");
     if bundle.join("teacher.toml").exists() {
         let j = dir.join("model-bench.json");
         let mut cmd = Command::new(release_bin(root));
         cmd.args(["model", "bench", "--iters", if quick { "10" } else { "50" }, "--json"]).arg(&j);
-        for m in ["student", "teacher", "student_int8"] {
+        for m in ["student", "teacher", "student_int8", "teacher_lang"] {
             cmd.arg(bundle.join(format!("{m}.toml")));
         }
         run(&mut cmd)?;
         let rows = read_json(&j)?;
         teacher_student = rows[1]["ratio_to_first"].clone();
         quantized = rows[2]["ratio_to_first"].as_f64().map_or(serde_json::Value::Null, |r| serde_json::json!(1.0 / r));
+        teacher_lang_student = rows[3]["ratio_to_first"].clone();
         println!(
-            "models on tract (median, one run): teacher / student = {:.2}x, int8 speed-up = {:.2}x",
+            "models on tract (median, one run): teacher / student = {:.2}x vision-only, {:.2}x language-in-the-loop \
+             (its graph unoptimised), int8 speed-up = {:.2}x",
             teacher_student.as_f64().unwrap_or(f64::NAN),
+            teacher_lang_student.as_f64().unwrap_or(f64::NAN),
             quantized.as_f64().unwrap_or(f64::NAN)
         );
     }
@@ -417,6 +421,7 @@ fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) -> R
         "allocs_per_inference": r["allocs_per_inference"],
         "model": r["model"],
         "teacher_student_ratio": teacher_student,
+        "teacher_lang_student_ratio": teacher_lang_student,
         "quantized_speedup": quantized,
         "tract_vs_ort": tract_vs_ort,
         "tract_vs_ort_source": "models/eval.json (cargo xtask eval)",
