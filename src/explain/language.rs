@@ -320,14 +320,7 @@ pub fn is_language_manifest(path: &Path) -> bool {
 
 /// Run every reference context through tract: first-step logits within tolerance and the same greedy sentence.
 pub fn check_parity(manifest: &Path, vectors: Option<&Path>) -> anyhow::Result<LanguageCheck> {
-    let vpath = vectors.map(Path::to_path_buf).unwrap_or_else(|| manifest.with_extension("parity.json"));
-    let text = std::fs::read_to_string(&vpath)
-        .map_err(|e| bad_input(format!("parity vectors {}: {e} (export writes them)", vpath.display())))?;
-    let v: LanguageVectors =
-        serde_json::from_str(&text).map_err(|e| bad_input(format!("parity vectors {}: {e}", vpath.display())))?;
-    if v.cases.is_empty() {
-        return Err(bad_input(format!("parity vectors {}: no cases", vpath.display())));
-    }
+    let (vpath, v) = crate::model::tools::read_vectors(manifest, vectors, |v: &LanguageVectors| v.cases.len())?;
     let branch = LanguageBranch::load(manifest)?;
     let shape = branch.feature_shape();
     let (mut diff, mut same) = (0.0f32, 0usize);

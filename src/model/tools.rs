@@ -65,16 +65,26 @@ pub fn default_vectors_path(manifest: &Path) -> PathBuf {
     manifest.with_extension("parity.json")
 }
 
-/// Load a model, run every reference case through the runtime's preprocess and tract, compare.
-pub fn check(manifest: &Path, vectors: Option<&Path>) -> anyhow::Result<CheckReport> {
+/// Read a parity-vectors JSON (`vectors`, or the file export wrote beside `manifest`); refuses a file without cases.
+pub fn read_vectors<T: serde::de::DeserializeOwned>(
+    manifest: &Path,
+    vectors: Option<&Path>,
+    cases: impl Fn(&T) -> usize,
+) -> anyhow::Result<(PathBuf, T)> {
     let vpath = vectors.map(Path::to_path_buf).unwrap_or_else(|| default_vectors_path(manifest));
     let text = std::fs::read_to_string(&vpath)
         .map_err(|e| bad_input(format!("parity vectors {}: {e} (export writes them)", vpath.display())))?;
-    let v: ParityVectors =
+    let v: T =
         serde_json::from_str(&text).map_err(|e| bad_input(format!("parity vectors {}: {e}", vpath.display())))?;
-    if v.cases.is_empty() {
+    if cases(&v) == 0 {
         return Err(bad_input(format!("parity vectors {}: no cases", vpath.display())));
     }
+    Ok((vpath, v))
+}
+
+/// Load a model, run every reference case through the runtime's preprocess and tract, compare.
+pub fn check(manifest: &Path, vectors: Option<&Path>) -> anyhow::Result<CheckReport> {
+    let (vpath, v) = read_vectors(manifest, vectors, |v: &ParityVectors| v.cases.len())?;
     if v.crop_bottom >= v.frame_height {
         return Err(bad_input(format!("parity vectors {}: crop_bottom ≥ frame height", vpath.display())));
     }

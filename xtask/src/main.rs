@@ -77,38 +77,7 @@ enum Task {
     },
     /// Measure the bundled models (driving score held-out, tract + ONNX Runtime latency, commentary, parity) and
     /// write models/eval.json + the table in models/MODEL_CARD.md.
-    Eval {
-        /// Directory with teacher/student/student_int8/student_nodistill manifests and the language branches.
-        #[arg(long, default_value = "models/student")]
-        models: PathBuf,
-        /// Scenarios driven (held-out = all 12 on held-out seeds; or NAME[,NAME...] for a quick look).
-        #[arg(long, default_value = "held-out")]
-        scenarios: String,
-        /// Held-out seeds per scenario.
-        #[arg(long, default_value_t = 4)]
-        seeds: u64,
-        /// Held-out seeds per scenario for the int8 student (tract int8 is slow on CPUs without an int8 dot-product
-        /// unit, e.g. this AVX2 box: its runs are a subset, compared with the f32 student on the same runs).
-        #[arg(long, default_value_t = 1)]
-        int8_seeds: u64,
-        /// Scenarios the int8 student drives (default: a subset; `held-out` for all).
-        #[arg(long, default_value = "lane_keep,following,red_light")]
-        int8_scenarios: String,
-        /// Held-out seeds per scenario for the teacher driving language-in-the-loop (22 decoder steps per tick, its
-        /// graph runs unoptimised on tract: ~0.2 s a tick, so a subset; compared with the student on the same runs).
-        #[arg(long, default_value_t = 1)]
-        teacher_lang_seeds: u64,
-        /// Held-out frames scored for commentary.
-        #[arg(long, default_value_t = 600)]
-        frames: usize,
-        /// Timed tract inferences per model.
-        #[arg(long, default_value_t = 50)]
-        iters: usize,
-        #[arg(long, default_value = "models/eval.json")]
-        out: PathBuf,
-        #[arg(long, default_value = "models/MODEL_CARD.md")]
-        card: PathBuf,
-    },
+    Eval(eval::EvalOptions),
 }
 
 fn main() -> Result<()> {
@@ -131,32 +100,7 @@ fn main() -> Result<()> {
         Task::TestAarch64 => cross::test_aarch64(&root),
         Task::Fixture => fixture(&root),
         Task::Train { smoke, args } => train(&root, smoke, &args),
-        Task::Eval {
-            models,
-            scenarios,
-            seeds,
-            int8_seeds,
-            int8_scenarios,
-            teacher_lang_seeds,
-            frames,
-            iters,
-            out,
-            card,
-        } => eval::eval(
-            &root,
-            &eval::EvalOptions {
-                models,
-                scenarios,
-                seeds,
-                int8_seeds,
-                int8_scenarios,
-                teacher_lang_seeds,
-                frames,
-                iters,
-                out,
-                card,
-            },
-        ),
+        Task::Eval(o) => eval::eval(&root, &o),
     }
 }
 
@@ -497,6 +441,12 @@ fn distill_smoke(root: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&run_dir);
     let run_dir_arg = run_dir.display().to_string();
     train(root, true, &["--run-dir".to_string(), run_dir_arg])?;
+    // The pipeline's unit tests (shapes, KV-cache step = parallel decoder, cached teacher generation = generate,
+    // a tiny overfit, export parity) in the venv `train` just made sure of.
+    run(Command::new(distill_python(root)?)
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "models/distill/tests"])
+        .env("RTVLA_BIN", release_bin(root))
+        .current_dir(root))?;
     // Driving graphs and both language branches (the teacher's language-in-the-loop graph is 22 unrolled decoder
     // steps: tract's optimiser takes minutes on it, so it is measured with ONNX Runtime only).
     for m in ["student", "student_nodistill", "teacher", "student_int8", "language", "language_nodistill"] {
