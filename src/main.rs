@@ -90,9 +90,10 @@ enum StoreCmd {
 #[derive(Subcommand)]
 enum ModelCmd {
     /// Run the export's reference frames through this runtime's preprocess + tract and compare with the reference
-    /// outputs (exit 1 if the max abs diff exceeds the vectors' tolerance).
+    /// outputs (exit 1 if the max abs diff exceeds the vectors' tolerance). For a language branch manifest: its
+    /// reference keyframe contexts, first-step logits and greedy sentences.
     Check {
-        /// Model manifest (student or teacher).
+        /// Model manifest (student, teacher or language).
         manifest: PathBuf,
         /// Reference vectors (default: <manifest stem>.parity.json beside the manifest).
         #[arg(long)]
