@@ -42,7 +42,8 @@ enum Cmd {
     /// for every keyframe of every snapshot, from its visual features and that tick's speed, target points and plan.
     ///
     /// Prints one line per event; `--json FILE` writes a JSON array (id, commentary, keyframes, ...), `--html FILE`
-    /// a self-contained report with the thumbnails and the speed/brake trace of each event.
+    /// a self-contained report with the thumbnails and the speed/brake trace of each event, `--mcap FILE` the
+    /// store as MCAP (Foxglove) with the commentary on a `/commentary` channel.
     Explain(ExplainArgs),
     /// The closed-loop simulator: datasets, evaluation, replays.
     Sim {
@@ -64,6 +65,9 @@ struct ExplainArgs {
     /// Also write an HTML report (thumbnails, commentary, speed/brake plots).
     #[arg(long)]
     html: Option<PathBuf>,
+    /// Also export the store to MCAP with the commentary on a `/commentary` channel (Foxglove's Log panel).
+    #[arg(long)]
+    mcap: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -278,6 +282,13 @@ fn explain(a: ExplainArgs) -> anyhow::Result<i32> {
     if let Some(p) = &a.json {
         write_json(p, &out)?;
         println!("wrote {}", p.display());
+    }
+    if let Some(p) = &a.mcap {
+        let by_seq: std::collections::HashMap<u64, Vec<(u64, String)>> =
+            out.iter().map(|e| (e.seq, e.keyframes.iter().map(|k| (k.tick, k.commentary.clone())).collect())).collect();
+        let lookup = |seq: u64| by_seq.get(&seq).cloned().unwrap_or_default();
+        let n = rtvla::store::export::export_mcap_with_commentary(&a.dir, p, Some(&lookup))?;
+        println!("wrote {} ({n} messages)", p.display());
     }
     if let (Some(p), Some(h)) = (&a.html, html) {
         let title = format!("rtvla events in {}", a.dir.display());

@@ -23,7 +23,18 @@ fn explains_every_snapshot_of_a_drive() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json = dir.path().join("explain.json");
     let html = dir.path().join("explain.html");
-    let out = rtvla().arg("explain").arg(&store).arg("--json").arg(&json).arg("--html").arg(&html).output().unwrap();
+    let mcap = dir.path().join("explain.mcap");
+    let out = rtvla()
+        .arg("explain")
+        .arg(&store)
+        .arg("--json")
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .arg("--mcap")
+        .arg(&mcap)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let events: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let events = events.as_array().unwrap();
@@ -39,6 +50,13 @@ fn explains_every_snapshot_of_a_drive() {
         assert!(!text.contains('<'), "{text:?}");
         assert_eq!(e["keyframes"].as_array().unwrap().len(), 3, "{e}");
     }
+    let bytes = std::fs::read(&mcap).unwrap();
+    assert!(bytes.starts_with(b"\x89MCAP0\r\n") && bytes.ends_with(b"\x89MCAP0\r\n"));
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("/commentary") && text.contains("foxglove.Log"));
+    // Every keyframe's sentence is a message on /commentary.
+    let sentences: usize = events.iter().map(|e| e["keyframes"].as_array().unwrap().len()).sum();
+    assert_eq!(text.matches("\"level\":2").count(), sentences);
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("data:image/jpeg;base64,") && page.contains("<svg"));
     assert!(page.contains(events[0]["commentary"].as_str().unwrap()));
@@ -84,4 +102,53 @@ fn bad_language_manifests_are_one_line_errors() {
         assert!(err.contains(needle), "{err:?} should contain {needle:?}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// Per-channel message counts of an MCAP file; panics if a channel's log times ever go back.
+fn mcap_channel_counts(path: &Path) -> std::collections::BTreeMap<u16, usize> {
+    let b = std::fs::read(path).unwrap();
+    let (mut pos, mut counts, mut last) = (8, std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+    while pos < b.len() - 8 {
+        let len = u64::from_le_bytes(b[pos + 1..pos + 9].try_into().unwrap()) as usize;
+        let body = &b[pos + 9..pos + 9 + len];
+        if b[pos] == 0x05 {
+            let ch = u16::from_le_bytes([body[0], body[1]]);
+            let log = u64::from_le_bytes(body[6..14].try_into().unwrap());
+            assert!(log >= *last.get(&ch).unwrap_or(&0), "channel {ch}: log time went back");
+            last.insert(ch, log);
+            *counts.entry(ch).or_insert(0) += 1;
+        }
+        pos += 9 + len;
+    }
+    counts
+}
+
+#[test]
+fn mcap_of_two_runs_keeps_every_tick_in_time_order() {
+    // Two simulated-time runs into one store: the second run's clock starts at 0 again.
+    let dir = tempfile::tempdir().unwrap();
+    let drive = |store: &Path| {
+        let out = rtvla()
+            .args(["drive", "--quiet", "--fast", "--scenario", "pedestrian_crossing", "--seed", "1000001", "--store"])
+            .arg(store)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    drive(&one);
+    drive(&two);
+    drive(&two);
+    let export = |store: &Path, name: &str| {
+        let p = dir.path().join(name);
+        let out = rtvla().arg("explain").arg(store).arg("--mcap").arg(&p).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        mcap_channel_counts(&p)
+    };
+    let (c1, c2) = (export(&one, "one.mcap"), export(&two, "two.mcap"));
+    // Same runs twice: twice every channel (telemetry of the second run is not mistaken for ticks already written).
+    for (ch, n) in &c1 {
+        assert_eq!(c2[ch], 2 * n, "channel {ch}: {c1:?} vs {c2:?}");
+    }
+    assert_eq!(c1.len(), 4, "telemetry, events, thumbnails, commentary: {c1:?}");
 }

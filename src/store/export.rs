@@ -377,6 +377,17 @@ const IMAGE_SCHEMA: &str = r#"{"type":"object","title":"foxglove.CompressedImage
 /// base64 in JSON). Log times are the ticks' monotonic times in ns (shifted forward for a later run whose clock restarted). Returns the number
 /// of messages written.
 pub fn export_mcap(dir: &Path, out: &Path) -> anyhow::Result<u64> {
+    export_mcap_with_commentary(dir, out, None)
+}
+
+/// Commentary lines of one stored event, `(keyframe tick, text)`, looked up by store sequence number.
+pub type CommentaryOf<'a> = &'a dyn Fn(u64) -> Vec<(u64, String)>;
+
+const LOG_SCHEMA: &str = r#"{"type":"object","title":"foxglove.Log","properties":{"timestamp":{"type":"object","title":"time","properties":{"sec":{"type":"integer","minimum":0},"nsec":{"type":"integer","minimum":0,"maximum":999999999}}},"level":{"type":"integer"},"message":{"type":"string"},"name":{"type":"string"},"file":{"type":"string"},"line":{"type":"integer","minimum":0}}}"#;
+
+/// [`export_mcap`], plus (when given) a `/commentary` channel (`foxglove.Log`, shown in Foxglove's Log panel): the
+/// language branch's sentence at each explained keyframe (`rtvla explain --mcap`).
+pub fn export_mcap_with_commentary(dir: &Path, out: &Path, commentary: Option<CommentaryOf>) -> anyhow::Result<u64> {
     let mut m = McapWriter { w: BufWriter::new(File::create(out)?), seq: 0 };
     m.w.write_all(MCAP_MAGIC)?;
     let mut h = Vec::new();
@@ -389,6 +400,10 @@ pub fn export_mcap(dir: &Path, out: &Path) -> anyhow::Result<u64> {
     m.channel(1, 1, "/telemetry")?;
     m.channel(2, 2, "/events")?;
     m.channel(3, 3, "/thumbnail")?;
+    if commentary.is_some() {
+        m.schema(4, "foxglove.Log", LOG_SCHEMA)?;
+        m.channel(4, 4, "/commentary")?;
+    }
     let mut n = 0u64;
     let mut last_telemetry_ns = 0u64;
     let (mut offset_ns, mut last_event_ns) = (0u64, 0u64);
@@ -399,16 +414,20 @@ pub fn export_mcap(dir: &Path, out: &Path) -> anyhow::Result<u64> {
                 "id": s.event_id, "seq": r.seq, "trigger": s.trigger.name(), "cause": s.cause.as_str(),
                 "time": format_utc(s.wall_time_us), "duration_s": s.duration_s(),
             });
-            // Log time = the tick's monotonic time (ns). A store can hold several runs whose clocks restart: an event
-            // that would start before the previous one is shifted to follow it, so every channel stays in order.
-            // Ticks already written by an overlapping earlier event are not repeated.
+            // Log time = the tick's monotonic time (ns). A store can hold several runs whose clocks restart. In one run
+            // an event triggers only after the previous one's window ended (the recorder collects one at a time), so
+            // a trigger at or before the previous event's end means a new clock: that event is shifted to follow,
+            // and every channel stays in time order. Ticks already written by an overlapping pre-window are not
+            // repeated.
             let first_us = s.pre.first().map_or(s.mono_time_us, |t| t.time_us.min(s.mono_time_us));
-            if first_us.saturating_mul(1000).saturating_add(offset_ns) < last_event_ns.saturating_sub(10_000_000_000) {
+            if last_event_ns > 0 && s.mono_time_us.saturating_mul(1000).saturating_add(offset_ns) <= last_event_ns {
                 offset_ns = last_event_ns.saturating_add(1_000_000_000) - first_us.saturating_mul(1000);
             }
             let to_ns = |mono_us: u64| mono_us.saturating_mul(1000).saturating_add(offset_ns);
             last_event_ns = to_ns(s.post.last().map_or(s.mono_time_us, |t| t.time_us));
             let mut kfs = s.keyframes.iter().filter(|k| !k.jpeg.is_empty()).peekable();
+            let lines = commentary.map(|c| c(r.seq)).unwrap_or_default();
+            let mut lines = lines.iter().peekable();
             let mut event_written = false;
             for t in s.pre.iter().chain(s.post.iter()) {
                 let ns = to_ns(t.time_us);
@@ -431,6 +450,14 @@ pub fn export_mcap(dir: &Path, out: &Path) -> anyhow::Result<u64> {
                         "format": "jpeg",
                     });
                     m.message(3, kns, &serde_json::to_vec(&img)?)?;
+                    n += 1;
+                }
+                while let Some((_, text)) = lines.next_if(|(tick, _)| *tick <= t.tick) {
+                    let log = serde_json::json!({
+                        "timestamp": {"sec": ns / 1_000_000_000, "nsec": ns % 1_000_000_000},
+                        "level": 2, "message": text, "name": format!("event {}", s.event_id), "file": "", "line": 0,
+                    });
+                    m.message(4, ns, &serde_json::to_vec(&log)?)?;
                     n += 1;
                 }
             }
