@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
 use crate::error::bad_input;
+use crate::model::manifest::{beside, read_verified};
 use crate::types::{Point, PATH_POINTS, SPEED_POINTS};
 
 type Plan = TypedSimplePlan;
@@ -139,17 +139,8 @@ impl LanguageManifest {
     }
 
     fn file(&self, rel: &Path, sha: &str) -> anyhow::Result<(PathBuf, Vec<u8>)> {
-        let p =
-            if rel.is_absolute() { rel.to_path_buf() } else { self.path.parent().unwrap_or(Path::new(".")).join(rel) };
-        let bytes = std::fs::read(&p)
-            .map_err(|e| bad_input(format!("model file {} (from {}): {e}", p.display(), self.path.display())))?;
-        let got = hex::encode(Sha256::digest(&bytes));
-        if !got.eq_ignore_ascii_case(sha.trim()) {
-            return Err(bad_input(format!(
-                "model file {}: sha256 mismatch (manifest says {sha}, file is {got})",
-                p.display()
-            )));
-        }
+        let p = beside(&self.path, rel);
+        let bytes = read_verified(&p, sha, &self.path)?;
         Ok((p, bytes))
     }
 }

@@ -102,6 +102,29 @@ pub struct Manifest {
     pub path: PathBuf,
 }
 
+/// `file` as a manifest names it: absolute, or relative to the manifest's directory.
+pub fn beside(manifest: &Path, file: &Path) -> PathBuf {
+    if file.is_absolute() {
+        file.to_path_buf()
+    } else {
+        manifest.parent().unwrap_or(Path::new(".")).join(file)
+    }
+}
+
+/// Read a model file a manifest names and check its sha256; every failure is bad input naming the file.
+pub fn read_verified(path: &Path, sha256: &str, manifest: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| bad_input(format!("model file {} (from {}): {e}", path.display(), manifest.display())))?;
+    let got = hex::encode(Sha256::digest(&bytes));
+    if !got.eq_ignore_ascii_case(sha256.trim()) {
+        return Err(bad_input(format!(
+            "model file {}: sha256 mismatch (manifest says {sha256}, file is {got})",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
 impl Manifest {
     /// Read and check a manifest (structure only; `verify_file` checks the ONNX file's hash).
     pub fn load(path: &Path) -> anyhow::Result<Manifest> {
@@ -116,28 +139,12 @@ impl Manifest {
 
     /// Absolute-or-relative path of the ONNX file.
     pub fn onnx_path(&self) -> PathBuf {
-        let p = &self.model.onnx;
-        if p.is_absolute() {
-            p.clone()
-        } else {
-            self.path.parent().unwrap_or(Path::new(".")).join(p)
-        }
+        beside(&self.path, &self.model.onnx)
     }
 
     /// Check the ONNX file exists and its sha256 matches; returns its bytes.
     pub fn verify_file(&self) -> anyhow::Result<Vec<u8>> {
-        let p = self.onnx_path();
-        let bytes = std::fs::read(&p)
-            .map_err(|e| bad_input(format!("model file {} (from {}): {e}", p.display(), self.path.display())))?;
-        let got = hex::encode(Sha256::digest(&bytes));
-        if !got.eq_ignore_ascii_case(self.model.sha256.trim()) {
-            return Err(bad_input(format!(
-                "model file {}: sha256 mismatch (manifest says {}, file is {got})",
-                p.display(),
-                self.model.sha256
-            )));
-        }
-        Ok(bytes)
+        read_verified(&self.onnx_path(), &self.model.sha256, &self.path)
     }
 
     /// The spec with a given role, if present.
