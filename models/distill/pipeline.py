@@ -42,7 +42,7 @@ PRESETS = {
                    eval_every=40, ckpt_every=10, lr_teacher=5e-4, lr_student=1e-3, val_limit=128),
     # The full run, sized for <= 2 h on this 2-core machine when it is quiet (timing.py, idle box: teacher 1.26 s/step,
     # student stage 1 0.88, stage 2 0.56, ablation 0.39 / 0.20 at batch 32 -> ~67 min of steps + dataset/eval/export).
-    "full": dict(frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=1000,
+    "full": dict(frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=600,
                  eval_every=200, ckpt_every=50, lr_teacher=5e-4, lr_student=1e-3, val_limit=256),
 }
 
