@@ -23,6 +23,7 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 N_PATH, N_SPEED = 20, 10
 TEXT_LEN = 24  # BOS + words + EOS, padded
+PREV_STEPS = 10  # simulator ticks (20 Hz) between a frame and the speed the language branch compares it with: 0.5 s
 
 # Sentence templates of the expert's commentary ({d} = an integer distance). Keep in sync with src/sim/expert.rs.
 TEMPLATES = [
@@ -126,6 +127,14 @@ class DrivingData:
         self.shard_idx = np.array([x["shard"] for x in r], dtype=np.int64)
         self.frame_idx = np.array([x["index"] for x in r], dtype=np.int64)
         self.speed = torch.tensor([[x["speed"]] for x in r], dtype=torch.float32)
+        # Speed 0.5 s (10 ticks at 20 Hz) before each frame, from the same episode's record (the language branch reads
+        # it from a snapshot's window); the first frame of an episode has no history: its own speed.
+        # Datasets since 2026-11-26 record it (`speed_prev`); older ones: the same episode's record PREV_STEPS earlier.
+        key = {(x["scenario"], x["seed"], x["step"]): i for i, x in enumerate(r)}
+        self.speed_prev = torch.tensor(
+            [[x["speed_prev"] if x.get("speed_prev") is not None
+              else r[key.get((x["scenario"], x["seed"], x["step"] - PREV_STEPS), i)]["speed"]] for i, x in enumerate(r)],
+            dtype=torch.float32)
         self.target_points = torch.tensor([x["target_points"] for x in r], dtype=torch.float32)
         self.path = torch.tensor([x["path"] for x in r], dtype=torch.float32)
         self.speed_wps = torch.tensor([x["speed_wps"] for x in r], dtype=torch.float32)
@@ -155,6 +164,7 @@ class DrivingData:
         return {
             "image": normalise_batch(self.images(idx)),
             "speed": self.speed[t],
+            "speed_prev": self.speed_prev[t],
             "target_points": self.target_points[t],
             "path": self.path[t],
             "speed_wps": self.speed_wps[t],

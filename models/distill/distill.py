@@ -157,10 +157,10 @@ def _loop(name: str, out: str, steps: int, modules: dict, params, step_fn, cfg: 
 
 
 def language_context(drv, b: dict) -> tuple:
-    """What the language branch reads: the driving branch's features and plan on the batch's frames + the ego inputs,
-    i.e. the fields a snapshot keeps at a keyframe tick (the runtime stores the plan it drove, not the ground truth)."""
+    """What the language branch reads: the driving branch's features and plan on the batch's frames + the ego inputs
+    and the speed 0.5 s before, i.e. the fields a snapshot keeps around a keyframe tick (the runtime stores the plan it drove, not the ground truth)."""
     path, sw, feats = drv(b["image"], b["speed"], b["target_points"])
-    return (feats, b["speed"], b["target_points"], path, sw)
+    return (feats, b["speed"], b["speed_prev"], b["target_points"], path, sw)
 
 
 # -------------------------------------------------------------------------------------------------------------- stages

@@ -73,7 +73,7 @@ def student_commentary(models: str, name: str, lang: str, data: DrivingData, idx
         b = data.batch([int(i)])
         ego = {"speed": b["speed"].numpy(), "target_points": b["target_points"].numpy()}
         path, speed_wps, feats = drv.run(None, dict(ego, image=b["image"].numpy()))
-        ctx = dict(ego, features=feats, path=path, speed_wps=speed_wps)
+        ctx = dict(ego, features=feats, path=path, speed_wps=speed_wps, speed_prev=b["speed_prev"].numpy())
         texts.append(VOCAB.decode(decode_ort(res, step, ctx, kv)))
     return score(texts, data, idx)
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from data import IMG_H, IMG_W, MEAN, N_PATH, N_SPEED, STD, TEXT_LEN, VOCAB
+from data import IMG_H, IMG_W, MEAN, N_PATH, N_SPEED, PREV_STEPS, STD, TEXT_LEN, VOCAB
 
 OPSET = 17
 
@@ -292,11 +292,11 @@ def ort_latency(onnx_paths: dict, runs: int = 50, threads: int = 1) -> dict:
 
 
 # The resampler's inputs, in order: the fields a snapshot keeps at a keyframe tick (src/events/snapshot.rs).
-LANGUAGE_CONTEXT = ("features", "speed", "target_points", "path", "speed_wps")
+LANGUAGE_CONTEXT = ("features", "speed", "speed_prev", "target_points", "path", "speed_wps")
 
 
 def example_language_context(feat_shape: list[int]) -> tuple:
-    return (torch.randn(*feat_shape), torch.tensor([[6.0]]), torch.tensor([[[15.0, 0.5], [35.0, 1.0]]]),
+    return (torch.randn(*feat_shape), torch.tensor([[6.0]]), torch.tensor([[5.0]]), torch.tensor([[[15.0, 0.5], [35.0, 1.0]]]),
             torch.stack([torch.arange(1.0, N_PATH + 1), torch.zeros(N_PATH)], -1)[None],
             torch.stack([torch.arange(1.0, N_SPEED + 1) * 1.5, torch.zeros(N_SPEED)], -1)[None])
 
@@ -361,14 +361,16 @@ def export_language(language, feat_shape: list[int], out_dir: str, provenance: d
     prov["parity_max_abs_diff_ort"] = max_diff
     man = os.path.join(out_dir, f"{prefix}.toml")
     kshape = list(k.shape)
-    text = "# Student language branch: resampler (a snapshot keyframe: features, speed, target points, plan -> latents)\n"
+    text = "# Student language branch: resampler (a snapshot keyframe: features, speed now and speed_prev_s before,\n"
+    text += "# target points, plan -> latents)\n"
     text += "# + one decoder step with explicit KV cache.\n"
     text += "# Decode: pos=0 token=<bos>, zero caches; feed back new_k/new_v and argmax(logits) with pos+1 until <eos>.\n"
     text += _table("model", {"name": f"student-{prefix}", "kind": "language",
                              "resampler_onnx": os.path.basename(res_path),
                              "resampler_sha256": sha256(res_path), "step_onnx": os.path.basename(step_path),
                              "step_sha256": sha256(step_path), "precision": "f32"})
-    text += "\n" + _table("io", {"features": feat_shape, "speed": [1, 1], "target_points": [1, 2, 2],
+    text += "\n" + _table("io", {"features": feat_shape, "speed": [1, 1], "speed_prev": [1, 1],
+                                 "speed_prev_s": PREV_STEPS / 20.0, "target_points": [1, 2, 2],
                                  "path": [1, N_PATH, 2], "speed_wps": [1, N_SPEED, 2], "latents": list(lat.shape), "token": [1, 1], "pos": [1],
                                  "kv_cache": kshape, "logits": [1, len(VOCAB)], "max_len": TEXT_LEN})
     text += "\n" + _table("vocab", {"tokens": VOCAB.itos, "pad": 0, "bos": 1, "eos": 2})

@@ -87,13 +87,14 @@ def cond_features(speed: torch.Tensor, target_points: torch.Tensor) -> torch.Ten
 
 WP_SCALE = 10.0  # waypoint heads predict metres / WP_SCALE
 
-EGO_DIM = 5 + 2 * 20 + 2 * 10
+EGO_DIM = 6 + 2 * 20 + 2 * 10
 
 
-def ego_features(speed, target_points, path, speed_wps) -> torch.Tensor:
-    """What a snapshot stores beside the features at a keyframe tick -- ego speed, the two target points and the
-    driving branch's plan (20 path points, 10 speed waypoints) -- as one roughly unit-scale [B, EGO_DIM] vector for
-    the language branch: whether the car accelerates, keeps its speed or stops is in the plan, not in the pixels."""
+def ego_features(speed, speed_prev, target_points, path, speed_wps) -> torch.Tensor:
+    """What a snapshot stores around a keyframe tick -- ego speed now and 0.5 s before (its window), the two target
+    points and the driving branch's plan (20 path points, 10 speed waypoints) -- as one roughly unit-scale
+    [B, EGO_DIM] vector for the language branch: whether the car accelerates, keeps its speed or stops is in the
+    speed change and the plan, not in the pixels."""
     b = speed.shape[0]
-    return torch.cat([cond_features(speed, target_points), path.reshape(b, -1) / WP_SCALE,
+    return torch.cat([cond_features(speed, target_points), (speed - speed_prev) / 2.0, path.reshape(b, -1) / WP_SCALE,
                       speed_wps.reshape(b, -1) / WP_SCALE], dim=1)

@@ -42,8 +42,10 @@ PRESETS = {
                    eval_every=40, ckpt_every=10, lr_teacher=5e-4, lr_student=1e-3, val_limit=128),
     # The full run, sized for <= 2 h on this 2-core machine when it is quiet (timing.py, idle box: teacher 1.26 s/step,
     # student stage 1 0.88, stage 2 0.56, ablation 0.39 / 0.20 at batch 32 -> ~67 min of steps + dataset/eval/export).
-    "full": dict(frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=1000,
-                 eval_every=200, ckpt_every=50, lr_teacher=5e-4, lr_student=1e-3, val_limit=256),
+    "full": dict(frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=600,
+                 eval_every=200, ckpt_every=50, lr_teacher=5e-4, lr_student=1e-3, val_limit=256,
+                 # The distilled language stage at 1e-3 collapsed once to a single sentence (2026-11-26, run lang3).
+                 lr_language=5e-4),
 }
 
 
@@ -219,7 +221,7 @@ def main() -> None:
     timings["student_s1"] = train_student_driving(student, teacher, data, tr, va, run_dir,
                                                   stage_cfg(cfg["s1_steps"], cfg["lr_student"]), name="student_s1")
     timings["student_s2"] = train_student_language(student, teacher, data, tr, va, run_dir,
-                                                   stage_cfg(cfg["s2_steps"], cfg["lr_student"]), name="student_s2")
+                                                   stage_cfg(cfg["s2_steps"], cfg.get("lr_language", cfg["lr_student"])), name="student_s2")
     # 4. ablation: same student, ground truth only
     torch.manual_seed(0)
     ablation = Student()

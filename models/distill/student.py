@@ -82,8 +82,9 @@ class Resampler(nn.Module):
     """Perceiver-style: n_latents learned latents cross-attend to the visual features; n_ego more tokens carry the
     snapshot's ego state and plan (`ego_features`), join the latents' queries and are passed on to the decoder.
 
-    Inputs are exactly a snapshot keyframe's fields: features [B,N,C], speed [B,1], target_points [B,2,2],
-    path [B,20,2], speed_wps [B,10,2] -> latents [B, n_latents + n_ego, dim]."""
+    Inputs are exactly a snapshot keyframe's fields: features [B,N,C], speed [B,1], speed 0.5 s earlier [B,1] (from
+    the snapshot's window), target_points [B,2,2], path [B,20,2], speed_wps [B,10,2]
+    -> latents [B, n_latents + n_ego, dim]."""
 
     def __init__(self, feat_dim: int = 64, dim: int = 128, heads: int = 4, n_latents: int = 16, depth: int = 1,
                  n_ego: int = 2) -> None:
@@ -98,10 +99,10 @@ class Resampler(nn.Module):
                                               nn.LayerNorm(dim), MLP(dim)]))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, feats, speed, target_points, path, speed_wps):
+    def forward(self, feats, speed, speed_prev, target_points, path, speed_wps):
         f = self.fnorm(feats)
         b = feats.shape[0]
-        ego = self.ego(ego_features(speed, target_points, path, speed_wps)).reshape(b, self.n_ego, self.dim)
+        ego = self.ego(ego_features(speed, speed_prev, target_points, path, speed_wps)).reshape(b, self.n_ego, self.dim)
         x = torch.cat([self.latents.expand(b, -1, -1), ego], dim=1)
         for n1, att, n2, mlp in self.layers:
             x = x + att(n1(x), kv=f)
@@ -168,7 +169,7 @@ class StudentLanguage(nn.Module):
         self.decoder = LanguageDecoder(dim, heads, depth)
 
     def forward(self, ctx: tuple, text_in):
-        """ctx = (features, speed, target_points, path, speed_wps): a keyframe of a snapshot."""
+        """ctx = (features, speed, speed_prev, target_points, path, speed_wps): a keyframe of a snapshot."""
         return self.decoder(text_in, self.resampler(*ctx))
 
     @torch.no_grad()

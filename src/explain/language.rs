@@ -47,6 +47,13 @@ pub struct LanguageIo {
     pub kv_cache: Vec<usize>,
     pub logits: Vec<usize>,
     pub max_len: usize,
+    /// How long before the keyframe `speed_prev` is taken (seconds).
+    #[serde(default = "default_speed_prev_s")]
+    pub speed_prev_s: f64,
+}
+
+fn default_speed_prev_s() -> f64 {
+    0.5
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,6 +98,8 @@ pub struct KeyframeContext {
     pub features: Vec<f32>,
     pub feature_shape: [usize; 2],
     pub speed: f32,
+    /// Ego speed `speed_prev_s` before the keyframe (from the snapshot's window).
+    pub speed_prev: f32,
     pub target_points: [Point; 2],
     pub path: [Point; PATH_POINTS],
     pub speed_wps: [Point; SPEED_POINTS],
@@ -172,12 +181,13 @@ impl LanguageBranch {
         let io = &manifest.io;
         let (rp, rb) = manifest.file(&manifest.model.resampler_onnx, &manifest.model.resampler_sha256)?;
         let (sp, sb) = manifest.file(&manifest.model.step_onnx, &manifest.model.step_sha256)?;
-        // The resampler reads a keyframe: features, speed, target points, path, speed waypoints.
+        // The resampler reads a keyframe: features, speed, speed before, target points, path, speed waypoints.
         let resampler = plan(
             &rp,
             &rb,
             vec![
                 f32::fact(io.features.clone()).into(),
+                f32::fact([1, 1]).into(),
                 f32::fact([1, 1]).into(),
                 f32::fact([1, 2, 2]).into(),
                 f32::fact([1, PATH_POINTS, 2]).into(),
@@ -222,6 +232,7 @@ impl LanguageBranch {
             .run(tvec![
                 tensor_f32(&[1, want[0], want[1]], ctx.features.clone())?,
                 tensor_f32(&[1, 1], vec![ctx.speed])?,
+                tensor_f32(&[1, 1], vec![ctx.speed_prev])?,
                 tensor_f32(&[1, 2, 2], flat(&ctx.target_points))?,
                 tensor_f32(&[1, PATH_POINTS, 2], flat(&ctx.path))?,
                 tensor_f32(&[1, SPEED_POINTS, 2], flat(&ctx.speed_wps))?,
@@ -279,6 +290,7 @@ struct LanguageVectors {
 struct LanguageCase {
     features: Vec<f32>,
     speed: Vec<f32>,
+    speed_prev: Vec<f32>,
     target_points: Vec<f32>,
     path: Vec<f32>,
     speed_wps: Vec<f32>,
@@ -327,6 +339,7 @@ pub fn check_parity(manifest: &Path, vectors: Option<&Path>) -> anyhow::Result<L
             features: c.features.clone(),
             feature_shape: shape,
             speed: *c.speed.first().ok_or_else(|| bad("speed"))?,
+            speed_prev: *c.speed_prev.first().ok_or_else(|| bad("speed_prev"))?,
             target_points: pts(&c.target_points, 2)?.try_into().expect("2 points"),
             path: pts(&c.path, PATH_POINTS)?.try_into().expect("20 points"),
             speed_wps: pts(&c.speed_wps, SPEED_POINTS)?.try_into().expect("10 points"),

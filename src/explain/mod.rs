@@ -46,14 +46,24 @@ fn tick_of(s: &Snapshot, tick: u64) -> Option<&TickTelemetry> {
     s.pre.iter().chain(s.post.iter()).find(|t| t.tick == tick)
 }
 
+/// Ego speed `before_s` seconds before `time_us`: the last tick of the windows at or before then, or the window's
+/// first tick when it does not reach back that far (the training data use the spawn speed the same way).
+fn speed_before(s: &Snapshot, time_us: u64, before_s: f64) -> Option<f32> {
+    let at = time_us.saturating_sub((before_s * 1e6) as u64);
+    let ticks = s.pre.iter().chain(s.post.iter());
+    let first = ticks.clone().next()?;
+    Some(ticks.filter(|t| t.time_us <= at).last().unwrap_or(first).speed)
+}
+
 /// The language branch's inputs for keyframe `k` of a snapshot (None when that tick's telemetry is missing).
-pub fn keyframe_context(s: &Snapshot, k: usize) -> Option<KeyframeContext> {
+pub fn keyframe_context(s: &Snapshot, k: usize, speed_prev_s: f64) -> Option<KeyframeContext> {
     let kf = s.keyframes.get(k)?;
     let t = tick_of(s, kf.tick)?;
     Some(KeyframeContext {
         features: kf.features_f32().collect(),
         feature_shape: [kf.shape[0] as usize, kf.shape[1] as usize],
         speed: t.speed,
+        speed_prev: speed_before(s, kf.time_us, speed_prev_s)?,
         target_points: t.target_points,
         path: t.path,
         speed_wps: t.speed_wps,
@@ -74,7 +84,7 @@ pub fn explain_snapshot(branch: &LanguageBranch, seq: u64, s: &Snapshot) -> anyh
     };
     let want = branch.feature_shape();
     for k in 0..s.keyframes.len() {
-        let Some(ctx) = keyframe_context(s, k) else { continue };
+        let Some(ctx) = keyframe_context(s, k, branch.manifest().io.speed_prev_s) else { continue };
         if ctx.features.is_empty() {
             continue;
         }

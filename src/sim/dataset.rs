@@ -55,6 +55,9 @@ pub struct DataCard {
     pub expert_episodes_completed: usize,
 }
 
+/// Ticks between a frame and the `speed_prev` recorded with it (0.5 s at the simulator's 20 Hz).
+pub const SPEED_PREV_STEPS: usize = 10;
+
 /// One line of `index.jsonl`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FrameRecord {
@@ -65,6 +68,10 @@ pub struct FrameRecord {
     pub step: u32,
     pub time_s: f32,
     pub speed: f32,
+    /// Ego speed [`SPEED_PREV_STEPS`] ticks (0.5 s) earlier — what a snapshot's window lets the language branch
+    /// compare with; the spawn speed before that. Absent in datasets written before 2026-11-26.
+    #[serde(default)]
+    pub speed_prev: Option<f32>,
     pub target_points: [[f32; 2]; 2],
     pub path: Vec<[f32; 2]>,
     pub speed_wps: Vec<[f32; 2]>,
@@ -149,8 +156,12 @@ pub fn write_dataset(o: &DatasetOptions) -> anyhow::Result<DataCard> {
         let mut rng = Pcg32::seed_from_u64(seed.wrapping_mul(31) ^ 0xDA7A);
         let mut perturb_left = 0u32;
         let mut perturb_steer = 0.0f32;
+        // Ego speed of the last SPEED_PREV_STEPS ticks, by tick modulo (spawn speed until filled).
+        let mut speed_hist = [w.ego.speed; SPEED_PREV_STEPS];
         pb.set_message(format!("{sc} {seed}"));
         while !w.done() && card.frames < o.frames {
+            let slot = w.step_count as usize % SPEED_PREV_STEPS;
+            let speed_prev = std::mem::replace(&mut speed_hist[slot], w.ego.speed);
             let record = w.step_count % o.every == 0;
             let out = if record { Some(w.expert()) } else { None };
             let plan_wps = match &out {
@@ -179,6 +190,7 @@ pub fn write_dataset(o: &DatasetOptions) -> anyhow::Result<DataCard> {
                     step: w.step_count,
                     time_s: w.t,
                     speed: w.ego.speed,
+                    speed_prev: Some(speed_prev),
                     target_points: x.target_points,
                     path: x.waypoints.path.to_vec(),
                     speed_wps: x.waypoints.speed_wps.to_vec(),

@@ -45,6 +45,10 @@ pub struct EvalOptions {
     pub out: PathBuf,
     #[arg(long, default_value = "models/MODEL_CARD.md")]
     pub card: PathBuf,
+    /// Keep the closed-loop results of the previous run (target/eval/ds-*.json) for every driving graph whose ONNX
+    /// file is older than them: for a re-measure after only the language branches changed (saves ~40 minutes).
+    #[arg(long)]
+    pub reuse_driving: bool,
 }
 
 /// The rows of the table, in order: (row label, manifest stem or None for the expert).
@@ -139,9 +143,6 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         o.seeds, o.int8_seeds
     ));
     let mut pending: Vec<(String, Command)> = Vec::new();
-    for (_, stem) in ROWS {
-        let _ = std::fs::remove_file(work.join(format!("ds-{}.json", stem.unwrap_or("expert"))));
-    }
     for (label, stem) in ROWS {
         let (n, scen) = match stem {
             Some("student_int8") => (o.int8_seeds, &o.int8_scenarios),
@@ -162,6 +163,29 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         };
         c.env("RUST_LOG", "warn");
         pending.push((label.to_string(), c));
+    }
+    // Reuse only results newer than the model they measured (the graph did not change since).
+    let newer = |key: &str, model: Option<&str>| -> bool {
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let ds = mtime(&work.join(format!("ds-{key}.json")));
+        let onnx = model.map_or(Some(std::time::SystemTime::UNIX_EPOCH), |m| mtime(&models.join(format!("{m}.onnx"))));
+        matches!((ds, onnx), (Some(d), Some(o)) if d > o)
+    };
+    let mut reused = Vec::new();
+    if o.reuse_driving {
+        pending.retain(|(label, _)| {
+            let stem = ROWS.iter().find(|(l, _)| l == label).and_then(|(_, s)| *s);
+            let keep = !newer(stem.unwrap_or("expert"), stem);
+            if !keep {
+                eprintln!("  reused: {label} (target/eval/ds-{}.json, newer than its model)", stem.unwrap_or("expert"));
+                reused.push(label.clone());
+            }
+            keep
+        });
+    } else {
+        for (_, stem) in ROWS {
+            let _ = std::fs::remove_file(work.join(format!("ds-{}.json", stem.unwrap_or("expert"))));
+        }
     }
     run_parallel(pending, 2)?;
 
@@ -237,6 +261,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         "rows": rows,
         "summary": summary,
         "tract_bench": tract,
+        "driving_reused": reused,
         "language_parity": LANGUAGE.iter().map(|s| (s.to_string(), parity[*s].clone())).collect::<serde_json::Map<_, _>>(),
         "wall_s": t0.elapsed().as_secs_f64(),
     });
@@ -345,6 +370,13 @@ pub fn render_table(out: &Value) -> String {
         pct(&ablation["commentary_action"]),
         pct(&ablation["commentary_object"]),
     );
+    if let Some(r) = out["driving_reused"].as_array().filter(|r| !r.is_empty()) {
+        let names: Vec<&str> = r.iter().filter_map(|x| x.as_str()).collect();
+        s += &format!(
+            "Closed-loop scores of {} are those of the previous run (`--reuse-driving`: their graphs are unchanged).\n",
+            names.join(", ")
+        );
+    }
     for (s_name, p) in out["language_parity"].as_object().into_iter().flatten() {
         s += &format!(
             "{s_name} on tract vs PyTorch: max |Δ logits| {}, same greedy sentence {}/{} keyframe contexts.\n",

@@ -46,7 +46,7 @@ def test_model_shapes():
     assert o["logits"].shape == (2, tokens.shape[1] - 1, len(VOCAB))
     path, sw, feats = s.driving(img, spd, tp)
     assert path.shape == (2, 20, 2) and sw.shape == (2, 10, 2) and feats.shape == (2, 32, 64)  # <= 2048 values: runtime MAX_FEATURES
-    assert s.language((feats, spd, tp, path, sw), text_io(tokens)[0]).shape == (2, tokens.shape[1] - 1, len(VOCAB))
+    assert s.language((feats, spd, spd, tp, path, sw), text_io(tokens)[0]).shape == (2, tokens.shape[1] - 1, len(VOCAB))
     ids, p2, s2 = t.generate(img, spd, tp, max_len=5)
     assert p2.shape == (2, 20, 2) and s2.shape == (2, 10, 2)
 
@@ -60,7 +60,8 @@ def test_no_depthwise_convs():
 def test_kv_cache_step_matches_parallel_decoder():
     torch.manual_seed(0)
     lang = Student().language.eval()
-    ctx = (torch.randn(1, 128, 64), torch.ones(1, 1), torch.ones(1, 2, 2), torch.ones(1, 20, 2), torch.ones(1, 10, 2))
+    ctx = (torch.randn(1, 128, 64), torch.ones(1, 1), torch.ones(1, 1), torch.ones(1, 2, 2), torch.ones(1, 20, 2),
+           torch.ones(1, 10, 2))
     tokens = torch.tensor([VOCAB.encode("Stop at the stop sign in 7 m.")])[:, :8]
     with torch.no_grad():
         full = lang(ctx, tokens)
