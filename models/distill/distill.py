@@ -146,7 +146,7 @@ def _loop(name: str, out: str, steps: int, modules: dict, params, step_fn, cfg: 
         logger.log(row)
         bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if k == "loss" or k == "val"})
         if (step + 1) % cfg.get("ckpt_every", 100) == 0 or step + 1 == steps:
-            save_ckpt(ckpt, step + 1, modules, opt, extra={"elapsed_s": prior + time.time() - t0})
+            save_ckpt(ckpt, step + 1, modules, opt, extra=dict(cfg.get("meta", {}), elapsed_s=prior + time.time() - t0))
     elapsed = time.time() - t0
     timing["sec_per_step"] = elapsed / max(1, steps - start)
     timing["elapsed_s"] = prior + elapsed
@@ -187,8 +187,24 @@ def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: di
         loss.backward()
         return {"loss": loss.item(), "wp": l_wp.item(), "text": l_txt.item()}
 
-    return _loop(name, out, cfg["steps"], {"teacher": teacher}, list(teacher.parameters()), step_fn, cfg,
-                 eval_fn=lambda: eval_teacher(teacher, data, va))
+    # The teacher's config goes into its checkpoint: a later run that reuses it must rebuild the same model (e.g. the
+    # language-head convention `lm_aligned`), not whatever the code's default is by then.
+    return _loop(name, out, cfg["steps"], {"teacher": teacher}, list(teacher.parameters()), step_fn,
+                 dict(cfg, meta={"teacher_cfg": dict(teacher.cfg)}), eval_fn=lambda: eval_teacher(teacher, data, va))
+
+
+def teacher_config_of(ckpt: str, default: dict) -> dict:
+    """The config to rebuild the teacher of training checkpoint `ckpt` with: the one saved in it; `default` when there
+    is no checkpoint yet; for checkpoints written before configs were saved (2026-11-25), `default` with
+    `lm_aligned=False` -- those teachers' language head is one position behind (see teacher.py). Loading such a
+    teacher as aligned shifts every KL target of the language distillation by one word (runs lang3/lang4 collapsed
+    to one sentence that way)."""
+    if not os.path.exists(ckpt):
+        return dict(default)
+    extra = torch.load(ckpt, map_location="cpu", weights_only=False).get("extra") or {}
+    if "teacher_cfg" in extra:
+        return dict(extra["teacher_cfg"])
+    return dict(default, lm_aligned=False)
 
 
 def train_student_driving(student: Student, teacher: Teacher | None, data: DrivingData, tr, va, out: str, cfg: dict,

@@ -26,7 +26,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 
 from data import DrivingData  # noqa: E402
-from distill import (language_context, load_ckpt, train_student_driving, train_student_language, train_teacher,  # noqa: E402
+from distill import (language_context, load_ckpt, teacher_config_of, train_student_driving, train_student_language, train_teacher,  # noqa: E402
                      commentary_metrics, eval_driving, eval_teacher)
 from export import (TeacherLanguageInTheLoop, TeacherVisionOnly, export_driving, export_language,  # noqa: E402
                     ort_latency, quantize_driving, raw_val_frames)
@@ -42,15 +42,14 @@ PRESETS = {
                    eval_every=40, ckpt_every=10, lr_teacher=5e-4, lr_student=1e-3, val_limit=128),
     # The full run, sized for <= 2 h on this 2-core machine when it is quiet (timing.py, idle box: teacher 1.26 s/step,
     # student stage 1 0.88, stage 2 0.56, ablation 0.39 / 0.20 at batch 32 -> ~67 min of steps + dataset/eval/export).
-    "full": dict(frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=600,
-                 eval_every=200, ckpt_every=50, lr_teacher=5e-4, lr_student=1e-3, val_limit=256,
-                 # The distilled language stage at 1e-3 collapsed once to a single sentence (2026-11-26, run lang3).
-                 lr_language=5e-4),
+    "full": dict(frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=1000,
+                 eval_every=200, ckpt_every=50, lr_teacher=5e-4, lr_student=1e-3, val_limit=256),
 }
 
 
 # Teacher size: the largest that trains in the 2 h budget on 2 AVX2 cores (see README.md, measured s/step).
 TEACHER = dict(dim=192, depth=6, heads=3, dec_depth=3, patch=16, lm_aligned=True)
+
 
 
 def find_rtvla(arg: str | None) -> str:
@@ -212,8 +211,10 @@ def main() -> None:
         return {"steps": steps, "batch": cfg["batch"], "lr": lr, "eval_every": cfg["eval_every"],
                 "ckpt_every": cfg["ckpt_every"]}
 
-    # 2. teacher
-    teacher = Teacher(**TEACHER)
+    # 2. teacher (a reused checkpoint is rebuilt with the config it was trained with)
+    teacher = Teacher(**teacher_config_of(os.path.join(run_dir, "teacher.pt"), TEACHER))
+    if not teacher.lm_aligned:
+        print("[teacher] checkpoint from before teacher configs were saved: legacy language head (lm_aligned=False)")
     timings["teacher"] = train_teacher(teacher, data, tr, va, run_dir, stage_cfg(cfg["teacher_steps"], cfg["lr_teacher"]))
     teacher.eval()
     # 3. distilled student: stage 1 driving, stage 2 language (driving frozen)

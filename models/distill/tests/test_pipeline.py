@@ -51,6 +51,32 @@ def test_model_shapes():
     assert p2.shape == (2, 20, 2) and s2.shape == (2, 10, 2)
 
 
+@pytest.mark.parametrize("cfg", [{}, dict(widths=(24, 32, 64, 96), stem="conv", res=None, dim=96, heads=4, depth=2),
+                                 dict(widths=(16, 32, 48), stem="patch4", res=(False, True), dim=64, depth=1)])
+def test_student_encoders_keep_the_runtime_contract(cfg):
+    """Every encoder variant (default patch8, the 2026-11-25 CNN, patch4) has stride 16 and [B, 32, 64] features."""
+    from student import StudentDriving
+    d = StudentDriving(**cfg)
+    path, sw, feats = d(torch.randn(1, 3, 128, 256), torch.ones(1, 1), torch.ones(1, 2, 2))
+    assert path.shape == (1, 20, 2) and sw.shape == (1, 10, 2) and feats.shape == (1, 32, 64)
+    assert d(torch.randn(1, 3, 128, 256), torch.ones(1, 1), torch.ones(1, 2, 2), return_queries=True)[2].shape == (1, 128, 64)
+
+
+def test_teacher_config_of_a_checkpoint(tmp_path):
+    """A reused teacher checkpoint is rebuilt as it was trained: its saved config; a checkpoint from before configs were
+    saved is the legacy language head (lm_aligned=False), whatever today's default says."""
+    from distill import save_ckpt, teacher_config_of
+    default = dict(SMALL_TEACHER, lm_aligned=True)
+    assert teacher_config_of(str(tmp_path / "none.pt"), default) == default
+    legacy = tmp_path / "legacy.pt"
+    save_ckpt(str(legacy), 1, {"teacher": Teacher(**SMALL_TEACHER)}, None, extra={"elapsed_s": 1.0})
+    assert teacher_config_of(str(legacy), default) == dict(default, lm_aligned=False)
+    t = Teacher(**default)
+    saved = tmp_path / "saved.pt"
+    save_ckpt(str(saved), 1, {"teacher": t}, None, extra={"teacher_cfg": t.cfg})
+    assert Teacher(**teacher_config_of(str(saved), dict(default, lm_aligned=False))).lm_aligned
+
+
 def test_no_depthwise_convs():
     for m in Student().driving.modules():
         if isinstance(m, torch.nn.Conv2d):
