@@ -116,6 +116,11 @@ enum ModelCmd {
         /// Untimed warm-up inferences per model.
         #[arg(long, default_value_t = 5)]
         warmup: usize,
+        /// Consecutive inferences of one model before switching to the next: 1 = strict round-robin (every
+        /// inference starts after another model's, with its caches); e.g. 20 = each model warm, as a control loop
+        /// runs it tick after tick (the models still alternate, so load changes hit all alike).
+        #[arg(long, default_value_t = 1)]
+        block: usize,
         /// Also write the rows as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -345,14 +350,14 @@ fn model(cmd: ModelCmd) -> anyhow::Result<i32> {
             }
             Ok(if r.passed { 0 } else { 1 })
         }
-        ModelCmd::Bench { manifests, iters, warmup, json } => {
+        ModelCmd::Bench { manifests, iters, warmup, block, json } => {
             let bar = indicatif::ProgressBar::new((iters + warmup) as u64);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} rounds")
+                indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs per model")
                     .expect("static template"),
             );
             bar.set_message("tract latency");
-            let rows = tools::bench(&manifests, iters.max(1), warmup, |i, _| bar.set_position(i as u64))?;
+            let rows = tools::bench(&manifests, iters.max(1), warmup, block, |i, _| bar.set_position(i as u64))?;
             bar.finish_and_clear();
             print!("{}", tools::render_bench(&rows));
             if let Some(p) = json {

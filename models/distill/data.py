@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import re
+import sys
 
 import numpy as np
 import torch
@@ -135,6 +136,11 @@ class DrivingData:
             [[x["speed_prev"] if x.get("speed_prev") is not None
               else r[key.get((x["scenario"], x["seed"], x["step"] - PREV_STEPS), i)]["speed"]] for i, x in enumerate(r)],
             dtype=torch.float32)
+        lost = sum(1 for x in r if x.get("speed_prev") is None and x["step"] >= PREV_STEPS
+                   and (x["scenario"], x["seed"], x["step"] - PREV_STEPS) not in key)
+        if lost:  # e.g. an old dataset written --every 30: its language inputs would all say "speed unchanged"
+            print(f"[data] warning: {root}: {lost} of {len(r)} frames have no speed_prev and no record {PREV_STEPS} "
+                  "ticks earlier (their own speed is used); write the dataset again with this rtvla", file=sys.stderr)
         self.target_points = torch.tensor([x["target_points"] for x in r], dtype=torch.float32)
         self.path = torch.tensor([x["path"] for x in r], dtype=torch.float32)
         self.speed_wps = torch.tensor([x["speed_wps"] for x in r], dtype=torch.float32)

@@ -135,9 +135,17 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
                val: dict) -> dict:
     """Every artifact the runtime and `cargo xtask eval` use: distilled student (f32 + int8), its language branch, the
     no-distillation ablation (+ its language branch), the vision-only teacher (+ its checkpoint, for commentary)."""
-    prov = {"dataset_seeds": cfg["seeds"], "dataset_frames": len(data), "preset": preset,
-            "train_s": round(sum((timings.get(s) or {}).get("elapsed_s", 0) or 0 for s in
-                                 ("teacher", "student_s1", "student_s2")), 1), "trained": preset != "smoke"}
+    def trained(*stages: str) -> dict:
+        """Training seconds of the stages that made a model (a stage skipped because its checkpoint was reused counts
+        the time saved in that checkpoint; checkpoints from before 2026-11-26 did not save it: 0)."""
+        secs = {s: round((timings.get(s) or {}).get("elapsed_s", 0) or 0, 1) for s in stages}
+        return {"train_s": round(sum(secs.values()), 1),
+                "train_stages_s": " + ".join(f"{s} {v}" for s, v in secs.items())}
+
+    prov = {"dataset_seeds": cfg["seeds"], "dataset_frames": len(data), "preset": preset, "trained": preset != "smoke",
+            **trained("teacher", "student_s1", "student_s2")}
+    prov_ablation = dict(prov, **trained("ablation_s1", "ablation_s2"))
+    prov_teacher = dict(prov, **trained("teacher"))
     real = [data.batch(va[i : i + 1]) for i in range(min(4, len(va)))]
     raw = raw_val_frames(data, va[: min(3, len(va))])
     r = export_driving(student.driving, exp, "student", dict(prov, distilled=True), real_inputs=real,
@@ -147,15 +155,15 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
         ctxs = [language_context(student.driving.eval(), b) for b in real]
         ctxs_abl = [language_context(ablation.driving.eval(), b) for b in real]
     rl = export_language(student.language, r["features_shape"], exp, dict(prov, distilled=True), contexts=ctxs)
-    ra = export_driving(ablation.driving, exp, "student_nodistill", dict(prov, distilled=False), real_inputs=real,
+    ra = export_driving(ablation.driving, exp, "student_nodistill", dict(prov_ablation, distilled=False), real_inputs=real,
                         metrics={"val_wp_l2_m": val["ablation_wp_l2_m"]}, raw_frames=raw,
                         description=f"No-distillation ablation ({preset} run): same student, ground truth only.")
-    rla = export_language(ablation.language, ra["features_shape"], exp, dict(prov, distilled=False),
+    rla = export_language(ablation.language, ra["features_shape"], exp, dict(prov_ablation, distilled=False),
                           prefix="language_nodistill", contexts=ctxs_abl)
-    rt = export_driving(TeacherVisionOnly(teacher), exp, "teacher", dict(prov, mode="vision-only"),
+    rt = export_driving(TeacherVisionOnly(teacher), exp, "teacher", dict(prov_teacher, mode="vision-only"),
                         real_inputs=real[:2], metrics={"val_wp_l2_m": val["teacher_wp_l2_m"]}, raw_frames=raw,
                         kind="teacher", description=f"Teacher ({preset} run) in vision-only mode (empty commentary).")
-    rtl = export_teacher_language(teacher, exp, prov, real[:2], raw, val["teacher_wp_l2_m"], preset)
+    rtl = export_teacher_language(teacher, exp, prov_teacher, real[:2], raw, val["teacher_wp_l2_m"], preset)
     torch.save({"cfg": teacher.cfg, "state": teacher.state_dict()}, os.path.join(exp, "teacher.pt"))
     rng = np.random.default_rng(7)
     calib = [data.batch([int(i)]) for i in rng.choice(tr, min(64, len(tr)), replace=False)]

@@ -50,9 +50,9 @@ fn tick_of(s: &Snapshot, tick: u64) -> Option<&TickTelemetry> {
 /// first tick when it does not reach back that far (the training data use the spawn speed the same way).
 fn speed_before(s: &Snapshot, time_us: u64, before_s: f64) -> Option<f32> {
     let at = time_us.saturating_sub((before_s * 1e6) as u64);
-    let ticks = s.pre.iter().chain(s.post.iter());
+    let mut ticks = s.pre.iter().chain(s.post.iter());
     let first = ticks.clone().next()?;
-    Some(ticks.filter(|t| t.time_us <= at).last().unwrap_or(first).speed)
+    Some(ticks.rfind(|t| t.time_us <= at).unwrap_or(first).speed)
 }
 
 /// The language branch's inputs for keyframe `k` of a snapshot (None when that tick's telemetry is missing).
@@ -146,4 +146,37 @@ pub fn render_table(events: &[EventExplanation]) -> String {
         s += &format!("{:>5}  {:<24} {:<12} {}\n", e.id, e.time, e.trigger, text);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::snapshot::TickTelemetry;
+
+    /// A window of ticks 50 ms apart whose speed is the tick number.
+    fn window(first_tick: u64, n: u64) -> Box<Snapshot> {
+        let mut s = Snapshot::new_boxed();
+        for tick in first_tick..first_tick + n {
+            let t = TickTelemetry { tick, time_us: tick * 50_000, speed: tick as f32, ..Default::default() };
+            s.pre.push(t).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn speed_before_reads_the_tick_half_a_second_earlier() {
+        let s = window(0, 40);
+        // Tick 30 is at 1.5 s; 0.5 s before it is tick 20.
+        assert_eq!(speed_before(&s, 30 * 50_000, 0.5), Some(20.0));
+        // Between ticks: the last tick at or before that time.
+        assert_eq!(speed_before(&s, 30 * 50_000 + 30_000, 0.5), Some(20.0));
+    }
+
+    #[test]
+    fn speed_before_falls_back_to_the_windows_first_tick() {
+        // The window starts at tick 25 (1.25 s): 0.5 s before tick 30 is not in it, so its first tick stands in.
+        let s = window(25, 10);
+        assert_eq!(speed_before(&s, 30 * 50_000, 0.5), Some(25.0));
+        assert_eq!(speed_before(&Snapshot::new_boxed(), 0, 0.5), None);
+    }
 }

@@ -143,11 +143,15 @@ pub struct BenchRow {
     pub ratio_to_first: f64,
 }
 
-/// Time `iters` inferences of every model, round-robin (so load changes hit all models alike), after `warmup` each.
+/// Time `iters` inferences of every model after `warmup` each, rotating between the models so that load changes hit
+/// them all alike. `block` = consecutive inferences of one model before the next: 1 is strict round-robin (each
+/// inference starts with caches the other models used); a larger block measures each model warm, as a control loop
+/// that runs one model every tick sees it.
 pub fn bench(
     manifests: &[PathBuf],
     iters: usize,
     warmup: usize,
+    block: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<Vec<BenchRow>> {
     if manifests.is_empty() {
@@ -162,15 +166,18 @@ pub fn bench(
         models.push((s, image, Vec::with_capacity(iters)));
     }
     let ego = EgoState { speed_mps: 5.0, target_points: [[15.0, 0.5], [35.0, 1.0]] };
-    for round in 0..warmup + iters {
+    let (total, block) = (warmup + iters, block.max(1));
+    for start in (0..total).step_by(block) {
         for (s, image, times) in models.iter_mut() {
-            let t0 = Instant::now();
-            s.infer(&PolicyInput { image, ego: &ego, privileged: None })?;
-            if round >= warmup {
-                times.push(t0.elapsed());
+            for run in start..(start + block).min(total) {
+                let t0 = Instant::now();
+                s.infer(&PolicyInput { image, ego: &ego, privileged: None })?;
+                if run >= warmup {
+                    times.push(t0.elapsed());
+                }
             }
         }
-        progress(round + 1, warmup + iters);
+        progress((start + block).min(total), total);
     }
     let mut rows = Vec::new();
     let mut first_median = None;
@@ -285,7 +292,7 @@ mod tests {
     #[test]
     fn bench_reports_every_model_with_ratios_to_the_first() {
         let m = PathBuf::from(FIXTURE);
-        let rows = bench(&[m.clone(), m], 3, 1, |_, _| {}).unwrap();
+        let rows = bench(&[m.clone(), m], 3, 1, 2, |_, _| {}).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].ratio_to_first, 1.0);
         assert!(rows.iter().all(|r| r.median_ms > 0.0 && r.p90_ms >= r.median_ms));
