@@ -132,12 +132,15 @@ class DrivingData:
         # it from a snapshot's window); the first frame of an episode has no history: its own speed.
         # Datasets since 2026-11-26 record it (`speed_prev`); older ones: the same episode's record PREV_STEPS earlier.
         key = {(x["scenario"], x["seed"], x["step"]): i for i, x in enumerate(r)}
-        self.speed_prev = torch.tensor(
-            [[x["speed_prev"] if x.get("speed_prev") is not None
-              else r[key.get((x["scenario"], x["seed"], x["step"] - PREV_STEPS), i)]["speed"]] for i, x in enumerate(r)],
-            dtype=torch.float32)
-        lost = sum(1 for x in r if x.get("speed_prev") is None and x["step"] >= PREV_STEPS
-                   and (x["scenario"], x["seed"], x["step"] - PREV_STEPS) not in key)
+        prev, lost = [], 0
+        for i, x in enumerate(r):
+            if x.get("speed_prev") is not None:
+                prev.append(x["speed_prev"])
+                continue
+            j = key.get((x["scenario"], x["seed"], x["step"] - PREV_STEPS))
+            lost += j is None and x["step"] >= PREV_STEPS
+            prev.append(r[i if j is None else j]["speed"])
+        self.speed_prev = torch.tensor([[v] for v in prev], dtype=torch.float32)
         if lost:  # e.g. an old dataset written --every 30: its language inputs would all say "speed unchanged"
             print(f"[data] warning: {root}: {lost} of {len(r)} frames have no speed_prev and no record {PREV_STEPS} "
                   "ticks earlier (their own speed is used); write the dataset again with this rtvla", file=sys.stderr)

@@ -51,7 +51,6 @@ PRESETS = {
 TEACHER = dict(dim=192, depth=6, heads=3, dec_depth=3, patch=16, lm_aligned=True)
 
 
-
 def find_rtvla(arg: str | None) -> str:
     for c in [arg, os.environ.get("RTVLA_BIN"), os.path.join(ROOT, "target", "release", "rtvla"),
               "/work/main/target/release/rtvla", shutil.which("rtvla")]:
@@ -230,7 +229,7 @@ def main() -> None:
     timings["student_s1"] = train_student_driving(student, teacher, data, tr, va, run_dir,
                                                   stage_cfg(cfg["s1_steps"], cfg["lr_student"]), name="student_s1")
     timings["student_s2"] = train_student_language(student, teacher, data, tr, va, run_dir,
-                                                   stage_cfg(cfg["s2_steps"], cfg.get("lr_language", cfg["lr_student"])), name="student_s2")
+                                                   stage_cfg(cfg["s2_steps"], cfg["lr_student"]), name="student_s2")
     # 4. ablation: same student, ground truth only
     torch.manual_seed(0)
     ablation = Student()

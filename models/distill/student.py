@@ -17,7 +17,8 @@ from layers import EGO_DIM, WP_SCALE, Attention, DecoderBlock, MLP, causal_mask,
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, p: int | None = None) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2 if p is None else p, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    pad = k // 2 if p is None else p
+    return nn.Sequential(nn.Conv2d(cin, cout, k, s, pad, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class ResBlock(nn.Module):
@@ -47,7 +48,7 @@ class StudentEncoder(nn.Module):
             layers = [conv_bn(3, widths[0], s=2)]
         elif stem in ("patch4", "patch8"):
             k = int(stem[5:])
-            assert 2 ** stages * k == 16, f"{stem} stem: {1 + (16 // k).bit_length() - 1} widths (total stride 16)"
+            assert 2 ** stages * k == 16, f"{stem} stem: {(16 // k).bit_length()} widths (total stride 16)"
             layers = [conv_bn(3, widths[0], k=k, s=k, p=0)]
         else:
             raise ValueError(f"unknown stem {stem!r}")

@@ -162,8 +162,20 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         "closed-loop driving score, held-out scenarios, seeds {HELD_OUT_FIRST_SEED}..+{} (int8: +{}), 2 at a time",
         o.seeds, o.int8_seeds
     ));
+    // --reuse-driving keeps a result only when it is newer than the model it measured (the graph did not change since).
+    let newer = |key: &str, model: Option<&str>| -> bool {
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let ds = mtime(&work.join(format!("ds-{key}.json")));
+        let onnx = model.map_or(Some(std::time::SystemTime::UNIX_EPOCH), |m| mtime(&models.join(format!("{m}.onnx"))));
+        matches!((ds, onnx), (Some(d), Some(o)) if d > o)
+    };
     let mut pending: Vec<(String, Command)> = Vec::new();
+    let mut reused = Vec::new();
     for (label, stem) in ROWS {
+        let key = stem.unwrap_or("expert");
+        if !o.reuse_driving {
+            let _ = std::fs::remove_file(work.join(format!("ds-{key}.json")));
+        }
         let (n, scen) = match stem {
             Some("student_int8") => (o.int8_seeds, &o.int8_scenarios),
             Some("teacher_lang") => (o.teacher_lang_seeds, &o.scenarios),
@@ -172,40 +184,22 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         if n == 0 {
             continue; // skipped on request (--int8-seeds 0): its row shows no score
         }
+        if o.reuse_driving && newer(key, stem) {
+            eprintln!("  reused: {label} (target/eval/ds-{key}.json, newer than its model)");
+            reused.push(label.to_string());
+            continue;
+        }
         let mut c = Command::new(&bin);
         c.args(["sim", "eval", "--scenarios", scen, "--seeds"])
             .arg(format!("{HELD_OUT_FIRST_SEED}..{}", HELD_OUT_FIRST_SEED + n))
             .arg("--json")
-            .arg(work.join(format!("ds-{}.json", stem.unwrap_or("expert"))));
+            .arg(work.join(format!("ds-{key}.json")));
         match stem {
             None => c.args(["--policy", "expert"]),
             Some(s) => c.args(["--policy", "model", "--model"]).arg(models.join(format!("{s}.toml"))),
         };
         c.env("RUST_LOG", "warn");
         pending.push((label.to_string(), c));
-    }
-    // Reuse only results newer than the model they measured (the graph did not change since).
-    let newer = |key: &str, model: Option<&str>| -> bool {
-        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let ds = mtime(&work.join(format!("ds-{key}.json")));
-        let onnx = model.map_or(Some(std::time::SystemTime::UNIX_EPOCH), |m| mtime(&models.join(format!("{m}.onnx"))));
-        matches!((ds, onnx), (Some(d), Some(o)) if d > o)
-    };
-    let mut reused = Vec::new();
-    if o.reuse_driving {
-        pending.retain(|(label, _)| {
-            let stem = ROWS.iter().find(|(l, _)| l == label).and_then(|(_, s)| *s);
-            let keep = !newer(stem.unwrap_or("expert"), stem);
-            if !keep {
-                eprintln!("  reused: {label} (target/eval/ds-{}.json, newer than its model)", stem.unwrap_or("expert"));
-                reused.push(label.clone());
-            }
-            keep
-        });
-    } else {
-        for (_, stem) in ROWS {
-            let _ = std::fs::remove_file(work.join(format!("ds-{}.json", stem.unwrap_or("expert"))));
-        }
     }
     run_parallel(pending, 2)?;
 
