@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import PAD, DrivingData, batches
+from data import PAD, DrivingData, batches, oversample_starts
 from layers import WP_SCALE
 from student import Student
 from teacher import Teacher
@@ -167,7 +167,7 @@ def language_context(drv, b: dict) -> tuple:
 def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: dict, name: str = "teacher") -> dict:
     rng = np.random.default_rng(cfg.get("seed", 0))
     gen = torch.Generator().manual_seed(cfg.get("seed", 0))
-    it = batches(tr, cfg["batch"], rng)
+    it = batches(oversample_starts(data, tr, cfg.get("start_boost", 1)), cfg["batch"], rng)
 
     def step_fn(_):
         teacher.train()

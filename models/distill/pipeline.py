@@ -47,6 +47,9 @@ PRESETS = {
 }
 
 
+# Teacher training repeats each start-from-rest frame this many times (data.oversample_starts); 1 until 2026-11-26.
+START_BOOST = 3
+
 # Teacher size: the largest that trains in the 2 h budget on 2 AVX2 cores (see README.md, measured s/step).
 TEACHER = dict(dim=192, depth=6, heads=3, dec_depth=3, patch=16, lm_aligned=True)
 
@@ -189,7 +192,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
     a = ap.parse_args()
     preset = "smoke" if a.smoke else a.preset
-    cfg = dict(PRESETS[preset])
+    cfg = dict(PRESETS[preset], start_boost=START_BOOST)
     for kv in a.set:
         k, v = kv.split("=", 1)
         cfg[k] = type(cfg[k])(v) if k in cfg else v
@@ -214,15 +217,16 @@ def main() -> None:
     timings["dataset_s"] = time.time() - t0
     print(f"[dataset] {len(data)} frames ({len(tr)} train / {len(va)} val), seeds {cfg['seeds']}")
 
-    def stage_cfg(steps, lr):
+    def stage_cfg(steps, lr, **extra):
         return {"steps": steps, "batch": cfg["batch"], "lr": lr, "eval_every": cfg["eval_every"],
-                "ckpt_every": cfg["ckpt_every"]}
+                "ckpt_every": cfg["ckpt_every"], **extra}
 
     # 2. teacher (a reused checkpoint is rebuilt with the config it was trained with)
     teacher = Teacher(**teacher_config_of(os.path.join(run_dir, "teacher.pt"), TEACHER))
     if not teacher.lm_aligned:
         print("[teacher] checkpoint from before teacher configs were saved: legacy language head (lm_aligned=False)")
-    timings["teacher"] = train_teacher(teacher, data, tr, va, run_dir, stage_cfg(cfg["teacher_steps"], cfg["lr_teacher"]))
+    timings["teacher"] = train_teacher(teacher, data, tr, va, run_dir, stage_cfg(cfg["teacher_steps"], cfg["lr_teacher"],
+                                                                        start_boost=cfg["start_boost"]))
     teacher.eval()
     # 3. distilled student: stage 1 driving, stage 2 language (driving frozen)
     student = Student()

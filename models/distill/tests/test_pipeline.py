@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import BOS, EOS, VOCAB, DrivingData, normalise_batch
+from data import BOS, EOS, VOCAB, DrivingData, normalise_batch, oversample_starts
 from distill import text_io, train_student_driving
 from export import export_driving, export_language
 from student import Student
@@ -34,6 +34,20 @@ def test_data_batch_shapes(tiny_dataset):
     assert b["speed"].shape == (4, 1) and b["target_points"].shape == (4, 2, 2)
     assert b["path"].shape == (4, 20, 2) and b["speed_wps"].shape == (4, 10, 2)
     assert (b["tokens"] != 3).all()  # every commentary word is in the template vocabulary
+
+
+def test_oversample_starts_repeats_only_start_frames(tiny_dataset):
+    d = DrivingData(tiny_dataset)
+    idx = np.arange(len(d))
+    d.speed[:] = 5.0
+    d.speed[[1, 2, 3], 0] = 0.0  # at rest: 1 and 2 drive off in the plan, 3 waits
+    d.speed_wps[[1, 2], -1, 0] = 4.0
+    d.speed_wps[3, :, 0] = 0.0
+    assert (oversample_starts(d, idx, 1) == idx).all()
+    out = oversample_starts(d, idx, 3)
+    counts = np.bincount(out, minlength=len(d))
+    assert counts[1] == counts[2] == 3
+    assert counts[3] == 1 and (np.delete(counts, [1, 2]) == 1).all()
 
 
 def test_model_shapes():
