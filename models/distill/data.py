@@ -40,6 +40,8 @@ TEMPLATES = [
     "The light turns yellow. Stop at the line in {d} m.",
     "Wait at the stop sign, then check the junction.",
     "Stop at the stop sign in {d} m.",
+    "Wait for the oncoming car to pass before going around the parked car.",
+    "Slow down and let the oncoming car pass before going around the parked car in {d} m.",
     "Wait for the crossing car to pass before entering the junction.",
     "Slow down and yield to the car crossing the junction in {d} m.",
     "Wait behind the stopped car in {d} m.",
@@ -67,11 +69,14 @@ def tokenize_words(text: str) -> list[str]:
 class Vocab:
     """Word-level vocabulary: specials, template words (sorted), then integers 0..MAX_NUM."""
 
-    def __init__(self) -> None:
+    def __init__(self, tokens: list[str] | None = None) -> None:
+        """`tokens`: an exported model's vocabulary (its manifest's `vocab.tokens`), to decode what that model says
+        even after TEMPLATES changed; default: the one TEMPLATES make today."""
         words = set()
         for t in TEMPLATES:
             words.update(w for w in tokenize_words(t.replace("{d}", "")) if not w.isdigit())
-        self.itos = ["<pad>", "<bos>", "<eos>", "<unk>"] + sorted(words) + [str(i) for i in range(MAX_NUM + 1)]
+        self.itos = list(tokens) if tokens is not None else (
+            ["<pad>", "<bos>", "<eos>", "<unk>"] + sorted(words) + [str(i) for i in range(MAX_NUM + 1)])
         self.stoi = {w: i for i, w in enumerate(self.itos)}
 
     def __len__(self) -> int:
@@ -148,6 +153,10 @@ class DrivingData:
         self.path = torch.tensor([x["path"] for x in r], dtype=torch.float32)
         self.speed_wps = torch.tensor([x["speed_wps"] for x in r], dtype=torch.float32)
         self.tokens = torch.tensor([VOCAB.encode(x["commentary"]) for x in r], dtype=torch.long)
+        unknown = int((self.tokens == UNK).any(1).sum())
+        if unknown:  # a template of src/sim/expert.rs missing from TEMPLATES: models could never say those sentences
+            print(f"[data] warning: {root}: {unknown} of {len(r)} commentaries hold words outside the vocabulary "
+                  "(a template of src/sim/expert.rs missing from data.TEMPLATES?)", file=sys.stderr)
         self.action = torch.tensor([ACTIONS.index(x["action"]) for x in r], dtype=torch.long)
         self.object = torch.tensor([OBJECTS.index(x["object"]) for x in r], dtype=torch.long)
         self.seeds = sorted({x["seed"] for x in r})

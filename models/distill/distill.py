@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import PAD, DrivingData, batches, oversample_starts
+from data import PAD, VOCAB, DrivingData, batches, oversample_starts
 from layers import WP_SCALE
 from student import Student
 from teacher import Teacher
@@ -201,10 +201,15 @@ def teacher_config_of(ckpt: str, default: dict) -> dict:
     to one sentence that way)."""
     if not os.path.exists(ckpt):
         return dict(default)
-    extra = torch.load(ckpt, map_location="cpu", weights_only=False).get("extra") or {}
-    if "teacher_cfg" in extra:
-        return dict(extra["teacher_cfg"])
-    return dict(default, lm_aligned=False)
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
+    extra = ck.get("extra") or {}
+    cfg = dict(extra["teacher_cfg"]) if "teacher_cfg" in extra else dict(default, lm_aligned=False)
+    n_tok = ck["modules"]["teacher"]["tok.weight"].shape[0]
+    if n_tok != len(VOCAB):  # e.g. a teacher of before the oncoming-car templates joined data.TEMPLATES
+        raise SystemExit(f"{ckpt}: the teacher speaks a {n_tok}-token vocabulary, data.TEMPLATES make "
+                         f"{len(VOCAB)}: its language logits cannot teach this student; train a new teacher "
+                         "(move the checkpoint away)")
+    return cfg
 
 
 def train_student_driving(student: Student, teacher: Teacher | None, data: DrivingData, tr, va, out: str, cfg: dict,

@@ -23,7 +23,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from data import ACTIONS, BOS, EOS, OBJECTS, TEXT_LEN, VOCAB, DrivingData, template_key  # noqa: E402
+from data import ACTIONS, BOS, EOS, OBJECTS, TEXT_LEN, VOCAB, DrivingData, Vocab, template_key  # noqa: E402
 import export  # noqa: E402
 from export import _ort  # noqa: E402
 
@@ -61,6 +61,13 @@ def score(texts: list[str], data: DrivingData, idx: np.ndarray) -> dict:
             "examples": [{"want": VOCAB.decode(data.tokens[i]), "got": t} for t, i in list(zip(texts, idx))[:5]]}
 
 
+def manifest_vocab(path: str) -> Vocab:
+    """The vocabulary a language branch was exported with (token ids are only meaningful against it)."""
+    import tomllib
+    with open(path, "rb") as f:
+        return Vocab(tomllib.load(f)["vocab"]["tokens"])
+
+
 def student_commentary(models: str, name: str, lang: str, data: DrivingData, idx: np.ndarray) -> dict | None:
     drv_path = os.path.join(models, f"{name}.onnx")
     res_path = os.path.join(models, f"{lang}_resampler.onnx")
@@ -68,13 +75,14 @@ def student_commentary(models: str, name: str, lang: str, data: DrivingData, idx
         return None
     drv, res, step = _ort(drv_path), _ort(res_path), _ort(os.path.join(models, f"{lang}_step.onnx"))
     kv = [d if isinstance(d, int) else 1 for d in step.get_inputs()[3].shape]
+    vocab = manifest_vocab(os.path.join(models, f"{lang}.toml"))
     texts = []
     for i in idx:
         b = data.batch([int(i)])
         ego = {"speed": b["speed"].numpy(), "target_points": b["target_points"].numpy()}
         path, speed_wps, feats = drv.run(None, dict(ego, image=b["image"].numpy()))
         ctx = dict(ego, features=feats, path=path, speed_wps=speed_wps, speed_prev=b["speed_prev"].numpy())
-        texts.append(VOCAB.decode(decode_ort(res, step, ctx, kv)))
+        texts.append(vocab.decode(decode_ort(res, step, ctx, kv)))
     return score(texts, data, idx)
 
 
@@ -87,11 +95,17 @@ def teacher_commentary(models: str, data: DrivingData, idx: np.ndarray) -> dict 
     t = Teacher(**ck["cfg"])
     t.load_state_dict(ck["state"])
     t.eval()
+    # teacher.pt carries its vocabulary since 2026-11-26; older ones were trained on that day's TEMPLATES minus the
+    # oncoming-car pair, which no Vocab here rebuilds: their word ids would be misread, so they are not scored.
+    if "vocab" not in ck and t.tok.num_embeddings != len(VOCAB):
+        print(f"[commentary] teacher: {p} has another vocabulary ({t.tok.num_embeddings} tokens) and none saved: not scored")
+        return None
+    vocab = Vocab(ck["vocab"]) if "vocab" in ck else VOCAB
     texts = []
     for s in range(0, len(idx), 32):
         b = data.batch(idx[s : s + 32])
         ids, _, _ = t.generate(b["image"], b["speed"], b["target_points"])
-        texts += [VOCAB.decode(g) for g in ids]
+        texts += [vocab.decode(g) for g in ids]
     return score(texts, data, idx)
 
 

@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 
-from data import DrivingData  # noqa: E402
+from data import VOCAB, DrivingData  # noqa: E402
 from distill import (language_context, load_ckpt, teacher_config_of, train_student_driving, train_student_language, train_teacher,  # noqa: E402
                      commentary_metrics, eval_driving, eval_teacher)
 from export import (TeacherLanguageInTheLoop, TeacherVisionOnly, export_driving, export_language,  # noqa: E402
@@ -166,7 +166,7 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
                         real_inputs=real[:2], metrics={"val_wp_l2_m": val["teacher_wp_l2_m"]}, raw_frames=raw,
                         kind="teacher", description=f"Teacher ({preset} run) in vision-only mode (empty commentary).")
     rtl = export_teacher_language(teacher, exp, prov_teacher, real[:2], raw, val["teacher_wp_l2_m"], preset)
-    torch.save({"cfg": teacher.cfg, "state": teacher.state_dict()}, os.path.join(exp, "teacher.pt"))
+    torch.save({"cfg": teacher.cfg, "state": teacher.state_dict(), "vocab": VOCAB.itos}, os.path.join(exp, "teacher.pt"))
     rng = np.random.default_rng(7)
     calib = [data.batch([int(i)]) for i in rng.choice(tr, min(64, len(tr)), replace=False)]
     rq = quantize_driving(r, "student_int8", calib, dict(prov, distilled=True), raw_frames=raw,

@@ -1,9 +1,11 @@
 """Shapes, a tiny overfit step, the KV-cache step vs the parallel decoder, and ONNX export parity."""
+import os
+
 import numpy as np
 import pytest
 import torch
 
-from data import BOS, EOS, VOCAB, DrivingData, normalise_batch, oversample_starts
+from data import BOS, EOS, TEMPLATES, UNK, VOCAB, DrivingData, normalise_batch, oversample_starts
 from distill import text_io, train_student_driving
 from export import export_driving, export_language
 from student import Student
@@ -34,6 +36,19 @@ def test_data_batch_shapes(tiny_dataset):
     assert b["speed"].shape == (4, 1) and b["target_points"].shape == (4, 2, 2)
     assert b["path"].shape == (4, 20, 2) and b["speed_wps"].shape == (4, 10, 2)
     assert (b["tokens"] != 3).all()  # every commentary word is in the template vocabulary
+
+
+def test_templates_match_the_expert():
+    """data.TEMPLATES must hold every sentence the simulator's expert says (src/sim/expert.rs `commentary`): a missing
+    one puts <unk> words into the targets (the oncoming-car pair was missing until 2026-11-26)."""
+    import re
+    src = open(os.path.join(os.path.dirname(__file__), "..", "..", "..", "src", "sim", "expert.rs")).read()
+    body = src[src.index("pub fn commentary("):src.index("pub fn describe(")]
+    said = {t.replace("{d}", "") for t in re.findall(r'"([A-Z][^"]*\.)"', body)}
+    assert len(said) >= 20
+    ours = {t.replace("{d}", "") for t in TEMPLATES}
+    assert said == ours, f"missing: {said - ours}, extra: {ours - said}"
+    assert all(UNK not in VOCAB.encode(t.format(d=12)) for t in TEMPLATES)
 
 
 def test_oversample_starts_repeats_only_start_frames(tiny_dataset):
@@ -89,6 +104,10 @@ def test_teacher_config_of_a_checkpoint(tmp_path):
     saved = tmp_path / "saved.pt"
     save_ckpt(str(saved), 1, {"teacher": t}, None, extra={"teacher_cfg": t.cfg})
     assert Teacher(**teacher_config_of(str(saved), dict(default, lm_aligned=False))).lm_aligned
+    other = tmp_path / "other_vocab.pt"
+    save_ckpt(str(other), 1, {"teacher": Teacher(**dict(default, vocab=len(VOCAB) - 3))}, None, extra={})
+    with pytest.raises(SystemExit, match="vocabulary"):
+        teacher_config_of(str(other), default)
 
 
 def test_no_depthwise_convs():
