@@ -72,11 +72,10 @@ class Vocab:
     def __init__(self, tokens: list[str] | None = None) -> None:
         """`tokens`: an exported model's vocabulary (its manifest's `vocab.tokens`), to decode what that model says
         even after TEMPLATES changed; default: the one TEMPLATES make today."""
-        words = set()
-        for t in TEMPLATES:
-            words.update(w for w in tokenize_words(t.replace("{d}", "")) if not w.isdigit())
-        self.itos = list(tokens) if tokens is not None else (
-            ["<pad>", "<bos>", "<eos>", "<unk>"] + sorted(words) + [str(i) for i in range(MAX_NUM + 1)])
+        if tokens is None:
+            words = {w for t in TEMPLATES for w in tokenize_words(t.replace("{d}", "")) if not w.isdigit()}
+            tokens = ["<pad>", "<bos>", "<eos>", "<unk>"] + sorted(words) + [str(i) for i in range(MAX_NUM + 1)]
+        self.itos = list(tokens)
         self.stoi = {w: i for i, w in enumerate(self.itos)}
 
     def __len__(self) -> int:

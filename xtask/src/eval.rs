@@ -132,9 +132,11 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
     let heldout = work.join(format!("heldout-dataset-{}", o.frames));
     // Datasets written before 2026-11-26 lack `speed_prev` (what the language branch compares the speed with); at
     // --every 30 the reader cannot recover it from the record 0.5 s earlier, so such a dataset is written again.
-    let has_speed_prev = std::fs::read_to_string(heldout.join("index.jsonl"))
-        .map(|s| s.lines().next().is_some_and(|l| l.contains("\"speed_prev\"")))
-        .unwrap_or(false);
+    let has_speed_prev = std::fs::File::open(heldout.join("index.jsonl"))
+        .ok()
+        .and_then(|f| std::io::BufRead::lines(std::io::BufReader::new(f)).next())
+        .and_then(|l| l.ok())
+        .is_some_and(|l| l.contains("\"speed_prev\""));
     if !heldout.join("data_card.json").exists() || !has_speed_prev {
         let _ = std::fs::remove_dir_all(&heldout);
         let tmp = work.join("heldout-dataset.tmp");
