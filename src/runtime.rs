@@ -398,6 +398,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     let store_dir = opts.store.clone().unwrap_or_else(|| board.resolve(&board.store.path));
     let (mut recorder, writer) = if opts.record_events {
         let mut rc = RecorderConfig::for_rate(board.control_loop.rate_hz as f32, 2.0, 1.0);
+        rc.model_id = manifest.model_id();
         if let Some(f) = manifest.output(crate::model::Role::Features) {
             rc.feature_shape = [f.shape[1].min(u16::MAX as usize) as u16, f.shape[2].min(u16::MAX as usize) as u16];
         }

@@ -60,6 +60,28 @@ fn explains_every_snapshot_of_a_drive() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("data:image/jpeg;base64,") && page.contains("<svg"));
     assert!(page.contains(events[0]["commentary"].as_str().unwrap()));
+
+    // The snapshots name the graph that wrote their features; the ablation's language branch was trained on other
+    // features and refuses them (a one-line reason per event, no commentary) instead of explaining them.
+    let student = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/student/student.toml"));
+    let student = student.unwrap();
+    let sha = student.split("sha256 = \"").nth(1).unwrap();
+    let other = dir.path().join("other.json");
+    let out = rtvla()
+        .arg("explain")
+        .arg(&store)
+        .args(["--model", "models/student/language_nodistill.toml", "--json"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let other: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&other).unwrap()).unwrap();
+    assert_eq!(other.as_array().unwrap().len(), events.len());
+    for e in other.as_array().unwrap() {
+        assert_eq!(e["commentary"], "", "{e}");
+        let why = e["skipped"].as_str().unwrap();
+        assert!(why.starts_with(&format!("features of driving model {}", &sha[..16])), "{why}");
+    }
 }
 
 fn bad_language_manifest(dir: &Path, name: &str, from: &str, to: &str) -> String {

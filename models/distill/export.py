@@ -318,8 +318,12 @@ def write_language_parity(language, contexts: list[tuple], path: str) -> None:
 
 
 def export_language(language, feat_shape: list[int], out_dir: str, provenance: dict | None = None,
-                    prefix: str = "language", contexts: list[tuple] | None = None) -> dict:
-    """Export resampler + one decoder step with KV cache; parity vs PyTorch; writes <prefix>.toml."""
+                    prefix: str = "language", contexts: list[tuple] | None = None,
+                    features_from: list[str] | None = None) -> dict:
+    """Export resampler + one decoder step with KV cache; parity vs PyTorch; writes <prefix>.toml.
+
+    `features_from`: the driving graphs (ONNX paths) whose features this branch reads; their sha256 go into the
+    manifest, and `rtvla explain` refuses snapshots that another graph wrote."""
     os.makedirs(out_dir, exist_ok=True)
     language = language.eval()
     dec = language.decoder
@@ -372,7 +376,8 @@ def export_language(language, feat_shape: list[int], out_dir: str, provenance: d
     text += "\n" + _table("io", {"features": feat_shape, "speed": [1, 1], "speed_prev": [1, 1],
                                  "speed_prev_s": PREV_STEPS / 20.0, "target_points": [1, 2, 2],
                                  "path": [1, N_PATH, 2], "speed_wps": [1, N_SPEED, 2], "latents": list(lat.shape), "token": [1, 1], "pos": [1],
-                                 "kv_cache": kshape, "logits": [1, len(VOCAB)], "max_len": TEXT_LEN})
+                                 "kv_cache": kshape, "logits": [1, len(VOCAB)], "max_len": TEXT_LEN,
+                                 "features_from": [sha256(p) for p in features_from or []]})
     text += "\n" + _table("vocab", {"tokens": VOCAB.itos, "pad": 0, "bos": 1, "eos": 2})
     text += "\n" + _table("provenance", prov)
     with open(man, "w") as f:

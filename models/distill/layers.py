@@ -61,16 +61,24 @@ class EncoderBlock(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    """Pre-norm self-attention (masked) + cross-attention + MLP."""
+    """Pre-norm self-attention (masked) + cross-attention + MLP.
 
-    def __init__(self, dim: int, heads: int, mem_dim: int | None = None) -> None:
+    `self_attn=False` drops the self-attention (the tokens only read `mem`): for the student's waypoint queries, whose
+    graph on tract is mostly per-node overhead, that is a third of the block's nodes."""
+
+    def __init__(self, dim: int, heads: int, mem_dim: int | None = None, self_attn: bool = True,
+                 mlp_ratio: int = 4) -> None:
         super().__init__()
-        self.n1, self.self_attn = nn.LayerNorm(dim), Attention(dim, heads)
+        if self_attn:
+            self.n1, self.self_attn = nn.LayerNorm(dim), Attention(dim, heads)
+        else:
+            self.n1 = self.self_attn = None
         self.n2, self.cross = nn.LayerNorm(dim), Attention(dim, heads, kv_dim=mem_dim)
-        self.n3, self.mlp = nn.LayerNorm(dim), MLP(dim)
+        self.n3, self.mlp = nn.LayerNorm(dim), MLP(dim, mlp_ratio)
 
     def forward(self, x, mem, mask=None):
-        x = x + self.self_attn(self.n1(x), mask=mask)
+        if self.self_attn is not None:
+            x = x + self.self_attn(self.n1(x), mask=mask)
         x = x + self.cross(self.n2(x), kv=mem)
         return x + self.mlp(self.n3(x))
 

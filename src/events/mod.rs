@@ -31,6 +31,8 @@ pub struct RecorderConfig {
     pub feature_shape: [u16; 2],
     /// Trigger thresholds.
     pub triggers: TriggerConfig,
+    /// Written into every snapshot: which driving graph made the features ([`Snapshot::model_id`]).
+    pub model_id: [u8; snapshot::MODEL_ID_BYTES],
 }
 
 impl Default for RecorderConfig {
@@ -41,6 +43,7 @@ impl Default for RecorderConfig {
             slots: 4,
             feature_shape: [32, 64],
             triggers: TriggerConfig::default(),
+            model_id: [0; snapshot::MODEL_ID_BYTES],
         }
     }
 }
@@ -250,6 +253,7 @@ impl EventRecorder {
         let s = &mut slot.snap;
         s.clear();
         s.event_id = self.next_event_id;
+        s.model_id = self.cfg.model_id;
         self.next_event_id += 1;
         s.trigger = fired.kind;
         s.cause = fired.cause;

@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{Command, Point, PATH_POINTS, SPEED_POINTS};
 
-/// Schema version, the first field of every snapshot. Bump on any incompatible change.
-pub const SCHEMA_VERSION: u16 = 1;
+/// Schema version, the first field of every snapshot. Bump on any incompatible change. 2: `model_id` appended
+/// (schema-1 records still decode, with an unknown model).
+pub const SCHEMA_VERSION: u16 = 2;
+/// Bytes of a [`Snapshot::model_id`]: the first bytes of the driving graph's sha256.
+pub const MODEL_ID_BYTES: usize = 8;
 /// Largest encoded snapshot.
 pub const MAX_SNAPSHOT_BYTES: usize = 64 * 1024;
 /// Most pre-window ticks a snapshot can hold.
@@ -182,6 +185,11 @@ pub struct Snapshot {
     pub post: heapless::Vec<TickTelemetry, MAX_POST_TICKS>,
     /// Up to three keyframes.
     pub keyframes: heapless::Vec<Keyframe, MAX_KEYFRAMES>,
+    /// The driving graph whose features the keyframes hold: the first [`MODEL_ID_BYTES`] of its ONNX file's sha256
+    /// (all zero: unknown — a schema-1 record). Features mean something only to the language branch trained on that
+    /// graph; its manifest lists the graphs it reads, so `explain` never decodes another model's features. Last on
+    /// the wire, so a schema-1 record is this record without it.
+    pub model_id: [u8; MODEL_ID_BYTES],
 }
 
 impl Snapshot {
@@ -198,6 +206,7 @@ impl Snapshot {
             pre: heapless::Vec::new(),
             post: heapless::Vec::new(),
             keyframes: heapless::Vec::new(),
+            model_id: [0; MODEL_ID_BYTES],
         })
     }
 
@@ -212,6 +221,12 @@ impl Snapshot {
         self.pre.clear();
         self.post.clear();
         self.keyframes.clear();
+        self.model_id = [0; MODEL_ID_BYTES];
+    }
+
+    /// `model_id` as hex, or `None` when unknown (schema 1).
+    pub fn model_id_hex(&self) -> Option<String> {
+        (self.model_id != [0; MODEL_ID_BYTES]).then(|| self.model_id.iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// Window duration from the first to the last tick, seconds.
@@ -241,7 +256,8 @@ impl Snapshot {
     }
 
     /// Decode and validate. Rejects garbage, other schema versions and trailing bytes; never panics, never allocates
-    /// from a length prefix (all containers are bounded).
+    /// from a length prefix (all containers are bounded). Schema-1 records decode with an unknown `model_id` (their
+    /// `schema_version` stays 1, so a reader can tell).
     pub fn decode(bytes: &[u8]) -> anyhow::Result<Box<Snapshot>> {
         if bytes.len() > MAX_SNAPSHOT_BYTES {
             anyhow::bail!("snapshot of {} bytes exceeds {MAX_SNAPSHOT_BYTES}", bytes.len());
@@ -249,9 +265,15 @@ impl Snapshot {
         // Check the version before decoding the rest, so a future schema fails with a clear message.
         let (version, _) =
             postcard::take_from_bytes::<u16>(bytes).map_err(|e| anyhow::anyhow!("snapshot header: {e}"))?;
-        if version != SCHEMA_VERSION {
-            anyhow::bail!("snapshot schema version {version} (this build reads {SCHEMA_VERSION})");
-        }
+        let v1: Vec<u8>;
+        let bytes = match version {
+            SCHEMA_VERSION => bytes,
+            1 => {
+                v1 = [bytes, &[0; MODEL_ID_BYTES][..]].concat();
+                &v1[..]
+            }
+            _ => anyhow::bail!("snapshot schema version {version} (this build reads 1..={SCHEMA_VERSION})"),
+        };
         let (snap, rest) =
             postcard::take_from_bytes::<Snapshot>(bytes).map_err(|e| anyhow::anyhow!("snapshot decode: {e}"))?;
         if !rest.is_empty() {
@@ -271,7 +293,20 @@ impl Snapshot {
         // postcard: varint u64 ≤ 10, u16 ≤ 3, f32 = 4, lengths ≤ 3 (all < 2^21).
         let tick = 10 + 10 + 4 + 4 * 2 * (2 + PATH_POINTS + SPEED_POINTS) + 3 * 4 + 4 + 4 + 4 + 3;
         let kf = 10 + 10 + 2 * 3 + 3 + features * 2 + 3 + 3 + 3 + MAX_JPEG_BYTES;
-        3 + 10 + 1 + 1 + CAUSE_LEN + 10 + 10 + 10 + 3 + pre * tick + 3 + post * tick + 1 + keyframes * kf
+        3 + 10
+            + 1
+            + 1
+            + CAUSE_LEN
+            + 10
+            + 10
+            + 10
+            + 3
+            + pre * tick
+            + 3
+            + post * tick
+            + 1
+            + keyframes * kf
+            + MODEL_ID_BYTES
     }
 }
 
@@ -354,9 +389,9 @@ pub(crate) mod tests {
     fn rejects_other_versions_trailing_and_bad_shape() {
         let s = sample(2, 1, 1);
         let mut bytes = s.encode().unwrap();
-        let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert!(Snapshot::decode(&v2).unwrap_err().to_string().contains("version 2"));
+        let mut v3 = bytes.clone();
+        v3[0] = 3;
+        assert!(Snapshot::decode(&v3).unwrap_err().to_string().contains("version 3"));
         bytes.push(0);
         assert!(Snapshot::decode(&bytes).unwrap_err().to_string().contains("trailing"));
         let mut bad = sample(2, 1, 1);
@@ -364,5 +399,23 @@ pub(crate) mod tests {
         assert!(Snapshot::decode(&bad.encode().unwrap()).is_err());
         assert!(Snapshot::decode(&[]).is_err());
         assert!(Snapshot::decode(&[1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+
+    #[test]
+    fn names_its_model_and_reads_schema_1_records() {
+        let mut s = sample(2, 1, 1);
+        assert_eq!(s.model_id_hex(), None);
+        s.model_id = [0x46, 0x29, 0x76, 0xad, 0x07, 0x63, 0x7b, 0xf1];
+        let back = Snapshot::decode(&s.encode().unwrap()).unwrap();
+        assert_eq!(back.model_id_hex().as_deref(), Some("462976ad07637bf1"));
+        // A schema-1 record: the same bytes without the model id, version 1.
+        let mut old = sample(2, 1, 1);
+        old.schema_version = 1;
+        let bytes = old.encode().unwrap();
+        let v1 = &bytes[..bytes.len() - MODEL_ID_BYTES];
+        let back = Snapshot::decode(v1).unwrap();
+        assert_eq!((back.schema_version, back.model_id_hex()), (1, None));
+        assert_eq!(back.keyframes, old.keyframes);
+        assert!(Snapshot::decode(&[v1, &[0][..]].concat()).is_err(), "a schema-1 record with a trailing byte");
     }
 }

@@ -50,7 +50,28 @@ pub struct LanguageIo {
     /// How long before the keyframe `speed_prev` is taken (seconds).
     #[serde(default = "default_speed_prev_s")]
     pub speed_prev_s: f64,
+    /// sha256 of the driving graphs whose features this branch was trained on (the student f32 and int8; empty in
+    /// manifests from before 2026-11-26: any). Snapshots name their graph (`Snapshot::model_id`), so `explain`
+    /// refuses features of another model instead of decoding them into confident nonsense.
+    #[serde(default)]
+    pub features_from: Vec<String>,
 }
+
+impl LanguageIo {
+    /// Why a snapshot's features are not for this branch, if they are not: they name a driving graph (schema 2)
+    /// and it is none of `features_from`. Unknown graphs (schema-1 snapshots) and old manifests pass.
+    pub fn foreign_features(&self, snapshot_model: Option<&str>) -> Option<String> {
+        let model = snapshot_model?;
+        if self.features_from.is_empty() || self.features_from.iter().any(|h| h.to_ascii_lowercase().starts_with(model))
+        {
+            return None;
+        }
+        let ours: Vec<&str> = self.features_from.iter().map(|h| h.get(..2 * MODEL_ID_BYTES).unwrap_or(h)).collect();
+        Some(format!("features of driving model {model}; this language branch reads those of {}", ours.join(", ")))
+    }
+}
+
+use crate::events::snapshot::MODEL_ID_BYTES;
 
 fn default_speed_prev_s() -> f64 {
     0.5
@@ -370,6 +391,31 @@ pub fn check_parity(manifest: &Path, vectors: Option<&Path>) -> anyhow::Result<L
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn features_of_another_driving_model_are_refused() {
+        let sha = |c: char| c.to_string().repeat(64);
+        let io = |from: Vec<String>| LanguageIo {
+            features: vec![1, 32, 64],
+            latents: vec![1, 18, 128],
+            kv_cache: vec![2, 1, 4, 24, 32],
+            logits: vec![1, 226],
+            max_len: 24,
+            speed_prev_s: 0.5,
+            features_from: from,
+        };
+        let ours = io(vec![sha('a'), sha('B')]);
+        assert_eq!(ours.foreign_features(Some("aaaaaaaaaaaaaaaa")), None);
+        assert_eq!(ours.foreign_features(Some("bbbbbbbbbbbbbbbb")), None, "hex case does not matter");
+        assert_eq!(ours.foreign_features(None), None, "a schema-1 snapshot names no model: explained as before");
+        let why = ours.foreign_features(Some("cccccccccccccccc")).unwrap();
+        assert_eq!(why, "features of driving model cccccccccccccccc; this language branch reads those of aaaaaaaaaaaaaaaa, BBBBBBBBBBBBBBBB");
+        assert_eq!(
+            io(vec![]).foreign_features(Some("cccccccccccccccc")),
+            None,
+            "a manifest without the list reads any"
+        );
+    }
 
     #[test]
     fn vocab_decodes_to_capitalised_sentences() {

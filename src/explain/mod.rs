@@ -36,7 +36,7 @@ pub struct EventExplanation {
     pub cause: String,
     pub commentary: String,
     pub keyframes: Vec<KeyframeExplanation>,
-    /// Why an event has no commentary (no keyframe with features, or features of another shape).
+    /// Why an event has no commentary (no keyframe with features, features of another shape or another model).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
 }
@@ -82,6 +82,10 @@ pub fn explain_snapshot(branch: &LanguageBranch, seq: u64, s: &Snapshot) -> anyh
         keyframes: Vec::new(),
         skipped: None,
     };
+    if let Some(why) = branch.manifest().io.foreign_features(s.model_id_hex().as_deref()) {
+        out.skipped = Some(why);
+        return Ok(out);
+    }
     let want = branch.feature_shape();
     for k in 0..s.keyframes.len() {
         let Some(ctx) = keyframe_context(s, k, branch.manifest().io.speed_prev_s) else { continue };

@@ -142,6 +142,17 @@ impl Manifest {
         beside(&self.path, &self.model.onnx)
     }
 
+    /// The id event snapshots record for this graph: the first bytes of its sha256 (zero if that is not hex; a
+    /// loaded model's sha256 was checked against its file, so it is).
+    pub fn model_id(&self) -> [u8; crate::events::snapshot::MODEL_ID_BYTES] {
+        let mut id = [0; crate::events::snapshot::MODEL_ID_BYTES];
+        let hex_prefix = self.model.sha256.trim().get(..2 * id.len()).unwrap_or("");
+        if hex::decode_to_slice(hex_prefix, &mut id).is_err() {
+            id = [0; crate::events::snapshot::MODEL_ID_BYTES];
+        }
+        id
+    }
+
     /// Check the ONNX file exists and its sha256 matches; returns its bytes.
     pub fn verify_file(&self) -> anyhow::Result<Vec<u8>> {
         read_verified(&self.onnx_path(), &self.model.sha256, &self.path)

@@ -275,6 +275,7 @@ pub fn snapshot_json(seq: u64, s: &Snapshot) -> serde_json::Value {
     let ticks = |v: &[TickTelemetry]| v.iter().map(|t| telemetry_json(s.event_id, t)).collect::<Vec<_>>();
     serde_json::json!({
         "schema_version": s.schema_version,
+        "model_id": s.model_id_hex(),
         "id": s.event_id,
         "seq": seq,
         "trigger": s.trigger.name(),

@@ -87,7 +87,7 @@ fn main() -> Result<()> {
     }
     let cli = Cli::parse();
     let root = project_root();
-    std::env::set_current_dir(&root)?;
+    std::env::set_current_dir(&root).with_context(|| format!("project root {}", root.display()))?;
     match cli.task {
         Task::Ci => ci(&root),
         Task::Bench { quick, json } => bench(&root, quick, json),
@@ -104,8 +104,13 @@ fn main() -> Result<()> {
     }
 }
 
+/// The workspace this xtask was run for. `cargo xtask` (`cargo run`) sets CARGO_MANIFEST_DIR when it starts us; that
+/// beats the compile-time path, which is another checkout's when one target dir serves several clones (cargo
+/// reuses a binary built in a clone at another path: `cargo xtask eval` in one tree then ran in the other).
 fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    let xtask_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    xtask_dir.parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
 fn step(name: &str) {

@@ -80,10 +80,16 @@ def test_model_shapes():
     assert p2.shape == (2, 20, 2) and s2.shape == (2, 10, 2)
 
 
-@pytest.mark.parametrize("cfg", [{}, dict(widths=(24, 32, 64, 96), stem="conv", res=None, dim=96, heads=4, depth=2),
-                                 dict(widths=(16, 32, 48), stem="patch4", res=(False, True), dim=64, depth=1)])
+OLD_BLOCK = dict(proj=True, query_self_attn=True, mlp_ratio=4)
+
+
+@pytest.mark.parametrize("cfg", [{}, dict(OLD_BLOCK, widths=(24, 32, 64, 96), stem="conv", res=None, dim=96, heads=4, depth=2),
+                                 dict(OLD_BLOCK, widths=(32, 48), heads=2),
+                                 dict(OLD_BLOCK, widths=(16, 32, 48), stem="patch4", res=(False, True), dim=64, depth=1),
+                                 dict(widths=(64,), stem="patch16", res=())])
 def test_student_encoders_keep_the_runtime_contract(cfg):
-    """Every encoder variant (default patch8, the 2026-11-25 CNN, patch4) has stride 16 and [B, 32, 64] features."""
+    """Every encoder variant (default patch8 without projection, the first-2026-11-26 patch8, the 2026-11-25 CNN,
+    patch4, patch16) has stride 16 and [B, 32, 64] features."""
     from student import StudentDriving
     d = StudentDriving(**cfg)
     path, sw, feats = d(torch.randn(1, 3, 128, 256), torch.ones(1, 1), torch.ones(1, 2, 2))
@@ -158,8 +164,10 @@ def test_export_parity(tmp_path):
     assert r["max_abs_diff"] < 1e-3
     text = open(r["manifest"]).read()
     assert 'kind = "student"' in text and "shape = [1, 3, 128, 256]" in text and "sha256" in text
-    rl = export_language(s.language, r["features_shape"], str(tmp_path))
+    rl = export_language(s.language, r["features_shape"], str(tmp_path), features_from=[r["onnx"]])
     assert rl["max_abs_diff"] < 1e-3
+    from export import sha256
+    assert f'features_from = ["{sha256(r["onnx"])}"]' in open(rl["manifest"]).read()
 
 
 def test_commentary_metrics_runs(tiny_dataset):
