@@ -63,9 +63,8 @@ fn explains_every_snapshot_of_a_drive() {
 
     // The snapshots name the graph that wrote their features; the ablation's language branch was trained on other
     // features and refuses them (a one-line reason per event, no commentary) instead of explaining them.
-    let student = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/student/student.toml"));
-    let student = student.unwrap();
-    let sha = student.split("sha256 = \"").nth(1).unwrap();
+    let student = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/student/student.toml");
+    let sha = rtvla::model::Manifest::load(&student).unwrap().model.sha256;
     let other = dir.path().join("other.json");
     let out = rtvla()
         .arg("explain")

@@ -226,7 +226,7 @@ impl Snapshot {
 
     /// `model_id` as hex, or `None` when unknown (schema 1).
     pub fn model_id_hex(&self) -> Option<String> {
-        (self.model_id != [0; MODEL_ID_BYTES]).then(|| self.model_id.iter().map(|b| format!("{b:02x}")).collect())
+        (self.model_id != [0; MODEL_ID_BYTES]).then(|| hex::encode(self.model_id))
     }
 
     /// Window duration from the first to the last tick, seconds.
@@ -293,20 +293,9 @@ impl Snapshot {
         // postcard: varint u64 ≤ 10, u16 ≤ 3, f32 = 4, lengths ≤ 3 (all < 2^21).
         let tick = 10 + 10 + 4 + 4 * 2 * (2 + PATH_POINTS + SPEED_POINTS) + 3 * 4 + 4 + 4 + 4 + 3;
         let kf = 10 + 10 + 2 * 3 + 3 + features * 2 + 3 + 3 + 3 + MAX_JPEG_BYTES;
-        3 + 10
-            + 1
-            + 1
-            + CAUSE_LEN
-            + 10
-            + 10
-            + 10
-            + 3
-            + pre * tick
-            + 3
-            + post * tick
-            + 1
-            + keyframes * kf
-            + MODEL_ID_BYTES
+        // version, event id, trigger, cause (length + text), 3 times, the pre/post/keyframes lengths, model id
+        let fixed = 3 + 10 + 1 + 1 + CAUSE_LEN + 10 + 10 + 10 + 3 + 3 + 1 + MODEL_ID_BYTES;
+        fixed + pre * tick + post * tick + keyframes * kf
     }
 }
 

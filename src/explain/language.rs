@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tract_onnx::prelude::*;
 
 use crate::error::bad_input;
+use crate::events::snapshot::MODEL_ID_BYTES;
 use crate::model::manifest::{beside, read_verified};
 use crate::types::{Point, PATH_POINTS, SPEED_POINTS};
 
@@ -62,16 +63,14 @@ impl LanguageIo {
     /// and it is none of `features_from`. Unknown graphs (schema-1 snapshots) and old manifests pass.
     pub fn foreign_features(&self, snapshot_model: Option<&str>) -> Option<String> {
         let model = snapshot_model?;
-        if self.features_from.is_empty() || self.features_from.iter().any(|h| h.to_ascii_lowercase().starts_with(model))
-        {
+        let reads = |h: &String| h.get(..model.len()).is_some_and(|p| p.eq_ignore_ascii_case(model));
+        if self.features_from.is_empty() || self.features_from.iter().any(reads) {
             return None;
         }
         let ours: Vec<&str> = self.features_from.iter().map(|h| h.get(..2 * MODEL_ID_BYTES).unwrap_or(h)).collect();
         Some(format!("features of driving model {model}; this language branch reads those of {}", ours.join(", ")))
     }
 }
-
-use crate::events::snapshot::MODEL_ID_BYTES;
 
 fn default_speed_prev_s() -> f64 {
     0.5

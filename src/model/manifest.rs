@@ -6,9 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
 use sha2::{Digest, Sha256};
 
 use crate::error::bad_input;
+use crate::events::snapshot::MODEL_ID_BYTES;
 use crate::types::{PATH_POINTS, SPEED_POINTS};
 
 /// What a tensor means to the runtime.
@@ -144,11 +146,11 @@ impl Manifest {
 
     /// The id event snapshots record for this graph: the first bytes of its sha256 (zero if that is not hex; a
     /// loaded model's sha256 was checked against its file, so it is).
-    pub fn model_id(&self) -> [u8; crate::events::snapshot::MODEL_ID_BYTES] {
-        let mut id = [0; crate::events::snapshot::MODEL_ID_BYTES];
+    pub fn model_id(&self) -> [u8; MODEL_ID_BYTES] {
+        let mut id = [0; MODEL_ID_BYTES];
         let hex_prefix = self.model.sha256.trim().get(..2 * id.len()).unwrap_or("");
         if hex::decode_to_slice(hex_prefix, &mut id).is_err() {
-            id = [0; crate::events::snapshot::MODEL_ID_BYTES];
+            id = [0; MODEL_ID_BYTES];
         }
         id
     }
