@@ -212,8 +212,30 @@ def teacher_config_of(ckpt: str, default: dict) -> dict:
     return cfg
 
 
+@torch.no_grad()
+def teacher_targets(teacher: Teacher, b: dict) -> dict:
+    """What stage 1 distils from the teacher on a batch (it reads the ground-truth commentary, as it was trained):
+    waypoints, its ViT tokens layer-normed and pooled to POOL_GRID, its layer-normed query tokens."""
+    t = teacher(b["image"], b["speed"], b["target_points"], text_io(b["tokens"])[0])
+    return {"path": t["path"], "speed_wps": t["speed_wps"], "feat": pool_tokens(t["features"], teacher.grid),
+            "query": F.layer_norm(t["queries"], (teacher.dim,))}
+
+
+def cache_teacher_targets(teacher: Teacher, data: DrivingData, bs: int = 64) -> dict:
+    """`teacher_targets` for every frame of `data` (features and queries in f16: ~0.6 GB for 24 000 frames), so
+    several stage-1 runs pay the teacher's forward (most of stage 1's time) once."""
+    teacher.eval()
+    parts: dict = {}
+    for i in tqdm(range(0, len(data), bs), desc="teacher targets", dynamic_ncols=True, mininterval=2.0):
+        t = teacher_targets(teacher, data.batch(np.arange(i, min(len(data), i + bs))))
+        for k, v in t.items():
+            parts.setdefault(k, []).append(v.half() if k in ("feat", "query") else v)
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
 def train_student_driving(student: Student, teacher: Teacher | None, data: DrivingData, tr, va, out: str, cfg: dict,
-                          name: str = "student_s1") -> dict:
+                          name: str = "student_s1", cached: dict | None = None) -> dict:
+    """Stage 1. `cached`: `cache_teacher_targets` of `data` to read instead of running the teacher (same targets)."""
     rng = np.random.default_rng(cfg.get("seed", 1))
     it = batches(tr, cfg["batch"], rng)
     drv = student.driving
@@ -231,17 +253,19 @@ def train_student_driving(student: Student, teacher: Teacher | None, data: Drivi
 
     def step_fn(_):
         drv.train()
-        b = data.batch(next(it))
+        idx = next(it)
+        b = data.batch(idx)
         path, sw, feats, q = drv(b["image"], b["speed"], b["target_points"], return_queries=True)
         l_gt = wp_loss(path, sw, b["path"], b["speed_wps"])
         losses = {"gt": l_gt}
         if teacher is not None:
-            with torch.no_grad():
-                t = teacher(b["image"], b["speed"], b["target_points"], text_io(b["tokens"])[0])
+            if cached is not None:
+                t = {k: v[torch.as_tensor(idx)].float() for k, v in cached.items()}
+            else:
+                t = teacher_targets(teacher, b)
             losses["teacher_wp"] = wp_loss(path, sw, t["path"], t["speed_wps"])
-            losses["feat"] = F.mse_loss(pool_tokens(heads.feat(feats), grid), pool_tokens(t["features"], teacher.grid))
-            losses["query"] = F.mse_loss(F.layer_norm(heads.query(q), (teacher.dim,)),
-                                         F.layer_norm(t["queries"], (teacher.dim,)))
+            losses["feat"] = F.mse_loss(pool_tokens(heads.feat(feats), grid), t["feat"])
+            losses["query"] = F.mse_loss(F.layer_norm(heads.query(q), (teacher.dim,)), t["query"])
         loss = sum(w[k] * v for k, v in losses.items())
         loss.backward()
         r = {k: v.item() for k, v in losses.items()}
