@@ -190,3 +190,49 @@ def test_teacher_cached_generation_matches_generate(lm_aligned):
         ids2, path2, sw2, _ = t.generate_cached(img, spd, tp)
     assert torch.equal(ids, ids2)
     assert torch.allclose(path, path2, atol=1e-4) and torch.allclose(sw, sw2, atol=1e-4)
+
+
+@pytest.mark.parametrize("inputs", ["plan", "features", "tokens", "image"])
+def test_commentary_probe_reads_each_input_set(tiny_dataset, inputs):
+    """probe.py's classifier takes exactly the driving branch's outputs it names and gives action + object logits."""
+    from data import ACTIONS, OBJECTS, DrivingData
+    from probe import Probe, driving_inputs
+    data = DrivingData(tiny_dataset)
+    x = driving_inputs(Student().driving.eval(), data, bs=16)
+    assert x["plan"].shape[0] == len(data) and x["features"].shape[1:] == (32, 64) and x["tokens"].shape[1:] == (128, 64)
+    idx = np.arange(4)
+    vis = {"plan": None, "features": x["features"][idx], "tokens": x["tokens"][idx],
+           "image": data.batch(idx)["image"]}[inputs]
+    assert Probe(inputs)(x["plan"][idx], vis).shape == (4, len(ACTIONS) + len(OBJECTS))
+
+
+def test_cached_teacher_targets_match_the_live_teacher(tiny_dataset, tmp_path):
+    """seeds.py's stage 1 reads cached teacher targets: the same as the teacher's forward (f16 for the tokens), and a
+    cached stage-1 step gives the live step's losses."""
+    from distill import cache_teacher_targets, teacher_targets
+    torch.manual_seed(0)
+    data = DrivingData(tiny_dataset)
+    t = Teacher(**SMALL_TEACHER).eval()
+    cached = cache_teacher_targets(t, data, bs=16)
+    idx = np.array([3, 17, 30])
+    live = teacher_targets(t, data.batch(idx))
+    for k, v in live.items():
+        assert cached[k].shape[0] == len(data)
+        torch.testing.assert_close(cached[k][idx].float(), v, atol=5e-3, rtol=5e-3)
+    losses = []
+    for c in (None, cached):
+        torch.manual_seed(1)
+        s = Student()
+        cfg = {"steps": 1, "batch": 4, "lr": 1e-3, "eval_every": 10**9, "ckpt_every": 10**9}
+        out = tmp_path / ("cached" if c else "live")
+        out.mkdir()
+        train_student_driving(s, t, data, np.arange(len(data)), np.arange(4), str(out), cfg, cached=c)
+        with open(out / "student_s1.csv") as f:
+            losses.append([float(x) for x in f.read().splitlines()[1].split(",")[2:7]])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-3)
+
+
+def test_seed_study_arguments():
+    """seeds.py imports (its pipeline, export and distill imports resolve) and reads A..B as an exclusive range."""
+    from seeds import span
+    assert list(span("0..3")) == [0, 1, 2] and list(span("5..6")) == [5]
