@@ -24,11 +24,9 @@ from data import DrivingData  # noqa: E402
 from distill import (cache_teacher_targets, eval_driving, load_ckpt, teacher_config_of,  # noqa: E402
                      train_student_driving)
 from export import export_driving  # noqa: E402
-from pipeline import PRESETS, TEACHER, find_rtvla  # noqa: E402
+from pipeline import PRESETS, ROOT, TEACHER, find_rtvla  # noqa: E402
 from student import Student  # noqa: E402
 from teacher import Teacher  # noqa: E402
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
 
 def span(text: str) -> range:

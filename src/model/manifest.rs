@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-
 use sha2::{Digest, Sha256};
 
 use crate::error::bad_input;
