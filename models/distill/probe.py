@@ -10,6 +10,8 @@ classifier on its own inputs scores has learnt what those inputs carry.
   --inputs features  + the snapshot features the language branch reads ([32, 64]), attention pooling
   --inputs tokens    + the driving branch's full-resolution tokens ([128, 64]) instead
   --inputs image     + a 5-layer CNN on the camera image itself (what a larger visual encoder could give)
+  --plan expert      the expert's own path + speed waypoints in the plan vector instead of the driving branch's
+                     (what the commentary could reach if the student drove exactly like the expert)
 
   python probe.py --driving-ckpt RUN/student_s1.pt --data DATASET --heldout HELDOUT --inputs plan
 """
@@ -28,21 +30,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from data import ACTIONS, OBJECTS, DrivingData  # noqa: E402
 from distill import load_ckpt  # noqa: E402
 from layers import EGO_DIM, Attention, ego_features  # noqa: E402
-from student import Student  # noqa: E402
+from student import Student, StudentEncoder  # noqa: E402
 
 N_A = len(ACTIONS)
 
 
 @torch.no_grad()
-def driving_inputs(drv, data: DrivingData, bs: int = 128) -> dict:
-    """The driving branch's outputs on every frame: plan vector, snapshot features, full-resolution tokens."""
+def driving_inputs(drv, data: DrivingData, bs: int = 128, plan: str = "student") -> dict:
+    """The driving branch's outputs on every frame: plan vector, snapshot features, full-resolution tokens.
+
+    plan="expert" puts the expert's own path and speed waypoints (the dataset's labels) into the plan vector instead
+    of the driving branch's: what the commentary could reach if the student drove exactly like the expert."""
     ego, feats, tokens = [], [], []
     for i in range(0, len(data), bs):
         b = data.batch(np.arange(i, min(len(data), i + bs)))
         path, sw, full, _ = drv(b["image"], b["speed"], b["target_points"], return_queries=True)
-        _, _, pooled = drv(b["image"], b["speed"], b["target_points"])
+        if plan == "expert":
+            path, sw = b["path"], b["speed_wps"]
         ego.append(ego_features(b["speed"], b["speed_prev"], b["target_points"], path, sw))
-        feats.append(pooled.half())
+        feats.append(StudentEncoder.pool(full).half())
         tokens.append(full.half())
     return {"plan": torch.cat(ego), "features": torch.cat(feats), "tokens": torch.cat(tokens)}
 
@@ -88,6 +94,9 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="training dataset (rtvla sim dataset)")
     ap.add_argument("--heldout", help="held-out dataset scored at the end (e.g. target/eval/heldout-dataset-600)")
     ap.add_argument("--inputs", choices=["plan", "features", "tokens", "image"], default="plan")
+    ap.add_argument("--plan", choices=["student", "expert"], default="student",
+                    help="whose path + speed waypoints go into the plan vector: the driving branch's (what a snapshot "
+                         "holds) or the expert's own (the ceiling if the student drove like the expert)")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
@@ -99,10 +108,10 @@ def main() -> None:
     drv = st.driving.eval()
     data = DrivingData(a.data, in_memory=a.inputs == "image")
     tr, va = data.split()
-    sets = {"train": (data, driving_inputs(drv, data))}
+    sets = {"train": (data, driving_inputs(drv, data, plan=a.plan))}
     if a.heldout:
         held = DrivingData(a.heldout)
-        sets["held-out"] = (held, driving_inputs(drv, held))
+        sets["held-out"] = (held, driving_inputs(drv, held, plan=a.plan))
     probe = Probe(a.inputs, feat_dim=drv.cfg["feat_dim"])
     opt = torch.optim.AdamW(probe.parameters(), 1e-3, weight_decay=0.01)
 

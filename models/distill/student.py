@@ -63,11 +63,21 @@ class StudentEncoder(nn.Module):
             assert widths[-1] == feat_dim, "proj=False: the last width is the feature width"
         self.net = nn.Sequential(*layers)
 
+    GRID = (8, 16)  # the token grid of a 128x256 image at stride 16
+
     def forward(self, image):
         """-> (tokens [B, 128, C] for the driving head, exported features [B, 32, C]: 2x2-avg-pooled, so a
         snapshot's features stay within the runtime's MAX_FEATURES = 2048 values)."""
         m = self.net(image)
         return m.flatten(2).transpose(1, 2), F.avg_pool2d(m, 2).flatten(2).transpose(1, 2)
+
+    @staticmethod
+    def pool(tokens: torch.Tensor) -> torch.Tensor:
+        """Full-resolution tokens [B, 128, C] -> the exported features [B, 32, C], as `forward` pools them (for tools
+        that need both from one pass; `forward` keeps its own nodes so the exported graph does not change)."""
+        b, _, c = tokens.shape
+        m = tokens.transpose(1, 2).reshape(b, c, *StudentEncoder.GRID)
+        return F.avg_pool2d(m, 2).flatten(2).transpose(1, 2)
 
 
 class StudentDriving(nn.Module):

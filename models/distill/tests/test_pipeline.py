@@ -207,6 +207,27 @@ def test_commentary_probe_reads_each_input_set(tiny_dataset, inputs):
     assert Probe(inputs)(x["plan"][idx], vis).shape == (4, len(ACTIONS) + len(OBJECTS))
 
 
+def test_probe_pools_tokens_as_the_exported_features(tiny_dataset):
+    """probe.py takes the snapshot features from the full-resolution tokens (one driving pass): the same values the
+    driving graph exports as `features`; --plan expert swaps only the path + speed waypoints of the plan vector."""
+    from data import DrivingData
+    from layers import ego_features
+    from probe import driving_inputs
+    from student import StudentEncoder
+    torch.manual_seed(0)
+    drv = Student().driving.eval()
+    data = DrivingData(tiny_dataset)
+    b = data.batch(np.arange(5))
+    with torch.no_grad():
+        _, _, full, _ = drv(b["image"], b["speed"], b["target_points"], return_queries=True)
+        _, _, pooled = drv(b["image"], b["speed"], b["target_points"])
+        torch.testing.assert_close(StudentEncoder.pool(full), pooled)
+        x = driving_inputs(drv, data, bs=16, plan="expert")
+    want = ego_features(b["speed"], b["speed_prev"], b["target_points"], b["path"], b["speed_wps"])
+    torch.testing.assert_close(x["plan"][:5], want)
+    torch.testing.assert_close(x["features"][:5].float(), pooled, atol=2e-3, rtol=2e-3)
+
+
 def test_cached_teacher_targets_match_the_live_teacher(tiny_dataset, tmp_path):
     """seeds.py's stage 1 reads cached teacher targets: the same as the teacher's forward (f16 for the tokens), and a
     cached stage-1 step gives the live step's losses."""
