@@ -11,6 +11,7 @@ stage 1's time, so a run takes ~1.5 min instead of ~11 on this machine, and an e
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -107,6 +108,28 @@ def main() -> None:
         v = [r["driving_score"] for r in results.values() if r["arm"] == arm]
         sd = statistics.stdev(v) if len(v) > 1 else float("nan")
         print(f"{arm:>10}: mean {statistics.mean(v):.1f} ± {sd:.1f} (std over {len(v)} seeds)")
+    pairs = [(results[f"distilled_{s}"]["driving_score"], results[f"ablation_{s}"]["driving_score"])
+             for s in sorted({r["seed"] for r in results.values()})
+             if f"distilled_{s}" in results and f"ablation_{s}" in results]
+    if len(pairs) > 1:
+        p = paired_summary([d for d, _ in pairs], [b for _, b in pairs])
+        print(f"distilled − ablation over {p['n']} paired seeds: {p['mean']:+.1f} ± {p['std']:.1f} (standard error "
+              f"{p['se']:.2f}, paired t {p['t']:.2f}); ahead in {p['ahead']} of {p['n']} (sign test, two-sided "
+              f"p = {p['sign_p']:.3f})")
+
+
+def paired_summary(distilled: list[float], ablation: list[float]) -> dict:
+    """Paired seed-by-seed comparison of two arms: mean and std of the differences, the paired t statistic and an
+    exact two-sided sign test (ties count as not ahead) -- with ~3 DS of noise per seed a mean alone says little."""
+    diff = [d - b for d, b in zip(distilled, ablation)]
+    n = len(diff)
+    mean, std = statistics.mean(diff), statistics.stdev(diff)
+    se = std / math.sqrt(n)
+    ahead = sum(x > 0 for x in diff)
+    k = max(ahead, n - ahead)
+    sign_p = min(1.0, 2 * sum(math.comb(n, j) for j in range(k, n + 1)) / 2 ** n)
+    return {"n": n, "mean": mean, "std": std, "se": se, "t": mean / se if se > 0 else float("inf"), "ahead": ahead,
+            "sign_p": sign_p}
 
 
 if __name__ == "__main__":

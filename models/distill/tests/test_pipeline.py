@@ -259,3 +259,18 @@ def test_seed_study_arguments():
     """seeds.py imports (its pipeline, export and distill imports resolve) and reads A..B as an exclusive range."""
     from seeds import span
     assert list(span("0..3")) == [0, 1, 2] and list(span("5..6")) == [5]
+
+
+def test_seed_study_paired_summary():
+    """seeds.py's paired comparison: mean/std of the per-seed differences, the paired t and an exact two-sided sign
+    test (10 of 12 ahead: 2 * (C(12,10) + C(12,11) + C(12,12)) / 2^12 = 0.0386)."""
+    from seeds import paired_summary
+    diff = [0.7, 0.7, 6.9, 0.7, -2.5, 2.7, 0.3, 0.6, 2.4, 1.8, -1.1, 3.6]
+    p = paired_summary([60.0 + d for d in diff], [60.0] * len(diff))
+    assert p["n"] == 12 and p["ahead"] == 10
+    assert p["mean"] == pytest.approx(sum(diff) / 12)
+    assert p["t"] == pytest.approx(p["mean"] / (p["std"] / 12 ** 0.5))
+    assert p["sign_p"] == pytest.approx(2 * (66 + 12 + 1) / 4096)
+    # symmetric: the arm behind gets the same sign-test p, and an even split is p = 1
+    assert paired_summary([60.0] * 12, [60.0 + d for d in diff])["sign_p"] == pytest.approx(p["sign_p"])
+    assert paired_summary([1.0, 2.0], [2.0, 1.0])["sign_p"] == 1.0
