@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from data import PAD, VOCAB, DrivingData, batches, oversample_starts
 from layers import WP_SCALE
-from student import Student
+from student import Student, StudentEncoder
 from teacher import Teacher
 
 POOL_GRID = (4, 8)
@@ -249,7 +249,6 @@ def train_student_driving(student: Student, teacher: Teacher | None, data: Drivi
     # Feature and query L2 at 0.1: at 0.5 the 67 k-parameter student drove ~2 DS under the ablation (two seeds x 144
     # held-out runs: 59.3 / 60.2 vs 61.8 / 61.6); at 0.1 ~1 above it (63.4 / 62.1). See models/distill/README.md.
     w = cfg.get("weights", {"gt": 1.0, "teacher_wp": 1.0, "feat": 0.1, "query": 0.1})
-    grid = (8, 16)
 
     def step_fn(_):
         drv.train()
@@ -264,7 +263,7 @@ def train_student_driving(student: Student, teacher: Teacher | None, data: Drivi
             else:
                 t = teacher_targets(teacher, b)
             losses["teacher_wp"] = wp_loss(path, sw, t["path"], t["speed_wps"])
-            losses["feat"] = F.mse_loss(pool_tokens(heads.feat(feats), grid), t["feat"])
+            losses["feat"] = F.mse_loss(pool_tokens(heads.feat(feats), StudentEncoder.GRID), t["feat"])
             losses["query"] = F.mse_loss(F.layer_norm(heads.query(q), (teacher.dim,)), t["query"])
         loss = sum(w[k] * v for k, v in losses.items())
         loss.backward()

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data import N_PATH, N_SPEED, TEXT_LEN, VOCAB
+from data import IMG_H, IMG_W, N_PATH, N_SPEED, TEXT_LEN, VOCAB
 from layers import EGO_DIM, WP_SCALE, Attention, DecoderBlock, MLP, causal_mask, cond_features, ego_features
 
 
@@ -39,6 +39,8 @@ class StudentEncoder(nn.Module):
     (widths[1:]) down to stride 16; `res` says which of those stages get a residual block. The patchify stem is what makes the encoder
     cheap on tract: the full-resolution 3x3 convs of the "conv" stem are most of its time."""
 
+    GRID = (IMG_H // 16, IMG_W // 16)  # the token grid at stride 16: 8 x 16
+
     def __init__(self, widths=(24, 32, 64, 96), feat_dim: int = 64, stem: str = "conv", res=None,
                  proj: bool = True) -> None:
         super().__init__()
@@ -62,8 +64,6 @@ class StudentEncoder(nn.Module):
         else:
             assert widths[-1] == feat_dim, "proj=False: the last width is the feature width"
         self.net = nn.Sequential(*layers)
-
-    GRID = (8, 16)  # the token grid of a 128x256 image at stride 16
 
     def forward(self, image):
         """-> (tokens [B, 128, C] for the driving head, exported features [B, 32, C]: 2x2-avg-pooled, so a
