@@ -9,9 +9,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::{cargo, run, step, target_dir};
 
-/// Debian packages a cross build of rtvla needs: the aarch64 linker and libc headers, libclang for bindgen
-/// (`v4l2-sys-mit`), and qemu-user to run aarch64 test binaries.
-pub const CROSS_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "libclang-dev", "qemu-user"];
+/// Debian packages a cross build of rtvla needs: the aarch64 C compiler + linker and libc headers, and qemu-user to
+/// run aarch64 test binaries. No libclang: the V4L2 bindings are checked in (`moq-v4l`), nothing runs bindgen.
+pub const CROSS_PACKAGES: &[&str] = &["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross", "qemu-user"];
 
 /// The triple this machine builds natively.
 const HOST_TRIPLE: &str = "x86_64-unknown-linux-gnu";
@@ -91,12 +91,12 @@ pub fn ensure_cross(triple: &str) -> Result<()> {
     ensure_rust_target(triple)
 }
 
-/// Environment a cross `cargo build/test` for `triple` needs (bindgen must parse the target's kernel headers).
+/// Environment a cross `cargo build/test` for `triple` needs: crates that compile bundled C (the MCAP writer's
+/// compressors) use Debian's aarch64 gcc; the `cc` crate would look for `aarch64-linux-musl-gcc`, which Debian lacks.
 pub fn cross_env(cmd: &mut Command, triple: &str) {
     if triple.starts_with("aarch64") {
-        // v4l2-sys-mit runs bindgen: point clang at the aarch64 sysroot (musl has no kernel headers of its own).
-        let key = format!("BINDGEN_EXTRA_CLANG_ARGS_{}", triple.replace('-', "_"));
-        cmd.env(key, "--target=aarch64-unknown-linux-gnu -I/usr/aarch64-linux-gnu/include");
+        cmd.env(format!("CC_{}", triple.replace('-', "_")), "aarch64-linux-gnu-gcc");
+        cmd.env(format!("AR_{}", triple.replace('-', "_")), "aarch64-linux-gnu-ar");
     }
 }
 
