@@ -114,8 +114,10 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    #[serde(default = "default_store_path")]
-    pub path: PathBuf,
+    /// Fixed store directory (a board's flash). Absent: one store per run under the user's state directory
+    /// (`store::runs`), which is what a host wants.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     #[serde(default = "default_budget")]
     pub budget_bytes: u64,
     #[serde(default = "default_fsync")]
@@ -124,13 +126,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: default_store_path(), budget_bytes: default_budget(), fsync: default_fsync() }
+        StoreConfig { path: None, budget_bytes: default_budget(), fsync: default_fsync() }
     }
 }
 
-fn default_store_path() -> PathBuf {
-    PathBuf::from("/tmp/rtvla-store")
-}
 fn default_budget() -> u64 {
     64 * 1024 * 1024
 }

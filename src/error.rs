@@ -1,4 +1,4 @@
-//! Error kinds that decide the process exit code (DESIGN §3: 0 ok, 2 bad input, 1 runtime fault).
+//! Error kinds that decide the process exit code (docs/ARCHITECTURE.md §3: 0 ok, 2 bad input, 1 runtime fault).
 
 use std::fmt;
 

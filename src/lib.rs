@@ -2,10 +2,11 @@
 //!
 //! Data flows one way: FrameSource (`camera`) → `preprocess` → Student (`model`) → `control` → `supervisor` →
 //! VehicleLink (`vehicle`), run by the fixed-rate loop in `runtime`. `sim` is the closed-loop world the
-//! `host-sim` board drives in. See DESIGN.md for the contracts.
+//! `host-sim` board drives in. Architecture and contracts: `docs/ARCHITECTURE.md`.
 
 pub mod alloc_counter;
 pub mod board;
+pub mod bundle;
 pub mod camera;
 pub mod clock;
 pub mod control;

@@ -56,9 +56,10 @@ enum Cmd {
 struct ExplainArgs {
     /// Event store directory (as written by `rtvla drive --store DIR`).
     dir: PathBuf,
-    /// Language branch manifest.
-    #[arg(long, default_value = "models/student/language.toml")]
-    model: PathBuf,
+    /// Language branch manifest (default: the bundled branch that reads the features of the driving model that
+    /// wrote the snapshots, found beside the executable, in its install prefix, $RTVLA_HOME or the source checkout).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Also write the explanations as a JSON array.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -129,9 +130,11 @@ enum ModelCmd {
 
 #[derive(clap::Args)]
 struct DriveArgs {
-    /// Board profile (camera, loop rate, model, vehicle link, store).
-    #[arg(long, default_value = "boards/host-sim.toml")]
-    board: PathBuf,
+    /// Board profile: a path, or a bundled board's name (host-sim, qemu-virt, raspberry-pi-5, jetson-orin-nano).
+    /// Default: the bundled host-sim (found beside the executable, in its install prefix, $RTVLA_HOME or the source
+    /// checkout — never the current directory).
+    #[arg(long)]
+    board: Option<PathBuf>,
     /// Stop after this many ticks (default: until the route ends or Ctrl-C).
     #[arg(long)]
     ticks: Option<u64>,
@@ -154,7 +157,8 @@ struct DriveArgs {
     /// the report's driving score is then the mean over the episodes.
     #[arg(long)]
     repeat: bool,
-    /// Event store directory (default: the board's `store.path`).
+    /// Event store directory (default: the board's `store.path`; host-sim: a new directory per run under
+    /// $XDG_STATE_HOME/rtvla/runs/, ~/.local/state by default, with `runs/latest` pointing at the newest).
     #[arg(long)]
     store: Option<PathBuf>,
     /// Do not record event snapshots.
@@ -172,7 +176,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    // Colour codes only on a terminal: piped or captured logs stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .init();
     let result = match cli.cmd {
         Cmd::Drive(a) => drive(a),
         Cmd::Store { cmd } => store(cmd),
@@ -190,7 +201,7 @@ fn main() -> ExitCode {
 }
 
 fn drive(a: DriveArgs) -> anyhow::Result<i32> {
-    let mut o = DriveOptions::new(a.board);
+    let mut o = DriveOptions::new(rtvla::bundle::board(a.board.as_deref())?);
     o.ticks = a.ticks;
     o.scenario = a.scenario;
     o.seed = a.seed;
@@ -219,6 +230,9 @@ fn drive(a: DriveArgs) -> anyhow::Result<i32> {
     }
     if !a.quiet {
         print!("{}", report.summary());
+        if let Some(next) = report.next_step() {
+            println!("{next}");
+        }
     }
     Ok(0)
 }
@@ -260,7 +274,11 @@ fn store(cmd: StoreCmd) -> anyhow::Result<i32> {
 fn explain(a: ExplainArgs) -> anyhow::Result<i32> {
     use rtvla::explain;
     let events = rtvla::store::ls(&a.dir)?.len();
-    let branch = explain::LanguageBranch::load(&a.model)?;
+    let manifest = match &a.model {
+        Some(m) => m.clone(),
+        None => explain::pick::language_for_store(&a.dir)?,
+    };
+    let branch = explain::LanguageBranch::load(&manifest)?;
     let bar = indicatif::ProgressBar::new(events as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("explaining {bar:30} {pos}/{len} events, {eta} left")

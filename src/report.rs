@@ -21,6 +21,8 @@ impl Quantiles {
 /// Everything `rtvla drive` measured. Sim-only fields are `null` on a real vehicle.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// This run's id (also in every snapshot it wrote and, on the host, the name of its store directory).
+    pub run_id: String,
     pub board: String,
     pub model: String,
     pub model_is_fixture: bool,
@@ -76,6 +78,11 @@ pub struct RunReport {
     pub seed: Option<u64>,
     pub route_completion: Option<f64>,
     pub infractions: Option<serde_json::Value>,
+    /// Simulator: the infractions in words ("1 vehicle collision, ..." or "none").
+    pub infractions_text: Option<String>,
+    /// Simulator: false when the run stopped (`--ticks`, Ctrl-C) before the route ended, so the driving score
+    /// covers only the part driven.
+    pub route_ended: Option<bool>,
     /// Simulator: mean over the episodes driven (more than one with `--repeat`).
     pub driving_score: Option<f64>,
     /// Simulator: episodes driven (each route end starts the next seed with `--repeat`).
@@ -146,7 +153,13 @@ impl RunReport {
                     _ => String::new(),
                 }
             );
-            if let Some(inf) = &self.infractions {
+            if self.route_ended == Some(false) {
+                s += &format!(
+                    "               route not finished: stopped after {} ticks; the score covers only the part driven\n",
+                    self.ticks
+                );
+            }
+            if let Some(inf) = &self.infractions_text {
                 s += &format!("  infractions  {inf}\n");
             }
         }
@@ -156,7 +169,14 @@ impl RunReport {
                 self.event_triggers, self.events_written, dir, self.events_dropped
             );
         }
-        s += &format!("  commands     hash {}\n", self.commands_hash);
+        s += &format!("  commands     hash {}   run {}\n", self.commands_hash, self.run_id);
         s
+    }
+
+    /// One line saying what to run next: explain the events just recorded.
+    pub fn next_step(&self) -> Option<String> {
+        let dir = self.store_dir.as_ref().filter(|_| self.events_written > 0)?;
+        let html = std::path::Path::new(dir).join("report.html");
+        Some(format!("next: explain them with  rtvla explain {dir} --html {}", html.display()))
     }
 }

@@ -324,6 +324,8 @@ pub struct DriveOptions {
     pub store: Option<PathBuf>,
     /// Simulator: when the route ends, drive the next seed instead of stopping (soak runs).
     pub repeat: bool,
+    /// Simulator: sees every state it steps through (replays).
+    pub sim_observer: Option<crate::vehicle::sim::SimObserver>,
 }
 
 impl DriveOptions {
@@ -340,6 +342,7 @@ impl DriveOptions {
             record_events: true,
             store: None,
             repeat: false,
+            sim_observer: None,
         }
     }
 }
@@ -395,7 +398,8 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     install_sigint(stop.clone());
     let monitor = Monitor::start(live.clone(), opts.ticks, opts.progress);
     // Event recorder + store writer thread, sized and checked before the first tick.
-    let store_dir = opts.store.clone().unwrap_or_else(|| board.resolve(&board.store.path));
+    let run_id = crate::store::runs::new_run_id();
+    let store_dir = if opts.record_events { store_dir_for(opts, &board, &run_id)? } else { PathBuf::new() };
     let (mut recorder, writer) = if opts.record_events {
         let mut rc = RecorderConfig::for_rate(board.control_loop.rate_hz as f32, 2.0, 1.0);
         rc.model_id = manifest.model_id();
@@ -458,6 +462,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         sync_timeout,
         repeat: opts.repeat,
         render,
+        observer: opts.sim_observer.clone(),
     };
     // Besides the loop outcome and the sim's episodes: what the camera delivered, and for a real camera the
     // negotiated device and format (the report's camera fields).
@@ -518,6 +523,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     let counting = alloc_counter::is_installed();
     let infer_mean = outcome.infer.mean();
     let report = RunReport {
+        run_id,
         board: board.board.name.clone(),
         model: if opts.policy == PolicyKind::Expert { "privileged expert".into() } else { manifest.model.name.clone() },
         model_is_fixture: opts.policy == PolicyKind::Model && manifest.model.fixture,
@@ -557,11 +563,28 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         seed: metrics.as_ref().map(|_| seed),
         route_completion: metrics.as_ref().map(|m| m.route_completion as f64),
         infractions: metrics.as_ref().map(|m| serde_json::to_value(m.infractions).unwrap_or_default()),
+        infractions_text: metrics.as_ref().map(|m| m.infractions.describe()),
+        route_ended: metrics.as_ref().map(|m| m.ended),
         driving_score: metrics.as_ref().map(|m| m.driving_score as f64),
         episodes: metrics.as_ref().map(|_| episodes),
         wall_s: outcome.wall.as_secs_f64(),
     };
     Ok((report, metrics))
+}
+
+/// The store this run writes: `--store`, else the board's fixed `store.path`, else a new per-run directory under
+/// the user's state directory. A store another process is writing is refused before the first tick (exit 2),
+/// rather than driving on without recording.
+fn store_dir_for(opts: &DriveOptions, board: &Board, run_id: &str) -> anyhow::Result<PathBuf> {
+    let dir = match (&opts.store, &board.store.path) {
+        (Some(d), _) => d.clone(),
+        (None, Some(p)) => board.resolve(p),
+        (None, None) => crate::store::runs::new_run_store(&crate::store::runs::runs_dir()?, run_id)?,
+    };
+    crate::store::segment::check_not_locked(&dir).map_err(|e| {
+        bad_input(format!("{e}: not recording into it; pass another --store DIR, or --no-store"))
+    })?;
+    Ok(dir)
 }
 
 /// One set of metrics for a run of several episodes (`--repeat`): mean score and route completion, summed
@@ -583,6 +606,7 @@ fn combine_episodes(mut all: Vec<EpisodeMetrics>) -> Option<EpisodeMetrics> {
     m.infraction_penalty = all.iter().map(|e| e.infraction_penalty).sum::<f32>() / n;
     m.success = all.iter().all(|e| e.success);
     m.termination = all.iter().rev().find_map(|e| e.termination.clone());
+    m.ended = all.iter().all(|e| e.ended);
     Some(m)
 }
 
@@ -732,15 +756,9 @@ pub fn sim_drive_options(
     o
 }
 
-/// The host-sim board `sim eval` drives runtime policies on: `boards/host-sim.toml` under the working directory,
-/// else the one in the source tree this binary was built from.
-pub fn sim_eval_board() -> PathBuf {
-    let local = PathBuf::from("boards/host-sim.toml");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/boards/host-sim.toml"))
-    }
+/// The host-sim board `sim eval` drives runtime policies on: the bundled one (see [`crate::bundle`]).
+pub fn sim_eval_board() -> anyhow::Result<PathBuf> {
+    crate::bundle::find("boards/host-sim.toml")
 }
 
 /// One closed-loop simulator episode through the same runtime path as `drive` (simulated time, until the episode
@@ -753,7 +771,7 @@ pub fn sim_episode(policy: &str, model: Option<&Path>, scenario: &str, seed: u64
             return Err(bad_input(format!("policy {other:?} is not run through the runtime (use model or expert)")))
         }
     };
-    let opts = sim_drive_options(&sim_eval_board(), policy, model, scenario, seed, None);
+    let opts = sim_drive_options(&sim_eval_board()?, policy, model, scenario, seed, None);
     let (_, metrics) = drive_with_metrics(&opts)?;
     metrics.ok_or_else(|| anyhow::anyhow!("the simulator returned no metrics"))
 }

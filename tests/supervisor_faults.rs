@@ -96,6 +96,7 @@ fn sim_options(sync_timeout: Duration) -> SimOptions {
         sync_timeout,
         repeat: false,
         render: true,
+        observer: None,
     }
 }
 

@@ -146,6 +146,17 @@ impl LanguageManifest {
     pub fn load(path: &Path) -> anyhow::Result<LanguageManifest> {
         let what = || format!("language manifest {}", path.display());
         let text = std::fs::read_to_string(path).map_err(|e| bad_input(format!("{}: {e}", what())))?;
+        // Say what it is before serde complains about its fields: a student or teacher manifest is a common mix-up.
+        let kind = text.parse::<toml::Table>().ok().and_then(|t| {
+            t.get("model").and_then(|m| m.get("kind")).and_then(|k| k.as_str()).map(str::to_owned)
+        });
+        if let Some(kind) = kind.filter(|k| k != "language") {
+            return Err(bad_input(format!(
+                "{}: not a language manifest (its [model] kind is \"{kind}\"); the student's language branch is \
+                 models/student/language.toml",
+                what()
+            )));
+        }
         let mut m: LanguageManifest =
             toml::from_str(&text).map_err(|e| bad_input(format!("{}: {}", what(), e.message().replace('\n', " "))))?;
         m.path = path.to_path_buf();

@@ -1,4 +1,4 @@
-//! `rtvla explain`: the language branch, run later and offline on the stored snapshots (DESIGN §1, §3).
+//! `rtvla explain`: the language branch, run later and offline on the stored snapshots (docs/ARCHITECTURE.md §1, §3).
 //!
 //! Each event's keyframes (features + the telemetry of their tick: speed, target points, the plan the car drove)
 //! go through the student's language branch on tract; the result is a commentary per keyframe, printed as a table,
@@ -6,6 +6,7 @@
 //! the speed/brake trace of every event.
 
 pub mod language;
+pub mod pick;
 pub mod report;
 
 use std::path::Path;

@@ -131,6 +131,17 @@ impl Manifest {
     pub fn load(path: &Path) -> anyhow::Result<Manifest> {
         let text =
             std::fs::read_to_string(path).map_err(|e| bad_input(format!("model manifest {}: {e}", path.display())))?;
+        // A language-branch manifest is a common mix-up: say so rather than list its missing fields.
+        let kind = text.parse::<toml::Table>().ok().and_then(|t| {
+            t.get("model").and_then(|m| m.get("kind")).and_then(|k| k.as_str()).map(str::to_owned)
+        });
+        if kind.as_deref() == Some("language") {
+            return Err(bad_input(format!(
+                "model manifest {}: not a driving model manifest (its [model] kind is \"language\": that is what \
+                 `rtvla explain --model` takes)",
+                path.display()
+            )));
+        }
         let mut m: Manifest = toml::from_str(&text)
             .map_err(|e| bad_input(format!("model manifest {}: {}", path.display(), e.message().replace('\n', " "))))?;
         m.path = path.to_path_buf();
@@ -173,7 +184,7 @@ impl Manifest {
         matches!(self.model.kind.as_str(), "student" | "teacher")
     }
 
-    /// The student contract: roles present once each, dtypes f32, shapes as DESIGN §3 says.
+    /// The student contract: roles present once each, dtypes f32, shapes as docs/ARCHITECTURE.md §3 says.
     fn check_contract(&self) -> Result<(), String> {
         if !self.is_driving_graph() {
             return Ok(());

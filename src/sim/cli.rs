@@ -64,8 +64,12 @@ pub enum SimCommand {
         scenario: String,
         #[arg(long, default_value_t = 1_000_000)]
         seed: u64,
+        /// expert | idle | random | model (the student, driven through the same runtime path as `drive`)
         #[arg(long, default_value = "expert")]
         policy: String,
+        /// Student manifest for `--policy model` (default: the host-sim board's student).
+        #[arg(long)]
+        model: Option<PathBuf>,
         #[arg(long)]
         html: PathBuf,
         /// Keep every k-th tick.
@@ -119,6 +123,13 @@ pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<Ep
             Ok(Box::new(move |sc: &str, seed: u64| eval::builtin_episode(&p, sc, seed)))
         }
         "model" | "udp" => {
+            // Bad input fails here, once, before any episode runs (not once per run of the table).
+            let board = crate::runtime::sim_eval_board()?;
+            let manifest = match &model {
+                Some(m) => m.clone(),
+                None => crate::board::Board::load(&board)?.model_manifest(),
+            };
+            crate::model::Manifest::load(&manifest)?;
             let p = policy.to_string();
             Ok(Box::new(move |sc: &str, seed: u64| runtime_episode(&p, model.as_deref(), sc, seed)))
         }
@@ -176,13 +187,13 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
                 pb.inc(1);
                 if verbose {
                     pb.println(format!(
-                        "{:<20} {:>8} DS {:>6.1} RC {:>5.1}% {:?} {:?}",
+                        "{:<20} {:>8} DS {:>6.1} RC {:>5.1}%  {}{}",
                         m.scenario,
                         m.seed,
                         m.driving_score,
                         m.route_completion * 100.0,
-                        m.termination,
-                        m.infractions
+                        m.termination.as_deref().map_or(String::new(), |t| format!("ended: {t}; ")),
+                        m.infractions.describe()
                     ));
                 }
             };
@@ -222,7 +233,19 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
             println!("wrote {} frames in {} shards to {}", card.frames, card.shards, opts.out.display());
             Ok(0)
         }
-        SimCommand::Replay { scenario, seed, policy, html, every, width, height } => {
+        SimCommand::Replay { scenario, seed, policy, model, html, every, width, height } => {
+            if !["expert", "idle", "random", "model"].contains(&policy.as_str()) {
+                return Err(BadInput(format!("unknown policy '{policy}'; valid: expert, idle, random, model")).into());
+            }
+            if !(8..=4096).contains(&width) || !(8..=4096).contains(&height) {
+                return Err(BadInput(format!("--width/--height {width}x{height}: each must be 8..=4096")).into());
+            }
+            if model.is_some() && policy != "model" {
+                return Err(BadInput("--model goes with --policy model".into()).into());
+            }
+            if let Some(m) = &model {
+                crate::model::Manifest::load(m)?;
+            }
             if !super::scenario_names().contains(&scenario.as_str()) {
                 return Err(BadInput(format!(
                     "unknown scenario '{scenario}'; valid: {}",
@@ -230,13 +253,17 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
                 ))
                 .into());
             }
-            let m = super::replay::write_replay(&scenario, seed, &policy, &html, every.max(1), width, height)?;
+            let m = match model {
+                Some(m) => super::replay::model_replay(&scenario, seed, Some(&m), &html, every.max(1), width, height)?,
+                None => super::replay::write_replay(&scenario, seed, &policy, &html, every.max(1), width, height)?,
+            };
             println!(
-                "{} seed {}: DS {:.1} RC {:.1}% -> {}",
+                "{} seed {}: DS {:.1} RC {:.1}%, infractions: {} -> {}",
                 scenario,
                 seed,
                 m.driving_score,
                 m.route_completion * 100.0,
+                m.infractions.describe(),
                 html.display()
             );
             Ok(0)

@@ -186,19 +186,7 @@ impl EvalReport {
             self.route_completion * 100.0,
             self.success_rate * 100.0
         ));
-        let i = &self.infractions;
-        s.push_str(&format!(
-            "infractions: ped {} veh {} static {} red {} stop {} off-lane {:.1} m  deviation {} blocked {} timeout {}\n",
-            i.collision_pedestrian,
-            i.collision_vehicle,
-            i.collision_static,
-            i.red_light,
-            i.stop_sign,
-            i.outside_lanes_m,
-            i.route_deviation,
-            i.agent_blocked,
-            i.route_timeout
-        ));
+        s.push_str(&format!("infractions: {}\n", self.infractions.describe()));
         s
     }
 }

@@ -91,6 +91,33 @@ impl Infractions {
             * 0.8f32.powi(self.stop_sign as i32)
             * (1.0 - off)
     }
+    /// The infractions in words, e.g. "1 vehicle collision, 3.2 m outside the lanes"; "none" when clean.
+    pub fn describe(&self) -> String {
+        let counts = [
+            (self.collision_pedestrian, "pedestrian collision", "pedestrian collisions"),
+            (self.collision_vehicle, "vehicle collision", "vehicle collisions"),
+            (self.collision_static, "collision with a static object", "collisions with static objects"),
+            (self.red_light, "red light run", "red lights run"),
+            (self.stop_sign, "stop sign run", "stop signs run"),
+            (self.route_deviation, "route deviation", "route deviations"),
+            (self.agent_blocked, "time blocked too long", "times blocked too long"),
+            (self.route_timeout, "route timeout", "route timeouts"),
+        ];
+        let mut parts: Vec<String> = counts
+            .iter()
+            .filter(|(n, _, _)| *n > 0)
+            .map(|(n, one, many)| if *n == 1 { format!("1 {one}") } else { format!("{n} {many}") })
+            .collect();
+        if self.outside_lanes_m >= 0.1 {
+            parts.push(format!("{:.1} m outside the lanes", self.outside_lanes_m));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+
     /// Number of penalised events (collisions, lights, stop signs, plus off-lane if more than 1 m).
     pub fn count(&self) -> u32 {
         self.collision_pedestrian
@@ -131,6 +158,15 @@ pub struct EpisodeMetrics {
     pub route_length_m: f32,
     /// Why the episode ended early (route_deviation, agent_blocked, route_timeout), if it did.
     pub termination: Option<String>,
+    /// The episode is over (route finished or terminated); false when the run was cut short (`--ticks`, Ctrl-C),
+    /// so its score covers only the part driven.
+    #[serde(default = "ended_by_default")]
+    pub ended: bool,
+}
+
+/// Metrics recorded before `ended` existed were of finished episodes.
+fn ended_by_default() -> bool {
+    true
 }
 
 /// Kind of a dynamic or static actor.
@@ -728,6 +764,7 @@ impl World {
             steps: self.step_count,
             route_length_m: len,
             termination: self.m.terminated.map(str::to_string),
+            ended: self.done(),
         }
     }
 

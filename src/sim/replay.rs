@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use rand::{Rng, SeedableRng};
@@ -30,7 +31,9 @@ fn poly_json(pts: &[[f32; 2]]) -> String {
     s
 }
 
-/// Run an episode with `policy` (expert | idle | random) and write the replay page. Returns the episode metrics.
+/// Run an episode with `policy` and write the replay page. Returns the episode metrics. The built-ins `expert`,
+/// `idle` and `random` step the world here; `model` drives the student through the runtime, exactly as
+/// `rtvla drive --fast` does (see [`model_replay`]).
 pub fn write_replay(
     scenario: &str,
     seed: u64,
@@ -40,15 +43,167 @@ pub fn write_replay(
     width: usize,
     height: usize,
 ) -> anyhow::Result<EpisodeMetrics> {
+    if policy == "model" {
+        return model_replay(scenario, seed, None, html, every, width, height);
+    }
     let mut w = World::new(scenario, seed)?;
     let mut ctl = ExpertController::new();
     let mut rng = Pcg32::seed_from_u64(seed ^ 0xAB_CDEF);
     let mut rcmd = Command::default();
-    let mut r = Renderer::new(width, height);
-    let mut img = vec![0u8; width * height * 3];
-    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut page = ReplayPage::new(&w, every, width, height);
+    loop {
+        let plan = w.expert();
+        let cmd = match policy {
+            "expert" => ctl.step(&plan.waypoints, w.ego.speed),
+            "idle" => Command::default(),
+            "random" => {
+                if w.step_count % 10 == 0 {
+                    rcmd = Command {
+                        steer: rng.random_range(-1.0..1.0),
+                        throttle: rng.random_range(0.0..1.0),
+                        brake: if rng.random::<f32>() < 0.2 { 1.0 } else { 0.0 },
+                    };
+                }
+                rcmd
+            }
+            other => {
+                return Err(crate::error::bad_input(format!(
+                    "replay supports policies expert, idle, random, model (got '{other}')"
+                )))
+            }
+        };
+        page.observe(&mut w, &cmd, true)?;
+        if w.done() {
+            break;
+        }
+        w.step(&cmd, DT);
+    }
+    let m = w.metrics();
+    page.finish(&format!("{scenario} seed {seed} policy {policy}"), &m, html)?;
+    Ok(m)
+}
 
-    // static map: road and sidewalk polygons, route
+/// Replay of the student (`model`, or the manifest given): the runtime drives the in-process simulator in
+/// simulated time, and the simulator thread hands every state it steps through to the page.
+pub fn model_replay(
+    scenario: &str,
+    seed: u64,
+    model: Option<&Path>,
+    html: &Path,
+    every: u32,
+    width: usize,
+    height: usize,
+) -> anyhow::Result<EpisodeMetrics> {
+    let start = World::new(scenario, seed).map_err(|e| crate::error::bad_input(format!("sim: {e}")))?;
+    let page = Arc::new(Mutex::new(Some(ReplayPage::new(&start, every, width, height))));
+    let failed: Arc<Mutex<Option<String>>> = Arc::default();
+    let (p, f) = (page.clone(), failed.clone());
+    let observer = crate::vehicle::sim::SimObserver::new(move |w: &mut World, cmd: &Command| {
+        let mut page = p.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(Err(e)) = page.as_mut().map(|pg| pg.observe(w, cmd, false)) {
+            *f.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
+        }
+    });
+    let board = crate::runtime::sim_eval_board()?;
+    let mut opts = crate::runtime::sim_drive_options(&board, crate::runtime::PolicyKind::Model, model, scenario, seed, None);
+    opts.sim_observer = Some(observer);
+    let (report, metrics) = crate::runtime::drive_with_metrics(&opts)?;
+    let m = metrics.ok_or_else(|| anyhow::anyhow!("the simulator returned no metrics"))?;
+    if let Some(e) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        anyhow::bail!("replay page: {e}");
+    }
+    let page = page.lock().unwrap_or_else(|e| e.into_inner()).take().expect("the page is taken once");
+    page.finish(&format!("{scenario} seed {seed} policy model ({})", report.model), &m, html)?;
+    Ok(m)
+}
+
+/// The replay page being built: the static map once, then one JSON frame per kept tick.
+pub struct ReplayPage {
+    statics: String,
+    frames: String,
+    kept: usize,
+    every: u32,
+    width: usize,
+    height: usize,
+    renderer: Renderer,
+    img: Vec<u8>,
+}
+
+impl ReplayPage {
+    /// Start a page for the world's map, keeping every `every`-th tick at `width`×`height`.
+    pub fn new(w: &World, every: u32, width: usize, height: usize) -> ReplayPage {
+        ReplayPage {
+            statics: static_map_json(w),
+            frames: String::from("["),
+            kept: 0,
+            every: every.max(1),
+            width,
+            height,
+            renderer: Renderer::new(width, height),
+            img: vec![0u8; width * height * 3],
+        }
+    }
+
+    /// Record the world as the command `cmd` is about to be applied (kept every `every` ticks and at the end).
+    /// `show_plan` draws the expert's planned path (the policy drove along it); the student's own plan is not
+    /// visible to the simulator, so its replays show none.
+    pub fn observe(&mut self, w: &mut World, cmd: &Command, show_plan: bool) -> anyhow::Result<()> {
+        if w.step_count % self.every != 0 && !w.done() {
+            return Ok(());
+        }
+        let plan = w.expert();
+        w.render(&mut self.renderer, &mut self.img);
+        let jp = base64::engine::general_purpose::STANDARD.encode(jpeg(&self.img, self.width, self.height)?);
+        let m = w.metrics();
+        let path_w: Vec<[f32; 2]> = if show_plan {
+            plan.waypoints.path.iter().map(|p| super::geom::to_world(w.ego.pos, w.ego.yaw, *p)).collect()
+        } else {
+            Vec::new()
+        };
+        if self.kept > 0 {
+            self.frames.push(',');
+        }
+        let _ = write!(
+            self.frames,
+            "{{\"t\":{:.2},\"img\":\"{}\",\"ego\":{},\"pos\":[{:.1},{:.1}],\"v\":{:.2},\"cmd\":[{:.2},{:.2},{:.2}],\"actors\":{},\"lights\":[{}],\"path\":{},\"txt\":{},\"act\":\"{}\",\"obj\":\"{}\",\"rc\":{:.3},\"ds\":{:.1}}}",
+            w.t,
+            jp,
+            poly_json(&w.ego.obb().corners()),
+            w.ego.pos[0],
+            w.ego.pos[1],
+            w.ego.speed,
+            cmd.steer,
+            cmd.throttle,
+            cmd.brake,
+            actors_json(w),
+            lights_json(w),
+            poly_json(&path_w),
+            serde_json::to_string(&plan.commentary)?,
+            plan.action.name(),
+            plan.object.name(),
+            m.route_completion,
+            m.driving_score
+        );
+        self.kept += 1;
+        Ok(())
+    }
+
+    /// Write the self-contained page.
+    pub fn finish(mut self, title: &str, m: &EpisodeMetrics, html: &Path) -> anyhow::Result<()> {
+        self.frames.push(']');
+        let page = TEMPLATE
+            .replace("__TITLE__", title)
+            .replace("__W__", &self.width.to_string())
+            .replace("__H__", &self.height.to_string())
+            .replace("__SUMMARY__", &serde_json::to_string(m)?)
+            .replace("__STATIC__", &self.statics)
+            .replace("__FRAMES__", &self.frames);
+        std::fs::write(html, page).map_err(|e| crate::error::bad_input(format!("{}: {e}", html.display())))
+    }
+}
+
+/// Road and sidewalk polygons, the route and the props, as the page's JSON.
+fn static_map_json(w: &World) -> String {
     let mut statics = String::from("{\"roads\":[");
     for (i, road) in w.map.roads.iter().enumerate() {
         let p = road.path.resampled(2.0);
@@ -72,109 +227,48 @@ pub fn write_replay(
         rp.s.iter().filter(|&&s| s >= w.route.start_s && s <= w.route.goal_s).map(|&s| rp.point_at(s, 0.0)).collect();
     let props: Vec<String> = w.props.iter().filter(|p| p.obb.hl > 0.5).map(|p| poly_json(&p.obb.corners())).collect();
     let _ = write!(statics, "],\"route\":{},\"props\":[{}]}}", poly_json(&route_pts), props.join(","));
+    statics
+}
 
-    let mut frames = String::from("[");
-    let mut nf = 0usize;
-    loop {
-        let plan = w.expert();
-        let cmd = match policy {
-            "expert" => ctl.step(&plan.waypoints, w.ego.speed),
-            "idle" => Command::default(),
-            "random" => {
-                if w.step_count % 10 == 0 {
-                    rcmd = Command {
-                        steer: rng.random_range(-1.0..1.0),
-                        throttle: rng.random_range(0.0..1.0),
-                        brake: if rng.random::<f32>() < 0.2 { 1.0 } else { 0.0 },
-                    };
-                }
-                rcmd
-            }
-            other => anyhow::bail!("replay supports policies expert, idle, random (got '{other}')"),
+fn actors_json(w: &World) -> String {
+    let mut actors = String::from("[");
+    for (i, a) in w.actors.iter().enumerate() {
+        if i > 0 {
+            actors.push(',');
+        }
+        let k = match a.kind {
+            ActorKind::Car => "car",
+            ActorKind::Pedestrian => "ped",
+            ActorKind::Parked => "parked",
         };
-        if w.step_count % every == 0 || w.done() {
-            w.render(&mut r, &mut img);
-            let jp = b64.encode(jpeg(&img, width, height)?);
-            let mut actors = String::from("[");
-            for (i, a) in w.actors.iter().enumerate() {
-                if i > 0 {
-                    actors.push(',');
-                }
-                let k = match a.kind {
-                    ActorKind::Car => "car",
-                    ActorKind::Pedestrian => "ped",
-                    ActorKind::Parked => "parked",
-                };
-                let _ = write!(
-                    actors,
-                    "{{\"k\":\"{}\",\"c\":{},\"col\":\"rgb({},{},{})\"}}",
-                    k,
-                    poly_json(&a.obb().corners()),
-                    a.color[0],
-                    a.color[1],
-                    a.color[2]
-                );
-            }
-            actors.push(']');
-            let lights: Vec<String> = w
-                .lights
-                .iter()
-                .map(|l| {
-                    let c = match l.state {
-                        LightState::Red => "red",
-                        LightState::Yellow => "orange",
-                        LightState::Green => "lime",
-                    };
-                    format!("{{\"p\":[{:.1},{:.1}],\"s\":\"{}\"}}", l.pos[0], l.pos[1], c)
-                })
-                .collect();
-            let m = w.metrics();
-            let path_w: Vec<[f32; 2]> =
-                plan.waypoints.path.iter().map(|p| super::geom::to_world(w.ego.pos, w.ego.yaw, *p)).collect();
-            if nf > 0 {
-                frames.push(',');
-            }
-            let _ = write!(
-                frames,
-                "{{\"t\":{:.2},\"img\":\"{}\",\"ego\":{},\"pos\":[{:.1},{:.1}],\"v\":{:.2},\"cmd\":[{:.2},{:.2},{:.2}],\"actors\":{},\"lights\":[{}],\"path\":{},\"txt\":{},\"act\":\"{}\",\"obj\":\"{}\",\"rc\":{:.3},\"ds\":{:.1}}}",
-                w.t,
-                jp,
-                poly_json(&w.ego.obb().corners()),
-                w.ego.pos[0],
-                w.ego.pos[1],
-                w.ego.speed,
-                cmd.steer,
-                cmd.throttle,
-                cmd.brake,
-                actors,
-                lights.join(","),
-                poly_json(&path_w),
-                serde_json::to_string(&plan.commentary)?,
-                plan.action.name(),
-                plan.object.name(),
-                m.route_completion,
-                m.driving_score
-            );
-            nf += 1;
-        }
-        if w.done() {
-            break;
-        }
-        w.step(&cmd, DT);
+        let _ = write!(
+            actors,
+            "{{\"k\":\"{}\",\"c\":{},\"col\":\"rgb({},{},{})\"}}",
+            k,
+            poly_json(&a.obb().corners()),
+            a.color[0],
+            a.color[1],
+            a.color[2]
+        );
     }
-    frames.push(']');
-    let m = w.metrics();
-    let title = format!("{scenario} seed {seed} policy {policy}");
-    let summary = serde_json::to_string(&m)?;
-    let page = TEMPLATE
-        .replace("__TITLE__", &title)
-        .replace("__W__", &width.to_string())
-        .replace("__H__", &height.to_string())
-        .replace("__SUMMARY__", &summary)
-        .replace("__STATIC__", &statics)
-        .replace("__FRAMES__", &frames);
-    std::fs::write(html, page)?;
-    Ok(m)
+    actors.push(']');
+    actors
+}
+
+fn lights_json(w: &World) -> String {
+    let lights: Vec<String> = w
+        .lights
+        .iter()
+        .map(|l| {
+            let c = match l.state {
+                LightState::Red => "red",
+                LightState::Yellow => "orange",
+                LightState::Green => "lime",
+            };
+            format!("{{\"p\":[{:.1},{:.1}],\"s\":\"{}\"}}", l.pos[0], l.pos[1], c)
+        })
+        .collect();
+    lights.join(",")
 }
 
 const TEMPLATE: &str = r#"<!doctype html>

@@ -212,3 +212,10 @@ fn ttc_sees_the_lead_car_only_when_closing_in() {
     w.ego.speed = 60.0;
     assert!(w.ttc() < ttc, "{} vs {ttc}", w.ttc());
 }
+
+#[test]
+fn infractions_read_as_words() {
+    assert_eq!(Infractions::default().describe(), "none");
+    let i = Infractions { collision_vehicle: 1, red_light: 2, outside_lanes_m: 3.31, ..Default::default() };
+    assert_eq!(i.describe(), "1 vehicle collision, 2 red lights run, 3.3 m outside the lanes");
+}

@@ -2,6 +2,7 @@
 //! read-only CLI back-ends ([`export`]: ls, verify, MCAP / JSON export).
 
 pub mod export;
+pub mod runs;
 pub mod segment;
 pub mod writer;
 

@@ -1,4 +1,4 @@
-//! Append-only segment files with framed, checksummed records (DESIGN §3 "Store on flash").
+//! Append-only segment files with framed, checksummed records (docs/ARCHITECTURE.md §3 "Store on flash").
 //!
 //! Layout of a store directory: `seg-000001.rtv`, `seg-000002.rtv`, … Each segment starts with a 16-byte header
 //! `b"RTVS" | format_version u16 | reserved u16 | segment_no u32 | crc32c(first 12 bytes) u32`, then records:
@@ -90,8 +90,8 @@ pub enum StoreError {
     #[error("record of {0} bytes exceeds the {MAX_PAYLOAD}-byte limit")]
     TooLarge(usize),
     /// Another process (or store instance) is writing this directory.
-    #[error("store {dir}: in use by another writer (lock held on {dir}/.lock)")]
-    Locked { dir: PathBuf },
+    #[error("store {dir}: in use by {} (lock held on {dir}/.lock)", holder.map_or("another writer".to_string(), |p| format!("PID {p}")))]
+    Locked { dir: PathBuf, holder: Option<u32> },
     /// Any other I/O failure.
     #[error("store {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
@@ -435,7 +435,18 @@ fn lock_dir(dir: &Path) -> Result<Option<File>, StoreError> {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    Err(StoreError::Locked { dir: dir.to_path_buf() })
+    let holder = std::fs::read_to_string(dir.join(".lock")).ok().and_then(|t| t.trim().parse().ok());
+    Err(StoreError::Locked { dir: dir.to_path_buf(), holder })
+}
+
+/// Fails with [`StoreError::Locked`] (naming the holder's PID) when another writer holds the store in `dir`; `Ok`
+/// when it is free or does not exist yet. `drive` asks before its first tick, so a store in use is a clear error
+/// up front rather than a run that records nothing.
+pub fn check_not_locked(dir: &Path) -> Result<(), StoreError> {
+    if !dir.join(".lock").exists() {
+        return Ok(());
+    }
+    lock_dir(dir).map(drop)
 }
 
 impl SegmentStore {
@@ -461,6 +472,10 @@ impl SegmentStore {
             fs::create_dir_all(&dir).map_err(|e| StoreError::from_io(&dir, e))?;
         }
         let lock = lock_dir(&dir)?;
+        // Name ourselves in the lock file, so a second writer can say who holds it. Best effort.
+        if let Some(mut f) = lock.as_ref() {
+            let _ = f.set_len(0).and_then(|_| f.write_all(format!("{}\n", std::process::id()).as_bytes()));
+        }
         let err = |e| StoreError::from_io(&dir, e);
         let mut report = RecoveryReport::default();
         let mut segments = Vec::new();
@@ -702,8 +717,11 @@ mod tests {
         // A second writer (same or another process: flock is per open file) is refused, not allowed to recover.
         let err = SegmentStore::open(d.path(), cfg()).err().expect("second writer");
         assert!(matches!(err, StoreError::Locked { .. }), "{err}");
-        assert!(err.to_string().contains("in use by another writer"), "{err}");
+        let me = format!("in use by PID {}", std::process::id());
+        assert!(err.to_string().contains(&me), "{err}");
+        assert!(matches!(check_not_locked(d.path()), Err(StoreError::Locked { holder: Some(_), .. })));
         drop(first);
+        check_not_locked(d.path()).expect("free once the writer closed it");
         let (_, r) = SegmentStore::open(d.path(), cfg()).unwrap();
         assert_eq!(r.records_ok, 1);
     }

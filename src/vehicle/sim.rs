@@ -29,6 +29,30 @@ pub struct SimState {
     pub ttc_s: f32,
 }
 
+/// Sees every world state the simulator thread steps through, with the command about to be applied (and once more
+/// at the end with [`Command::STOP`]): how `sim replay --policy model` draws a run the runtime drove. Runs on the
+/// simulator thread, never on the control loop's.
+#[derive(Clone)]
+pub struct SimObserver(Arc<std::sync::Mutex<dyn FnMut(&mut World, &Command) + Send>>);
+
+impl SimObserver {
+    pub fn new(f: impl FnMut(&mut World, &Command) + Send + 'static) -> SimObserver {
+        SimObserver(Arc::new(std::sync::Mutex::new(f)))
+    }
+
+    fn see(&self, w: &mut World, cmd: &Command) {
+        if let Ok(mut f) = self.0.lock() {
+            f(w, cmd);
+        }
+    }
+}
+
+impl std::fmt::Debug for SimObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SimObserver")
+    }
+}
+
 /// How the sim is started.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
@@ -48,6 +72,8 @@ pub struct SimOptions {
     /// Render camera frames. Off when a real camera supplies the frames and the simulator is only the vehicle
     /// (on an emulated or small CPU the renderer would compete with inference for nothing).
     pub render: bool,
+    /// Replays: called with each state before it is stepped.
+    pub observer: Option<SimObserver>,
 }
 
 /// Shared counters between the loop-side handles and the sim thread.
@@ -118,6 +144,9 @@ impl SimHarness {
                         thread::park_timeout(Duration::from_millis(5));
                         continue;
                     };
+                    if let Some(o) = &opts.observer {
+                        o.see(&mut world, &cmd);
+                    }
                     world.step(&cmd, opts.dt);
                     if opts.repeat && world.done() {
                         finished.push(world.metrics());
@@ -140,6 +169,9 @@ impl SimHarness {
                     f.captured_at = Instant::now();
                     f.privileged = opts.with_expert.then(|| world.expert_plan().waypoints);
                     frame_in.publish();
+                }
+                if let Some(o) = &opts.observer {
+                    o.see(&mut world, &Command::STOP);
                 }
                 finished.push(world.metrics());
                 Ok(finished)
@@ -213,6 +245,7 @@ mod tests {
             sync_timeout: Duration::from_millis(10),
             repeat: false,
             render: true,
+            observer: None,
         };
         let (harness, _camera, mut vehicle) = SimHarness::spawn(opts).unwrap();
         assert!(vehicle.state().is_ok());

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 mod cross;
 mod eval;
+mod first_contact;
+mod install;
 mod qemu;
 mod soak;
 
@@ -34,7 +36,7 @@ enum Task {
         json: Option<PathBuf>,
     },
     /// Static release binary for a board's target (e.g. aarch64-unknown-linux-musl), installing the cross
-    /// toolchain first (apt: gcc-aarch64-linux-gnu, libclang-dev, qemu-user; rustup target). Prints size, then path.
+    /// toolchain first (apt: gcc-aarch64-linux-gnu, qemu-user; rustup target). Prints size, then path.
     Build {
         /// Board profile: a name under boards/ (raspberry-pi-5, jetson-orin-nano, qemu-virt, host-sim) or a path.
         #[arg(long, default_value = "host-sim")]
@@ -61,6 +63,13 @@ enum Task {
         /// Seconds between `kill -USR1` manual triggers.
         #[arg(long, default_value_t = 4.0)]
         trigger_every_s: f64,
+    },
+    /// Install the release binary in PREFIX/bin and its bundle (boards, models) in PREFIX/share/rtvla, where the
+    /// binary finds them from any directory.
+    Install {
+        /// Install prefix (default: ~/.local).
+        #[arg(long)]
+        prefix: Option<PathBuf>,
     },
     /// The library's unit tests built for aarch64 and run under qemu-aarch64 (user mode).
     TestAarch64,
@@ -98,6 +107,7 @@ fn main() -> Result<()> {
         ),
         Task::Soak { minutes, trigger_every_s } => soak::soak(&root, &soak::SoakOptions { minutes, trigger_every_s }),
         Task::TestAarch64 => cross::test_aarch64(&root),
+        Task::Install { prefix } => install::install(&root, &prefix.map_or_else(install::default_prefix, Ok)?),
         Task::Fixture => fixture(&root),
         Task::Train { smoke, args } => train(&root, smoke, &args),
         Task::Eval(o) => eval::eval(&root, &o),
@@ -133,6 +143,10 @@ fn cargo() -> Command {
 
 fn ci(root: &Path) -> Result<()> {
     let t0 = std::time::Instant::now();
+    step("first contact: the default build needs no system library (no bindgen, pkg-config, cmake)");
+    first_contact::check_no_system_build_deps()?;
+    step("first contact: the README's run command, as written (cargo run --release -- drive)");
+    first_contact::readme_run_command(root)?;
     step("rustfmt check");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("clippy (all targets, -D warnings)");
@@ -144,6 +158,8 @@ fn ci(root: &Path) -> Result<()> {
     run(cargo().args(["test", "--release", "--workspace"]))?;
     step("end-to-end: default drive on host-sim, 200 ticks, real time");
     drive_check(root)?;
+    step("end-to-end: the installed binary from / (cargo xtask install; cd / && rtvla drive && rtvla explain)");
+    first_contact::from_anywhere(root)?;
     step("end-to-end: bad input exits 2 with one line");
     bad_input_checks(root)?;
     step("distillation smoke: tiny dataset, a few steps per stage, export, parity (models/distill)");
