@@ -355,6 +355,12 @@ pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
 /// As [`drive`], also returning the simulator's episode metrics on sim boards.
 pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Option<EpisodeMetrics>)> {
     let board = Board::load(&opts.board_path)?;
+    let scenario = opts.scenario.clone().unwrap_or_else(|| board.sim.scenario.clone());
+    let uses_sim = board.camera.source == CameraSource::Sim || board.vehicle.link == LinkKind::Sim;
+    if uses_sim && !crate::sim::scenario_names().contains(&scenario.as_str()) {
+        let valid = crate::sim::scenario_names().join(", ");
+        return Err(bad_input(format!("sim: unknown scenario '{scenario}'; valid: {valid}")));
+    }
     let manifest_path = opts.model.clone().unwrap_or_else(|| board.model_manifest());
     let mut student: Box<dyn Student> = match opts.policy {
         PolicyKind::Model => Box::new(TractStudent::load(&manifest_path)?),
@@ -435,7 +441,6 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     let mut clock: Box<dyn Clock> =
         if opts.virtual_time { Box::new(VirtualClock::default()) } else { Box::new(EmbassyClock::new()) };
 
-    let scenario = opts.scenario.clone().unwrap_or_else(|| board.sim.scenario.clone());
     let seed = opts.seed.unwrap_or(board.sim.seed);
     let mut go = |camera: &mut dyn FrameSource, vehicle: &mut dyn VehicleLink| {
         run_loop(
@@ -581,9 +586,8 @@ fn store_dir_for(opts: &DriveOptions, board: &Board, run_id: &str) -> anyhow::Re
         (None, Some(p)) => board.resolve(p),
         (None, None) => crate::store::runs::new_run_store(&crate::store::runs::runs_dir()?, run_id)?,
     };
-    crate::store::segment::check_not_locked(&dir).map_err(|e| {
-        bad_input(format!("{e}: not recording into it; pass another --store DIR, or --no-store"))
-    })?;
+    crate::store::segment::check_not_locked(&dir)
+        .map_err(|e| bad_input(format!("{e}: not recording into it; pass another --store DIR, or --no-store")))?;
     Ok(dir)
 }
 

@@ -132,9 +132,10 @@ impl Manifest {
         let text =
             std::fs::read_to_string(path).map_err(|e| bad_input(format!("model manifest {}: {e}", path.display())))?;
         // A language-branch manifest is a common mix-up: say so rather than list its missing fields.
-        let kind = text.parse::<toml::Table>().ok().and_then(|t| {
-            t.get("model").and_then(|m| m.get("kind")).and_then(|k| k.as_str()).map(str::to_owned)
-        });
+        let kind = text
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("model").and_then(|m| m.get("kind")).and_then(|k| k.as_str()).map(str::to_owned));
         if kind.as_deref() == Some("language") {
             return Err(bad_input(format!(
                 "model manifest {}: not a driving model manifest (its [model] kind is \"language\": that is what \

@@ -105,7 +105,8 @@ pub fn model_replay(
         }
     });
     let board = crate::runtime::sim_eval_board()?;
-    let mut opts = crate::runtime::sim_drive_options(&board, crate::runtime::PolicyKind::Model, model, scenario, seed, None);
+    let mut opts =
+        crate::runtime::sim_drive_options(&board, crate::runtime::PolicyKind::Model, model, scenario, seed, None);
     opts.sim_observer = Some(observer);
     let (report, metrics) = crate::runtime::drive_with_metrics(&opts)?;
     let m = metrics.ok_or_else(|| anyhow::anyhow!("the simulator returned no metrics"))?;
@@ -148,7 +149,7 @@ impl ReplayPage {
     /// `show_plan` draws the expert's planned path (the policy drove along it); the student's own plan is not
     /// visible to the simulator, so its replays show none.
     pub fn observe(&mut self, w: &mut World, cmd: &Command, show_plan: bool) -> anyhow::Result<()> {
-        if w.step_count % self.every != 0 && !w.done() {
+        if !w.step_count.is_multiple_of(self.every) && !w.done() {
             return Ok(());
         }
         let plan = w.expert();

@@ -20,9 +20,9 @@ pub fn state_home() -> Option<PathBuf> {
 
 /// `<state home>/rtvla/runs`.
 pub fn runs_dir() -> anyhow::Result<PathBuf> {
-    state_home()
-        .map(|s| s.join("rtvla").join("runs"))
-        .ok_or_else(|| bad_input("no state directory for the event store: set XDG_STATE_HOME or HOME, or pass --store DIR"))
+    state_home().map(|s| s.join("rtvla").join("runs")).ok_or_else(|| {
+        bad_input("no state directory for the event store: set XDG_STATE_HOME or HOME, or pass --store DIR")
+    })
 }
 
 /// A run id that sorts by time and is unique across runs started in the same second:
@@ -57,7 +57,9 @@ fn prune(runs: &Path, keep: usize) {
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.as_bytes().first().is_some_and(u8::is_ascii_digit)))
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.as_bytes().first().is_some_and(u8::is_ascii_digit))
+        })
         .collect();
     ids.sort();
     let excess = ids.len().saturating_sub(keep);

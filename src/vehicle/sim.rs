@@ -33,7 +33,9 @@ pub struct SimState {
 /// at the end with [`Command::STOP`]): how `sim replay --policy model` draws a run the runtime drove. Runs on the
 /// simulator thread, never on the control loop's.
 #[derive(Clone)]
-pub struct SimObserver(Arc<std::sync::Mutex<dyn FnMut(&mut World, &Command) + Send>>);
+pub struct SimObserver(Arc<std::sync::Mutex<ObserverFn>>);
+
+type ObserverFn = dyn FnMut(&mut World, &Command) + Send;
 
 impl SimObserver {
     pub fn new(f: impl FnMut(&mut World, &Command) + Send + 'static) -> SimObserver {

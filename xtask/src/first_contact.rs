@@ -73,7 +73,11 @@ pub fn from_anywhere(root: &Path) -> Result<()> {
     let rtvla = prefix.join("bin/rtvla");
     let cmd = |args: &[&str]| {
         let mut c = Command::new(&rtvla);
-        c.args(args).current_dir("/").env_remove("RTVLA_HOME").env("HOME", &dir).env("XDG_STATE_HOME", dir.join("state"));
+        c.args(args)
+            .current_dir("/")
+            .env_remove("RTVLA_HOME")
+            .env("HOME", &dir)
+            .env("XDG_STATE_HOME", dir.join("state"));
         c
     };
     let report = dir.join("drive.json");
@@ -97,7 +101,10 @@ pub fn from_anywhere(root: &Path) -> Result<()> {
     let events = read_json(&explained)?.as_array().map_or(0, Vec::len);
     eprintln!("from /: drove 100 ticks, {} events in {store}, {events} explained", r["events_written"]);
     if events == 0 || r["events_written"].as_u64() != Some(events as u64) {
-        bail!("explain saw {events} events, the drive wrote {} (at least the manual one expected)", r["events_written"]);
+        bail!(
+            "explain saw {events} events, the drive wrote {} (at least the manual one expected)",
+            r["events_written"]
+        );
     }
     Ok(())
 }

@@ -39,7 +39,11 @@ pub fn install(root: &Path, prefix: &Path) -> Result<()> {
     eprintln!("installed {} and {files} bundle files in {}", bin_dir.join("rtvla").display(), share.display());
     let on_path = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d == bin_dir));
     if !on_path {
-        eprintln!("note: {} is not on PATH; add it, e.g. export PATH=\"{}:$PATH\"", bin_dir.display(), bin_dir.display());
+        eprintln!(
+            "note: {} is not on PATH; add it, e.g. export PATH=\"{}:$PATH\"",
+            bin_dir.display(),
+            bin_dir.display()
+        );
     }
     Ok(())
 }

@@ -285,6 +285,24 @@ fn bad_input_checks(root: &Path) -> Result<()> {
             .replace("onnx = \"student_fixture.onnx\"", &format!("onnx = {:?}", onnx.display().to_string())),
     )?;
     expect_exit2(root, &["drive", "--ticks", "5", "--model", bad_manifest.to_str().unwrap()], "[1, 21, 2]")?;
+    // Up front, before any work: a missing model for a whole evaluation, a manifest of the wrong kind, an unknown
+    // policy or board name.
+    expect_exit2(
+        root,
+        &["sim", "eval", "--policy", "model", "--model", "missing.toml", "--seeds", "0..3"],
+        "missing.toml",
+    )?;
+    let student = root.join("models/student/student.toml");
+    expect_exit2(
+        root,
+        &["explain", dir.to_str().unwrap(), "--model", student.to_str().unwrap()],
+        "not a language manifest",
+    )?;
+    let replay = dir.join("r.html");
+    let replay_args =
+        ["sim", "replay", "--scenario", "cut_in", "--policy", "autopilot", "--html", replay.to_str().unwrap()];
+    expect_exit2(root, &replay_args, "unknown policy 'autopilot'")?;
+    expect_exit2(root, &["drive", "--ticks", "5", "--board", "no-such-board"], "looked in")?;
     Ok(())
 }
 
