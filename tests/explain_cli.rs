@@ -107,7 +107,7 @@ fn bad_language_manifests_are_one_line_errors() {
         ),
         (
             bad_language_manifest(dir.path(), "b.toml", "kind = \"language\"", "kind = \"student\""),
-            "expected \"language\"",
+            "not a language manifest",
         ),
         (
             bad_language_manifest(dir.path(), "c.toml", "features = [1, 32, 64]", "features = [1, 32, 65]"),
