@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod cross;
 mod eval;
 mod qemu;
+mod report_check;
 mod soak;
 
 #[derive(Parser)]
@@ -144,6 +145,7 @@ fn ci(root: &Path) -> Result<()> {
     run(cargo().args(["test", "--release", "--workspace"]))?;
     step("end-to-end: default drive on host-sim, 200 ticks, real time");
     drive_check(root)?;
+    report_check::check(root, &release_bin(root))?;
     step("end-to-end: bad input exits 2 with one line");
     bad_input_checks(root)?;
     step("distillation smoke: tiny dataset, a few steps per stage, export, parity (models/distill)");
