@@ -16,8 +16,9 @@ use crate::camera::FrameSource;
 use crate::clock::{Clock, EmbassyClock, VirtualClock};
 use crate::control::Controller;
 use crate::error::bad_input;
-use crate::events::snapshot::{FLAG_DEADLINE_MISS, FLAG_FALLBACK, FLAG_NAN, FLAG_STALE_FRAME};
-use crate::events::{EventRecorder, RecorderConfig, TickTelemetry};
+use crate::events::snapshot::FLAG_STALE_FRAME;
+use crate::events::snapshot::{FLAG_COLLISION, FLAG_DEADLINE_MISS, FLAG_FALLBACK, FLAG_INFRACTION, FLAG_NAN};
+use crate::events::{EventRecorder, RecorderConfig, RunInfo, TickTelemetry};
 use crate::model::{Inference, PolicyInput, Student, TractStudent};
 use crate::preprocess::Preprocessor;
 use crate::report::{Quantiles, RunReport};
@@ -240,6 +241,12 @@ pub fn run_loop(
             if faults.contains(Fault::BadModelOutput) || (proposed.is_some_and(|c| !c.is_valid())) {
                 flags |= FLAG_NAN;
             }
+            if state.is_some_and(|s| s.collision) {
+                flags |= FLAG_COLLISION;
+            }
+            if state.is_some_and(|s| s.infraction) {
+                flags |= FLAG_INFRACTION;
+            }
             let wps = predicted.unwrap_or_default();
             let ego = state.map(|s| s.ego).unwrap_or_default();
             let telemetry = TickTelemetry {
@@ -409,6 +416,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     let (mut recorder, writer) = if opts.record_events {
         let mut rc = RecorderConfig::for_rate(board.control_loop.rate_hz as f32, 2.0, 1.0);
         rc.model_id = manifest.model_id();
+        rc.run = run_info(&run_id, &board, &manifest, opts);
         if let Some(f) = manifest.output(crate::model::Role::Features) {
             rc.feature_shape = [f.shape[1].min(u16::MAX as usize) as u16, f.shape[2].min(u16::MAX as usize) as u16];
         }
@@ -589,6 +597,22 @@ fn store_dir_for(opts: &DriveOptions, board: &Board, run_id: &str) -> anyhow::Re
     crate::store::segment::check_not_locked(&dir)
         .map_err(|e| bad_input(format!("{e}: not recording into it; pass another --store DIR, or --no-store")))?;
     Ok(dir)
+}
+
+/// Which run this is, chosen once before the first tick and copied into every snapshot (`store ls`, reports).
+/// Scenario and seed whenever the simulator is the vehicle (its world is what was driven, even behind a real
+/// camera); the seed is the first one of a `--repeat` run.
+fn run_info(run_id: &str, board: &Board, manifest: &crate::model::Manifest, opts: &DriveOptions) -> RunInfo {
+    let sim = board.vehicle.link == LinkKind::Sim;
+    let model = opts.policy == PolicyKind::Model;
+    RunInfo {
+        run_id: heapless::String::try_from(run_id).unwrap_or_default(),
+        board: RunInfo::bounded(&board.board.name),
+        policy: RunInfo::bounded(if model { "model" } else { "expert" }),
+        model_sha256: if model { RunInfo::sha256_from_hex(&manifest.model.sha256) } else { [0; 32] },
+        scenario: sim.then(|| RunInfo::bounded(opts.scenario.as_deref().unwrap_or(&board.sim.scenario))),
+        seed: sim.then(|| opts.seed.unwrap_or(board.sim.seed)),
+    }
 }
 
 /// One set of metrics for a run of several episodes (`--repeat`): mean score and route completion, summed

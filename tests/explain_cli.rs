@@ -48,7 +48,13 @@ fn explains_every_snapshot_of_a_drive() {
         // A sentence of the expert's vocabulary: capitalised, ends with a full stop, no unknown tokens.
         assert!(text.ends_with('.') && text.chars().next().unwrap().is_uppercase(), "{text:?}");
         assert!(!text.contains('<'), "{text:?}");
-        assert_eq!(e["keyframes"].as_array().unwrap().len(), 3, "{e}");
+        // The lead-up (three keyframes before the trigger), the trigger tick and two after; the event's
+        // commentary is the trigger tick's.
+        let kfs = e["keyframes"].as_array().unwrap();
+        assert_eq!(kfs.len(), 6, "{e}");
+        assert_eq!(kfs.iter().filter(|k| k["offset_s"].as_f64().unwrap() < 0.0).count(), 3, "{e}");
+        assert_eq!(kfs[3]["offset_s"].as_f64(), Some(0.0));
+        assert_eq!(kfs[3]["commentary"], e["commentary"]);
     }
     let bytes = std::fs::read(&mcap).unwrap();
     assert!(bytes.starts_with(b"\x89MCAP0\r\n") && bytes.ends_with(b"\x89MCAP0\r\n"));

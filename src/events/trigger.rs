@@ -5,6 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::snapshot::{TickTelemetry, TriggerKind, CAUSE_LEN, FLAG_DEADLINE_MISS, FLAG_EXTERNAL, FLAG_FALLBACK};
+use super::snapshot::{FLAG_COLLISION, FLAG_INFRACTION};
+
+const KINDS: usize = TriggerKind::ALL.len();
 
 /// Thresholds and debounce.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -19,7 +22,8 @@ pub struct TriggerConfig {
     pub steer_rate: f32,
     /// Time to collision below this fires, s.
     pub ttc_s: f32,
-    /// After a kind fires, it cannot fire again for this long, µs.
+    /// After a kind fires, it cannot fire again for this long, µs. Per kind: a cool-down never holds back another,
+    /// more severe kind (a collision right after a near miss fires; the recorder then cuts the near miss short).
     pub refractory_us: u64,
 }
 
@@ -68,10 +72,10 @@ impl ExternalTrigger {
 pub struct TriggerEngine {
     cfg: TriggerConfig,
     prev: Option<(u64, f32, f32)>,
-    last_fired: [Option<u64>; 6],
+    last_fired: [Option<u64>; KINDS],
     external: ExternalTrigger,
     /// Fires suppressed by a refractory period, per kind.
-    pub suppressed: [u64; 6],
+    pub suppressed: [u64; KINDS],
 }
 
 impl TriggerEngine {
@@ -80,9 +84,9 @@ impl TriggerEngine {
         TriggerEngine {
             cfg,
             prev: None,
-            last_fired: [None; 6],
+            last_fired: [None; KINDS],
             external: ExternalTrigger::default(),
-            suppressed: [0; 6],
+            suppressed: [0; KINDS],
         }
     }
 
@@ -107,8 +111,8 @@ impl TriggerEngine {
         }
     }
 
-    /// Evaluate one tick. Returns the highest-priority trigger that fired and is not in its refractory period
-    /// (priority: near miss, hard brake, fallback, deadline miss, steer rate, external). No allocation.
+    /// Evaluate one tick. Returns the most severe trigger that fired and is not in its own refractory period
+    /// ([`TriggerKind::BY_SEVERITY`]); the others that fired with it are part of its event. No allocation.
     pub fn evaluate(&mut self, t: &TickTelemetry) -> Option<Fired> {
         let c = self.cfg;
         let now = t.time_us;
@@ -124,8 +128,10 @@ impl TriggerEngine {
 
         let mut cause = heapless::String::<CAUSE_LEN>::new();
         // Formatting into a fixed String: a too-long cause is cut, never an error or allocation.
-        let candidates: [(TriggerKind, bool); 6] = [
+        let candidates: [(TriggerKind, bool); KINDS] = [
+            (TriggerKind::Collision, t.flags & FLAG_COLLISION != 0),
             (TriggerKind::NearMiss, t.ttc_s.is_finite() && t.ttc_s >= 0.0 && t.ttc_s < c.ttc_s),
+            (TriggerKind::Infraction, t.flags & FLAG_INFRACTION != 0),
             (
                 TriggerKind::HardBrake,
                 (t.command.brake >= c.hard_brake && t.speed > c.hard_brake_min_speed) || decel >= c.decel,
@@ -145,6 +151,8 @@ impl TriggerEngine {
                 continue; // also debounced: it is part of this event
             }
             let _ = match kind {
+                TriggerKind::Collision => write!(cause, "collision at {:.1} m/s", t.speed),
+                TriggerKind::Infraction => write!(cause, "traffic infraction at {:.1} m/s", t.speed),
                 TriggerKind::NearMiss => write!(cause, "ttc {:.2} s at {:.1} m/s", t.ttc_s, t.speed),
                 TriggerKind::HardBrake if decel >= c.decel => {
                     write!(cause, "decel {:.1} m/s2, brake {:.2} at {:.1} m/s", decel, t.command.brake, t.speed)
@@ -174,6 +182,26 @@ mod tests {
 
     fn tick(i: u64, speed: f32, cmd: Command) -> TickTelemetry {
         TickTelemetry { time_us: i * 50_000, tick: i, speed, command: cmd, ..Default::default() }
+    }
+
+    /// The complaint of issue 17: the near miss was in its cool-down when the car hit. A cool-down holds back its
+    /// own kind only; the impact fires, and outranks the near miss and hard brake of the same tick.
+    #[test]
+    fn a_collision_fires_during_a_near_miss_cool_down() {
+        let mut e = TriggerEngine::new(TriggerConfig::default());
+        let near = |i: u64, ttc: f32| TickTelemetry { ttc_s: ttc, ..tick(i, 9.0, Command::default()) };
+        assert_eq!(e.evaluate(&near(0, 1.4)).unwrap().kind, TriggerKind::NearMiss);
+        for i in 1..20 {
+            assert!(e.evaluate(&near(i, 1.4 - i as f32 * 0.07)).is_none(), "near miss in its cool-down");
+        }
+        let brake = Command { brake: 1.0, ..Default::default() };
+        let hit = TickTelemetry { flags: FLAG_COLLISION, ttc_s: 0.0, ..tick(20, 9.0, brake) };
+        let f = e.evaluate(&hit).unwrap();
+        assert_eq!((f.kind, f.cause.as_str()), (TriggerKind::Collision, "collision at 9.0 m/s"));
+        // The hard brake of that tick was part of the collision event: debounced with it.
+        assert!(e.evaluate(&tick(21, 8.0, brake)).is_none());
+        let t = TickTelemetry { flags: FLAG_INFRACTION, ..tick(22, 8.0, Command::default()) };
+        assert_eq!(e.evaluate(&t).unwrap().kind, TriggerKind::Infraction);
     }
 
     #[test]

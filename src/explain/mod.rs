@@ -21,7 +21,7 @@ pub use language::{Commentary, KeyframeContext, LanguageBranch, LanguageManifest
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyframeExplanation {
     pub tick: u64,
-    /// Seconds after the trigger (0 for the trigger keyframe).
+    /// Seconds after the trigger (0 for the trigger keyframe, negative in the lead-up).
     pub offset_s: f64,
     pub speed: f32,
     pub commentary: String,
@@ -107,7 +107,9 @@ pub fn explain_snapshot(branch: &LanguageBranch, seq: u64, s: &Snapshot) -> anyh
             commentary: c.text,
         });
     }
-    match out.keyframes.first() {
+    // The event's commentary is the trigger tick's; keyframes before it (the lead-up) come first in the list.
+    let at_trigger = out.keyframes.iter().find(|k| k.offset_s >= 0.0).or(out.keyframes.last());
+    match at_trigger {
         Some(k) => out.commentary = k.commentary.clone(),
         None if out.skipped.is_none() => out.skipped = Some("no keyframe with visual features".into()),
         None => {}

@@ -127,6 +127,14 @@ impl Infractions {
             + self.stop_sign
             + u32::from(self.outside_lanes_m > 1.0)
     }
+    /// Collisions of any kind so far.
+    pub fn collisions(&self) -> u32 {
+        self.collision_pedestrian + self.collision_vehicle + self.collision_static
+    }
+    /// Discrete traffic-rule infractions so far: red lights, stop signs, route deviations.
+    pub fn rule_breaks(&self) -> u32 {
+        self.red_light + self.stop_sign + self.route_deviation
+    }
     pub fn add(&mut self, o: &Infractions) {
         self.collision_pedestrian += o.collision_pedestrian;
         self.collision_vehicle += o.collision_vehicle;
@@ -739,6 +747,11 @@ impl World {
     /// Allocation-free part of the expert: waypoints and labels.
     pub fn expert_plan(&mut self) -> ExpertPlan {
         expert::plan(self)
+    }
+
+    /// Infractions so far (a copy, no allocation: the vehicle link reads it every step to flag new ones).
+    pub fn infractions(&self) -> Infractions {
+        self.m.infr
     }
 
     /// Route finished, ego stuck beyond a timeout, or a terminal failure.

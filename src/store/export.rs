@@ -30,6 +30,17 @@ pub struct EventSummary {
     pub keyframes: usize,
     /// Segment file holding it.
     pub segment: String,
+    /// The run that wrote it (empty for records older than schema 3).
+    pub run: String,
+    /// Board profile name of that run.
+    pub board: String,
+    /// Simulator scenario (None on a real vehicle or an older record).
+    pub scenario: Option<String>,
+    /// Simulator seed.
+    pub seed: Option<u64>,
+    /// The student's sha256, first 12 hex digits (None: unknown, or the expert drove); the full hash is in the
+    /// JSON export.
+    pub model: Option<String>,
 }
 
 /// Result of `store verify`.
@@ -142,6 +153,11 @@ pub fn ls(dir: &Path) -> anyhow::Result<Vec<EventSummary>> {
                 bytes: r.payload.len(),
                 keyframes: s.keyframes.len(),
                 segment: r.segment.clone(),
+                run: s.run.run_id.to_string(),
+                board: s.run.board.to_string(),
+                scenario: s.run.scenario.as_ref().map(|x| x.to_string()),
+                seed: s.run.seed,
+                model: s.run.model_sha256_hex().map(|h| h[..12].to_string()),
             });
             Ok(())
         },
@@ -170,18 +186,36 @@ pub fn last_event_id(dir: &Path) -> Option<u64> {
     None
 }
 
-/// Print `ls` output as a table.
+/// Print `ls` output as a table: one line per event, with the run that wrote it (id, board, scenario/seed, model)
+/// so the runs of a shared, cumulative store can be told apart.
 pub fn print_table(events: &[EventSummary], w: &mut impl Write) -> std::io::Result<()> {
     writeln!(
         w,
-        "{:>6} {:>6}  {:<24} {:<13} {:>7} {:>7} {:>3}  cause",
-        "id", "seq", "time (UTC)", "trigger", "dur s", "bytes", "kf"
+        "{:>6} {:>6}  {:<24} {:<13} {:>7} {:>7} {:>3}  {:<21} {:<16} {:<24} {:<12}  cause",
+        "id", "seq", "time (UTC)", "trigger", "dur s", "bytes", "kf", "run", "board", "scenario/seed", "model"
     )?;
     for e in events {
+        let sim = match (&e.scenario, e.seed) {
+            (Some(s), Some(seed)) => format!("{s}/{seed}"),
+            (Some(s), None) => s.clone(),
+            _ => "-".into(),
+        };
+        let dash = |x: &str| if x.is_empty() { "-".to_string() } else { x.to_string() };
         writeln!(
             w,
-            "{:>6} {:>6}  {:<24} {:<13} {:>7.2} {:>7} {:>3}  {}",
-            e.id, e.seq, e.time, e.trigger, e.duration_s, e.bytes, e.keyframes, e.cause
+            "{:>6} {:>6}  {:<24} {:<13} {:>7.2} {:>7} {:>3}  {:<21} {:<16} {:<24} {:<12}  {}",
+            e.id,
+            e.seq,
+            e.time,
+            e.trigger,
+            e.duration_s,
+            e.bytes,
+            e.keyframes,
+            dash(&e.run),
+            dash(&e.board),
+            sim,
+            e.model.as_deref().unwrap_or("-"),
+            e.cause
         )?;
     }
     writeln!(w, "{} events, {} bytes", events.len(), events.iter().map(|e| e.bytes).sum::<usize>())

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::segment::{RecoveryReport, SegmentStore, StoreConfig};
-use crate::events::snapshot::{MAX_JPEG_BYTES, MAX_SNAPSHOT_BYTES};
+use crate::events::snapshot::{JPEG_BUDGET_BYTES, MAX_SNAPSHOT_BYTES};
 use crate::events::{SlotSink, SnapshotSlot};
 
 /// Writer counters (shared with the loop / report through `Arc`).
@@ -23,7 +23,7 @@ pub struct WriterCounters {
     pub dropped_store: AtomicU64,
     /// Snapshots dropped because they did not encode within 64 KiB.
     pub dropped_encode: AtomicU64,
-    /// Thumbnails left out because the JPEG stayed over 8 KiB.
+    /// Thumbnails left out because the JPEG stayed over the budget (`JPEG_BUDGET_BYTES`, 3.5 KiB).
     pub thumbs_dropped: AtomicU64,
     /// Segments evicted for the byte budget.
     pub evicted_segments: AtomicU64,
@@ -90,7 +90,7 @@ pub struct WriterConfig {
     pub retry_open: Duration,
     /// Sleep when the queue is empty.
     pub idle_sleep: Duration,
-    /// JPEG quality of the first attempt (lowered until the thumbnail fits 8 KiB).
+    /// JPEG quality of the first attempt (lowered until the thumbnail fits `JPEG_BUDGET_BYTES`).
     pub jpeg_quality: u8,
 }
 
@@ -184,7 +184,7 @@ impl SlotEncoder {
                 self.jpeg.clear();
                 let enc = jpeg_encoder::Encoder::new(&mut self.jpeg, q);
                 if enc.encode(raw, kf.thumb_w, kf.thumb_h, jpeg_encoder::ColorType::Rgb).is_ok()
-                    && self.jpeg.len() <= MAX_JPEG_BYTES
+                    && self.jpeg.len() <= JPEG_BUDGET_BYTES
                 {
                     ok = kf.jpeg.extend_from_slice(&self.jpeg).is_ok();
                     break;

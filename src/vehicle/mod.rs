@@ -19,6 +19,12 @@ pub struct VehicleState {
     /// Time-to-collision with the nearest object ahead, seconds (infinity when unknown or nothing closes in):
     /// the simulator's ground truth, or a radar's on a vehicle that has one. Feeds the near-miss trigger.
     pub ttc_s: f32,
+    /// The vehicle hit something since the previous state read (the simulator's ground truth; a link without such
+    /// a signal says false). Feeds the collision trigger.
+    pub collision: bool,
+    /// A traffic-rule infraction (red light, stop sign, route deviation) since the previous state read
+    /// (simulator). Feeds the infraction trigger.
+    pub infraction: bool,
 }
 
 /// Why a link failed this tick.

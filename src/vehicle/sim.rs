@@ -27,6 +27,11 @@ pub struct SimState {
     pub at: Instant,
     /// Privileged time-to-collision ([`crate::sim::World::ttc`]).
     pub ttc_s: f32,
+    /// Collisions so far in this episode (a running count, not a per-step flag: a loop that reads the state less
+    /// often than the sim publishes it still sees every new one).
+    pub collisions: u32,
+    /// Red lights, stop signs and route deviations so far in this episode.
+    pub rule_breaks: u32,
 }
 
 /// Sees every world state the simulator thread steps through, with the command about to be applied (and once more
@@ -109,6 +114,8 @@ pub struct SimVehicle {
     state: triple_buffer::Output<SimState>,
     shared: Arc<Shared>,
     sim_thread: Thread,
+    /// The counts of the last state read, to flag new collisions and infractions once.
+    seen: (u32, u32),
 }
 
 impl SimHarness {
@@ -120,7 +127,15 @@ impl SimHarness {
         world.render(&mut renderer, &mut frame.rgb);
         frame.seq = 0;
         frame.privileged = opts.with_expert.then(|| world.expert_plan().waypoints);
-        let state0 = SimState { seq: 0, ego: world.ego(), done: world.done(), at: Instant::now(), ttc_s: world.ttc() };
+        let state0 = SimState {
+            seq: 0,
+            ego: world.ego(),
+            done: world.done(),
+            at: Instant::now(),
+            ttc_s: world.ttc(),
+            collisions: 0,
+            rule_breaks: 0,
+        };
         let (mut frame_in, frame_out) = triple_buffer::triple_buffer(&frame);
         let (mut state_in, state_out) = triple_buffer::triple_buffer(&state0);
         let (cmd_tx, mut cmd_rx) = rtrb::RingBuffer::<(u64, Command)>::new(8);
@@ -162,6 +177,8 @@ impl SimHarness {
                         done: world.done(),
                         at: Instant::now(),
                         ttc_s: world.ttc(),
+                        collisions: world.infractions().collisions(),
+                        rule_breaks: world.infractions().rule_breaks(),
                     });
                     let f = frame_in.input_buffer_mut();
                     if opts.render {
@@ -181,8 +198,13 @@ impl SimHarness {
             .context("spawning the sim thread")?;
         let thread = handle.thread().clone();
         let camera = SimCamera::new(frame_out, shared.clone(), opts.sync_timeout);
-        let vehicle =
-            SimVehicle { commands: cmd_tx, state: state_out, shared: shared.clone(), sim_thread: thread.clone() };
+        let vehicle = SimVehicle {
+            commands: cmd_tx,
+            state: state_out,
+            shared: shared.clone(),
+            sim_thread: thread.clone(),
+            seen: (0, 0),
+        };
         Ok((SimHarness { handle: Some(handle), shared, thread }, camera, vehicle))
     }
 
@@ -217,7 +239,17 @@ impl VehicleLink for SimVehicle {
             return Err(LinkError::Disconnected);
         }
         let s = *self.state.read();
-        Ok(VehicleState { ego: s.ego, received_at: s.at, done: s.done, ttc_s: s.ttc_s })
+        // A count below the last one: a new episode (`repeat`) started from zero.
+        let (c, r) = self.seen;
+        self.seen = (s.collisions, s.rule_breaks);
+        Ok(VehicleState {
+            ego: s.ego,
+            received_at: s.at,
+            done: s.done,
+            ttc_s: s.ttc_s,
+            collision: s.collisions > c,
+            infraction: s.rule_breaks > r,
+        })
     }
 
     fn send(&mut self, tick: u64, cmd: &Command) -> Result<(), LinkError> {

@@ -50,8 +50,14 @@ impl VehicleLink for UdpLink {
                     match wire::decode(&self.buf[..n]) {
                         Ok(Body::State { seq, ego, done }) if self.latest.is_none() || seq > self.last_seq => {
                             self.last_seq = seq;
-                            self.latest =
-                                Some(VehicleState { ego, received_at: Instant::now(), done, ttc_s: f32::INFINITY });
+                            self.latest = Some(VehicleState {
+                                ego,
+                                received_at: Instant::now(),
+                                done,
+                                ttc_s: f32::INFINITY,
+                                collision: false,
+                                infraction: false,
+                            });
                         }
                         _ => self.rejected += 1,
                     }

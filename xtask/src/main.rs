@@ -13,6 +13,7 @@ mod eval;
 mod first_contact;
 mod install;
 mod qemu;
+mod report_check;
 mod soak;
 
 #[derive(Parser)]
@@ -158,6 +159,7 @@ fn ci(root: &Path) -> Result<()> {
     run(cargo().args(["test", "--release", "--workspace"]))?;
     step("end-to-end: default drive on host-sim, 200 ticks, real time");
     drive_check(root)?;
+    report_check::check(root, &release_bin(root))?;
     step("end-to-end: the installed binary from / (cargo xtask install; cd / && rtvla drive && rtvla explain)");
     first_contact::from_anywhere(root)?;
     step("end-to-end: bad input exits 2 with one line");
