@@ -36,7 +36,8 @@ fn apt_get() -> Command {
         c.arg("apt-get");
         c
     };
-    c.env("DEBIAN_FRONTEND", "noninteractive");
+    // Wait for another apt (an unattended upgrade) instead of failing on its lock.
+    c.args(["-o", "DPkg::Lock::Timeout=600"]).env("DEBIAN_FRONTEND", "noninteractive");
     c
 }
 

@@ -45,23 +45,9 @@ pub fn check(root: &Path, rtvla: &Path) -> Result<PathBuf> {
     Ok(png)
 }
 
-/// Install Debian's chromium with apt-get if it is missing (idempotent; waits for another apt to finish).
+/// Install Debian's chromium with apt-get if it is missing (idempotent, through the xtask's one apt helper).
 fn ensure_chromium() -> Result<()> {
-    if Path::new(CHROMIUM).exists() {
-        return Ok(());
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let apt = |args: &[&str]| {
-        let mut c = if root { Command::new("apt-get") } else { Command::new("sudo") };
-        if !root {
-            c.arg("apt-get");
-        }
-        c.args(["-o", "DPkg::Lock::Timeout=600"]).args(args).env("DEBIAN_FRONTEND", "noninteractive");
-        super::run(&mut c)
-    };
-    apt(&["update", "-q"])?;
-    apt(&["install", "-y", "-q", "--no-install-recommends", "chromium"])?;
+    crate::cross::ensure_apt(&["chromium"])?;
     if !Path::new(CHROMIUM).exists() {
         bail!("apt-get installed chromium but {CHROMIUM} is missing");
     }
