@@ -66,11 +66,12 @@ enum Topic {
     Commentary,
 }
 
-/// The `mcap` writer plus per-channel ids and sequence numbers.
+/// The `mcap` writer plus per-channel ids, sequence numbers and last log times.
 struct McapOut {
     w: mcap::Writer<BufWriter<File>>,
     channels: Vec<u16>,
     seq: [u32; 4],
+    last_ns: [u64; 4],
     messages: u64,
 }
 
@@ -91,13 +92,18 @@ impl McapOut {
         if commentary {
             channels.push(channel(&mut w, "/commentary", "foxglove.Log", LOG_SCHEMA)?);
         }
-        Ok(McapOut { w, channels, seq: [0; 4], messages: 0 })
+        Ok(McapOut { w, channels, seq: [0; 4], last_ns: [0; 4], messages: 0 })
     }
 
-    /// One JSON message on `topic` at `ns` (log and publish time).
+    /// One JSON message on `topic` at `ns` (log and publish time). A message earlier than the channel's last one
+    /// (a keyframe or commentary line inside a window that overlaps the previous event's) is logged at that last
+    /// time, so each channel stays in order for readers that stream the file instead of using its index; the
+    /// message's own `timestamp` keeps the true time.
     fn write(&mut self, topic: Topic, ns: u64, msg: &impl Serialize) -> anyhow::Result<()> {
         let i = topic as usize;
         let channel_id = *self.channels.get(i).with_context(|| format!("no MCAP channel for {topic:?}"))?;
+        let ns = ns.max(self.last_ns[i]);
+        self.last_ns[i] = ns;
         let header = MessageHeader { channel_id, sequence: self.seq[i], log_time: ns, publish_time: ns };
         self.w.write_to_known_channel(&header, &serde_json::to_vec(msg)?)?;
         self.seq[i] = self.seq[i].wrapping_add(1);
@@ -268,7 +274,8 @@ impl TelemetryMsg {
 /// The JSON schema of [`TelemetryMsg`] (floats may be null: non-finite).
 fn telemetry_schema() -> String {
     let number = serde_json::json!({"type": ["number", "null"]});
-    let points = serde_json::json!({"type": "array", "items": {"type": "object", "properties": {"x": number, "y": number}}});
+    let points =
+        serde_json::json!({"type": "array", "items": {"type": "object", "properties": {"x": number, "y": number}}});
     let mut props = serde_json::Map::new();
     for k in ["event_id", "tick", "time_us", "flags"] {
         props.insert(k.into(), serde_json::json!({"type": "integer", "minimum": 0}));
@@ -325,7 +332,10 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert!(v["speed"].is_null() && v["ttc_s"].is_null(), "{text}");
         assert_eq!((v["path"][0]["x"].is_null(), v["path"][0]["y"].as_f64()), (true, Some(1.5)));
-        assert_eq!((v["fallback"].as_bool(), v["nan"].as_bool(), v["external"].as_bool()), (Some(true), Some(true), Some(false)));
+        assert_eq!(
+            (v["fallback"].as_bool(), v["nan"].as_bool(), v["external"].as_bool()),
+            (Some(true), Some(true), Some(false))
+        );
         assert_eq!(v["brake"].as_f64(), Some(0.0));
         // Every field the message has is in the schema.
         let schema: serde_json::Value = serde_json::from_str(&telemetry_schema()).unwrap();
