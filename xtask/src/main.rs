@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod cross;
 mod eval;
+mod mcap_check;
 mod qemu;
 mod soak;
 
@@ -144,6 +145,8 @@ fn ci(root: &Path) -> Result<()> {
     run(cargo().args(["test", "--release", "--workspace"]))?;
     step("end-to-end: default drive on host-sim, 200 ticks, real time");
     drive_check(root)?;
+    step("MCAP export read back by Foxglove's reference reader (Python mcap)");
+    mcap_check::check(root)?;
     step("end-to-end: bad input exits 2 with one line");
     bad_input_checks(root)?;
     step("distillation smoke: tiny dataset, a few steps per stage, export, parity (models/distill)");
