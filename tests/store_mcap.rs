@@ -191,6 +191,8 @@ fn missing_store_is_bad_input_and_writes_nothing() {
     let err = export_mcap(&out.path().join("nope"), &path).unwrap_err();
     assert_eq!(rtvla::error::exit_code(&err), 2, "{err:#}");
     assert!(!path.exists());
+    let err = export_mcap(out.path(), &out.path().join("no/such/dir.mcap")).unwrap_err();
+    assert_eq!(rtvla::error::exit_code(&err), 2, "{err:#}");
     let empty = common::tmp();
     assert_eq!(export_mcap(empty.path(), &path).unwrap(), 0);
     let summary = mcap::Summary::read(&std::fs::read(&path).unwrap()).unwrap().expect("a summary section");

@@ -78,7 +78,9 @@ struct McapOut {
 impl McapOut {
     /// Create `out` and register the schemas and channels (the commentary channel only when there is commentary).
     fn create(out: &Path, commentary: bool) -> anyhow::Result<Self> {
-        let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
+        // An output path that cannot be created (missing directory, no permission) is a bad argument: exit 2.
+        let file =
+            File::create(out).map_err(|e| crate::error::bad_input(format!("cannot create {}: {e}", out.display())))?;
         let opts = mcap::WriteOptions::new()
             .compression(Some(mcap::Compression::Lz4))
             .chunk_size(Some(CHUNK_BYTES))
