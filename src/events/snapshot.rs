@@ -3,7 +3,6 @@
 //! Every variable-length field is a `heapless` container, so a decoded snapshot has a fixed size, decoding never
 //! allocates from a length prefix, and an over-long prefix is an error.
 
-
 use serde::{Deserialize, Serialize};
 
 use crate::types::{Command, Point, PATH_POINTS, SPEED_POINTS};

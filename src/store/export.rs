@@ -1,4 +1,5 @@
-//! CLI back-ends: `store ls`, `store verify`, `store export --mcap/--json`. Read-only: nothing here modifies a store.
+//! CLI back-ends: `store ls`, `store verify`, `store export --mcap/--json` (MCAP in [`super::mcap_export`]).
+//! Read-only: nothing here modifies a store.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -6,6 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub use super::mcap_export::{export_mcap, export_mcap_with_commentary, CommentaryOf, MCAP_MAGIC};
 use super::segment::{self, Corruption};
 use crate::events::snapshot::{Snapshot, TickTelemetry};
 
@@ -86,7 +88,8 @@ impl VerifyReport {
     }
 }
 
-fn check_dir(dir: &Path) -> anyhow::Result<()> {
+/// A missing store directory is bad input (exit 2), not an I/O fault.
+pub(crate) fn check_dir(dir: &Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
         return Err(crate::error::bad_input(format!("store directory {} does not exist", dir.display())));
     }
@@ -352,162 +355,6 @@ pub fn export_json(dir: &Path, out: &Path) -> anyhow::Result<usize> {
     )?;
     w.write_all(b"\n]\n")?;
     w.flush()?;
-    Ok(n)
-}
-
-// ---- MCAP (https://mcap.dev/spec), written by hand: unindexed, uncompressed, readable by Foxglove -------------
-
-/// MCAP magic.
-pub const MCAP_MAGIC: &[u8; 8] = b"\x89MCAP0\r\n";
-
-struct McapWriter<W: Write> {
-    w: W,
-    seq: u32,
-}
-
-impl<W: Write> McapWriter<W> {
-    fn record(&mut self, op: u8, body: &[u8]) -> std::io::Result<()> {
-        self.w.write_all(&[op])?;
-        self.w.write_all(&(body.len() as u64).to_le_bytes())?;
-        self.w.write_all(body)
-    }
-    fn schema(&mut self, id: u16, name: &str, data: &str) -> std::io::Result<()> {
-        let mut b = id.to_le_bytes().to_vec();
-        put_str(&mut b, name);
-        put_str(&mut b, "jsonschema");
-        put_str(&mut b, data);
-        self.record(0x03, &b)
-    }
-    fn channel(&mut self, id: u16, schema: u16, topic: &str) -> std::io::Result<()> {
-        let mut b = id.to_le_bytes().to_vec();
-        b.extend_from_slice(&schema.to_le_bytes());
-        put_str(&mut b, topic);
-        put_str(&mut b, "json");
-        b.extend_from_slice(&0u32.to_le_bytes()); // empty metadata map
-        self.record(0x04, &b)
-    }
-    fn message(&mut self, channel: u16, log_time_ns: u64, data: &[u8]) -> std::io::Result<()> {
-        let mut b = Vec::with_capacity(22 + data.len());
-        b.extend_from_slice(&channel.to_le_bytes());
-        b.extend_from_slice(&self.seq.to_le_bytes());
-        b.extend_from_slice(&log_time_ns.to_le_bytes());
-        b.extend_from_slice(&log_time_ns.to_le_bytes());
-        b.extend_from_slice(data);
-        self.seq = self.seq.wrapping_add(1);
-        self.record(0x05, &b)
-    }
-}
-
-fn put_str(b: &mut Vec<u8>, s: &str) {
-    b.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    b.extend_from_slice(s.as_bytes());
-}
-
-const TELEMETRY_SCHEMA: &str = r#"{"type":"object","title":"rtvla.TickTelemetry","properties":{"event_id":{"type":"integer"},"time_us":{"type":"integer"},"tick":{"type":"integer"},"speed":{"type":"number"},"target_points":{"type":"array","items":{"type":"array","items":{"type":"number"}}},"path":{"type":"array","items":{"type":"array","items":{"type":"number"}}},"speed_wps":{"type":"array","items":{"type":"array","items":{"type":"number"}}},"steer":{"type":"number"},"throttle":{"type":"number"},"brake":{"type":"number"},"tick_ms":{"type":"number"},"infer_ms":{"type":"number"},"ttc_s":{"type":["number","null"]},"flags":{"type":"integer"}}}"#;
-const EVENT_SCHEMA: &str = r#"{"type":"object","title":"rtvla.Event","properties":{"id":{"type":"integer"},"seq":{"type":"integer"},"trigger":{"type":"string"},"cause":{"type":"string"},"time":{"type":"string"},"duration_s":{"type":"number"}}}"#;
-const IMAGE_SCHEMA: &str = r#"{"type":"object","title":"foxglove.CompressedImage","properties":{"timestamp":{"type":"object","title":"time","properties":{"sec":{"type":"integer","minimum":0},"nsec":{"type":"integer","minimum":0,"maximum":999999999}}},"frame_id":{"type":"string"},"data":{"type":"string","contentEncoding":"base64"},"format":{"type":"string"}}}"#;
-
-/// Export every event to one MCAP file: `/telemetry` (one JSON message per tick; ticks shared by overlapping events
-/// written once), `/events` (one per event, at the trigger tick) and `/thumbnail` (`foxglove.CompressedImage`, JPEG,
-/// base64 in JSON). Log times are the ticks' monotonic times in ns (shifted forward for a later run whose clock restarted). Returns the number
-/// of messages written.
-pub fn export_mcap(dir: &Path, out: &Path) -> anyhow::Result<u64> {
-    export_mcap_with_commentary(dir, out, None)
-}
-
-/// Commentary lines of one stored event, `(keyframe tick, text)`, looked up by store sequence number.
-pub type CommentaryOf<'a> = &'a dyn Fn(u64) -> Vec<(u64, String)>;
-
-const LOG_SCHEMA: &str = r#"{"type":"object","title":"foxglove.Log","properties":{"timestamp":{"type":"object","title":"time","properties":{"sec":{"type":"integer","minimum":0},"nsec":{"type":"integer","minimum":0,"maximum":999999999}}},"level":{"type":"integer"},"message":{"type":"string"},"name":{"type":"string"},"file":{"type":"string"},"line":{"type":"integer","minimum":0}}}"#;
-
-/// [`export_mcap`], plus (when given) a `/commentary` channel (`foxglove.Log`, shown in Foxglove's Log panel): the
-/// language branch's sentence at each explained keyframe (`rtvla explain --mcap`).
-pub fn export_mcap_with_commentary(dir: &Path, out: &Path, commentary: Option<CommentaryOf>) -> anyhow::Result<u64> {
-    let mut m = McapWriter { w: BufWriter::new(File::create(out)?), seq: 0 };
-    m.w.write_all(MCAP_MAGIC)?;
-    let mut h = Vec::new();
-    put_str(&mut h, "");
-    put_str(&mut h, "rtvla store export");
-    m.record(0x01, &h)?;
-    m.schema(1, "rtvla.TickTelemetry", TELEMETRY_SCHEMA)?;
-    m.schema(2, "rtvla.Event", EVENT_SCHEMA)?;
-    m.schema(3, "foxglove.CompressedImage", IMAGE_SCHEMA)?;
-    m.channel(1, 1, "/telemetry")?;
-    m.channel(2, 2, "/events")?;
-    m.channel(3, 3, "/thumbnail")?;
-    if commentary.is_some() {
-        m.schema(4, "foxglove.Log", LOG_SCHEMA)?;
-        m.channel(4, 4, "/commentary")?;
-    }
-    let mut n = 0u64;
-    let mut last_telemetry_ns = 0u64;
-    let (mut offset_ns, mut last_event_ns) = (0u64, 0u64);
-    for_each_snapshot(
-        dir,
-        |r, s| {
-            let ev = serde_json::json!({
-                "id": s.event_id, "seq": r.seq, "trigger": s.trigger.name(), "cause": s.cause.as_str(),
-                "time": format_utc(s.wall_time_us), "duration_s": s.duration_s(),
-            });
-            // Log time = the tick's monotonic time (ns). A store can hold several runs whose clocks restart. In one run
-            // an event triggers only after the previous one's window ended (the recorder collects one at a time), so
-            // a trigger at or before the previous event's end means a new clock: that event is shifted to follow,
-            // and every channel stays in time order. Ticks already written by an overlapping pre-window are not
-            // repeated.
-            let first_us = s.pre.first().map_or(s.mono_time_us, |t| t.time_us.min(s.mono_time_us));
-            if last_event_ns > 0 && s.mono_time_us.saturating_mul(1000).saturating_add(offset_ns) <= last_event_ns {
-                offset_ns = last_event_ns.saturating_add(1_000_000_000) - first_us.saturating_mul(1000);
-            }
-            let to_ns = |mono_us: u64| mono_us.saturating_mul(1000).saturating_add(offset_ns);
-            last_event_ns = to_ns(s.post.last().map_or(s.mono_time_us, |t| t.time_us));
-            let mut kfs = s.keyframes.iter().filter(|k| !k.jpeg.is_empty()).peekable();
-            let lines = commentary.map(|c| c(r.seq)).unwrap_or_default();
-            let mut lines = lines.iter().peekable();
-            let mut event_written = false;
-            for t in s.pre.iter().chain(s.post.iter()) {
-                let ns = to_ns(t.time_us);
-                if !event_written && t.tick >= s.trigger_tick {
-                    m.message(2, ns, &serde_json::to_vec(&ev)?)?;
-                    event_written = true;
-                    n += 1;
-                }
-                if ns > last_telemetry_ns || last_telemetry_ns == 0 {
-                    m.message(1, ns, &serde_json::to_vec(&telemetry_json(s.event_id, t))?)?;
-                    last_telemetry_ns = ns;
-                    n += 1;
-                }
-                while let Some(k) = kfs.next_if(|k| k.tick <= t.tick) {
-                    let kns = to_ns(k.time_us);
-                    let img = serde_json::json!({
-                        "timestamp": {"sec": kns / 1_000_000_000, "nsec": kns % 1_000_000_000},
-                        "frame_id": "camera_front",
-                        "data": base64(&k.jpeg),
-                        "format": "jpeg",
-                    });
-                    m.message(3, kns, &serde_json::to_vec(&img)?)?;
-                    n += 1;
-                }
-                while let Some((_, text)) = lines.next_if(|(tick, _)| *tick <= t.tick) {
-                    let log = serde_json::json!({
-                        "timestamp": {"sec": ns / 1_000_000_000, "nsec": ns % 1_000_000_000},
-                        "level": 2, "message": text, "name": format!("event {}", s.event_id), "file": "", "line": 0,
-                    });
-                    m.message(4, ns, &serde_json::to_vec(&log)?)?;
-                    n += 1;
-                }
-            }
-            Ok(())
-        },
-        |_, _| {},
-    )?;
-    m.record(0x0F, &0u32.to_le_bytes())?; // DataEnd, CRC not computed
-    let mut footer = Vec::new();
-    footer.extend_from_slice(&0u64.to_le_bytes()); // no summary section
-    footer.extend_from_slice(&0u64.to_le_bytes());
-    footer.extend_from_slice(&0u32.to_le_bytes());
-    m.record(0x02, &footer)?;
-    m.w.write_all(MCAP_MAGIC)?;
-    m.w.flush()?;
     Ok(n)
 }
 

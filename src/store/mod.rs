@@ -1,7 +1,8 @@
 //! The power-loss-safe snapshot store: segment files on flash ([`segment`]), the writer thread ([`writer`]) and the
-//! read-only CLI back-ends ([`export`]: ls, verify, MCAP / JSON export).
+//! read-only CLI back-ends ([`export`]: ls, verify, JSON export; [`mcap_export`]: MCAP).
 
 pub mod export;
+pub mod mcap_export;
 pub mod runs;
 pub mod segment;
 pub mod writer;

@@ -12,6 +12,7 @@ mod cross;
 mod eval;
 mod first_contact;
 mod install;
+mod mcap_check;
 mod qemu;
 mod report_check;
 mod soak;
@@ -159,6 +160,8 @@ fn ci(root: &Path) -> Result<()> {
     run(cargo().args(["test", "--release", "--workspace"]))?;
     step("end-to-end: default drive on host-sim, 200 ticks, real time");
     drive_check(root)?;
+    step("MCAP export read back by Foxglove's reference reader (Python mcap)");
+    mcap_check::check(root)?;
     report_check::check(root, &release_bin(root))?;
     step("end-to-end: the installed binary from / (cargo xtask install; cd / && rtvla drive && rtvla explain)");
     first_contact::from_anywhere(root)?;
