@@ -84,7 +84,10 @@ pub fn from_anywhere(root: &Path) -> Result<()> {
     let mut drive = cmd(&["drive", "--ticks", "100", "--report-json"]).arg(&report).spawn()?;
     // A manual event (SIGUSR1) 2 s into the 5 s run, so there is something to explain even on a quiet route.
     std::thread::sleep(std::time::Duration::from_secs(2));
-    run(Command::new("kill").args(["-USR1", &drive.id().to_string()]))?;
+    // SAFETY: kill(2) on our own child's pid.
+    if unsafe { libc::kill(drive.id() as libc::pid_t, libc::SIGUSR1) } != 0 {
+        bail!("SIGUSR1 to rtvla drive: {}", std::io::Error::last_os_error());
+    }
     if !drive.wait()?.success() {
         bail!("rtvla drive from / failed");
     }
