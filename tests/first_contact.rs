@@ -70,6 +70,21 @@ fn explain_from_root_picks_the_language_branch_of_the_snapshots() {
     assert!(!events.is_empty(), "the crossing run records events");
     assert!(events.iter().all(|e| !e["commentary"].as_str().unwrap().is_empty()), "{events:?}");
     assert!(String::from_utf8_lossy(&st.stdout).contains("explained by student-language"));
+    // Every event names its run, in `store ls --json` and in the JSON export alike.
+    let ls = rtvla_from_root(d.path()).args(["store", "ls", "--json"]).arg(&store).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let exported = d.path().join("x.json");
+    let ok = rtvla_from_root(d.path()).args(["store", "export"]).arg(&store).arg("--json").arg(&exported).status();
+    assert!(ok.unwrap().success());
+    let exported = json(&exported);
+    for (l, x) in listed.as_array().unwrap().iter().zip(exported.as_array().unwrap()) {
+        assert_eq!((l["scenario"].as_str(), l["seed"].as_u64()), (Some("pedestrian_crossing"), Some(1000001)));
+        assert_eq!(x["run"]["run_id"], l["run"], "{x:?}");
+        assert_eq!(x["run"]["board"], "host-sim");
+        assert_eq!(x["run"]["scenario"], "pedestrian_crossing");
+        assert!(x["run"]["model_sha256"].as_str().unwrap().starts_with(l["model"].as_str().unwrap()));
+    }
+    assert_eq!(listed.as_array().unwrap().len(), exported.as_array().unwrap().len());
 }
 
 #[test]

@@ -313,6 +313,14 @@ pub fn snapshot_json(seq: u64, s: &Snapshot) -> serde_json::Value {
     serde_json::json!({
         "schema_version": s.schema_version,
         "model_id": s.model_id_hex(),
+        "run": {
+            "run_id": s.run.run_id.as_str(),
+            "board": s.run.board.as_str(),
+            "policy": s.run.policy.as_str(),
+            "model_sha256": s.run.model_sha256_hex(),
+            "scenario": s.run.scenario.as_ref().map(|x| x.as_str()),
+            "seed": s.run.seed,
+        },
         "id": s.event_id,
         "seq": seq,
         "trigger": s.trigger.name(),
