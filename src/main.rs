@@ -57,7 +57,7 @@ struct ExplainArgs {
     /// Event store directory (as written by `rtvla drive --store DIR`).
     dir: PathBuf,
     /// Language branch manifest (default: the bundled branch that reads the features of the driving model that
-    /// wrote the snapshots, found beside the executable, in its install prefix, $RTVLA_HOME or the source checkout).
+    /// wrote the snapshots, found in $RTVLA_HOME, beside the executable, its install prefix or the source checkout).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Also write the explanations as a JSON array.
@@ -131,7 +131,7 @@ enum ModelCmd {
 #[derive(clap::Args)]
 struct DriveArgs {
     /// Board profile: a path, or a bundled board's name (host-sim, qemu-virt, raspberry-pi-5, jetson-orin-nano).
-    /// Default: the bundled host-sim (found beside the executable, in its install prefix, $RTVLA_HOME or the source
+    /// Default: the bundled host-sim (from $RTVLA_HOME, beside the executable, its install prefix or the source
     /// checkout — never the current directory).
     #[arg(long)]
     board: Option<PathBuf>,
