@@ -254,7 +254,39 @@ impl Board {
         if let Err(e) = crate::store::segment::FsyncPolicy::parse(&self.store.fsync) {
             return Err(format!("store.fsync: {e}"));
         }
+        self.validate_drivable()
+    }
+
+    /// Values that parse but make driving impossible: every frame stale, CPUs no Linux machine has.
+    fn validate_drivable(&self) -> Result<(), String> {
+        let c = &self.camera;
+        if c.fps == 0 || c.fps > 1000 {
+            return Err(format!("camera.fps = {} must be in 1..=1000", c.fps));
+        }
+        // A frame is at best one frame interval old when the loop reads it: a smaller limit faults every tick.
+        let frame_ms = 1000 / c.fps;
+        if c.stale_after_ms < frame_ms.max(1) {
+            return Err(format!(
+                "camera.stale_after_ms = {} is under one frame interval ({frame_ms} ms at {} fps): every frame \
+                 would be stale",
+                c.stale_after_ms, c.fps
+            ));
+        }
+        if let Some(cpu) = self.control_loop.cpu_affinity.iter().find(|&&cpu| cpu >= libc::CPU_SETSIZE as usize) {
+            return Err(format!("loop.cpu_affinity: CPU {cpu} is beyond what Linux can address"));
+        }
         Ok(())
+    }
+
+    /// The profile's CPUs against this machine's, checked when `drive` starts (a profile for a 4-core Pi still
+    /// loads on a 2-core host for inspection, deploy and tests; driving it there is refused up front).
+    pub fn check_cpus_here(&self) -> Result<(), String> {
+        // SAFETY: sysconf has no preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as usize;
+        match self.control_loop.cpu_affinity.iter().find(|&&cpu| cpu >= n) {
+            Some(cpu) => Err(format!("loop.cpu_affinity names CPU {cpu}; this machine has CPUs 0..{}", n - 1)),
+            None => Ok(()),
+        }
     }
 
     /// Control period in milliseconds.

@@ -173,6 +173,9 @@ struct DriveArgs {
 }
 
 fn main() -> ExitCode {
+    // SIGUSR1 asks a running `drive` for a manual snapshot; its default action is to kill the process. Until the
+    // recorder takes it over, a request has nothing to record and must not end the process.
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, Default::default());
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));

@@ -362,6 +362,7 @@ pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
 /// As [`drive`], also returning the simulator's episode metrics on sim boards.
 pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Option<EpisodeMetrics>)> {
     let board = Board::load(&opts.board_path)?;
+    board.check_cpus_here().map_err(|e| bad_input(format!("board {}: {e}", opts.board_path.display())))?;
     let scenario = opts.scenario.clone().unwrap_or_else(|| board.sim.scenario.clone());
     let uses_sim = board.camera.source == CameraSource::Sim || board.vehicle.link == LinkKind::Sim;
     if uses_sim && !crate::sim::scenario_names().contains(&scenario.as_str()) {
@@ -408,7 +409,9 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     };
     let live = Arc::new(LiveStats::default());
     let stop = Arc::new(AtomicBool::new(false));
-    install_sigint(stop.clone());
+    let mut signals = SignalGuard(
+        install_stop_signals(&stop).map_err(|e| anyhow::anyhow!("installing the stop signal handlers: {e}"))?,
+    );
     let monitor = Monitor::start(live.clone(), opts.ticks, opts.progress);
     // Event recorder + store writer thread, sized and checked before the first tick.
     let run_id = crate::store::runs::new_run_id();
@@ -441,7 +444,8 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         ),
         None => None,
     };
-    if usr1.is_some() {
+    if let Some(id) = usr1 {
+        signals.0.push(id);
         tracing::debug!("manual snapshot: kill -USR1 {}", std::process::id());
     }
     let mut controller = Controller::new();
@@ -515,9 +519,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     monitor.finish();
     let episodes = metrics.as_ref().map_or(0, Vec::len);
     let metrics = metrics.and_then(combine_episodes);
-    if let Some(id) = usr1 {
-        signal_hook::low_level::unregister(id);
-    }
+    drop(signals);
     let rec_stats = recorder.as_ref().map(|r| r.stats());
     let writer_stats = writer.map(|w| w.stop());
     if let Some(ws) = &writer_stats {
@@ -684,22 +686,29 @@ fn apply_realtime_settings(board: &Board) {
     }
 }
 
-static SIGINT_STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+/// Ctrl-C, SIGTERM (how systemd stops a service) and SIGHUP end the loop cleanly: the car is stopped, the store
+/// flushed and the report written. A second one while stopping exits at once (status 130). Registered per run and
+/// unregistered after it, so each run (e.g. each episode of `sim eval`) gets its own stop flag.
+/// Signal handlers of one run, unregistered when it ends (also on an early error return).
+struct SignalGuard(Vec<signal_hook::SigId>);
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    if let Some(s) = SIGINT_STOP.get() {
-        s.store(true, Ordering::Relaxed);
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        for id in self.0.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
     }
 }
 
-/// Ctrl-C ends the loop cleanly (the report is still written).
-fn install_sigint(stop: Arc<AtomicBool>) {
-    if SIGINT_STOP.set(stop).is_ok() {
-        // SAFETY: the handler only stores into an atomic.
-        unsafe {
-            libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-        }
+fn install_stop_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<Vec<signal_hook::SigId>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut ids = Vec::new();
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        // Order matters: the conditional exit sees the flag as it was before this signal set it.
+        ids.push(signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?);
+        ids.push(signal_hook::flag::register(sig, stop.clone())?);
     }
+    Ok(ids)
 }
 
 /// Live stats off the loop thread: a progress line on a terminal and a tracing line every few seconds.

@@ -210,3 +210,64 @@ fn repeat_drives_the_next_seed_when_the_route_ends() {
     assert!(soak["episodes"].as_u64().unwrap() >= 3, "{}", soak["episodes"]);
     assert!(soak["driving_score"].as_f64().unwrap() > 50.0, "the expert keeps driving well: {}", soak["driving_score"]);
 }
+
+#[test]
+fn stop_signals_end_the_run_cleanly_with_a_report() {
+    for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("r.json");
+        let mut child = rtvla()
+            .args(["drive", "--quiet", "--ticks", "400", "--model", "models/fixture/student_fixture.toml", "--store"])
+            .arg(dir.path().join("store"))
+            .arg("--report-json")
+            .arg(&report)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+        let status = child.wait().unwrap();
+        assert!(status.success(), "signal {sig}: {status}");
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        let ticks = r["ticks"].as_u64().unwrap();
+        assert!(ticks > 0 && ticks < 400, "signal {sig}: stopped early, cleanly: {ticks} ticks");
+    }
+}
+
+#[test]
+fn an_early_manual_snapshot_request_does_not_kill_the_process() {
+    let mut child = rtvla()
+        .args(["drive", "--quiet", "--ticks", "10", "--no-store"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Long before the model is loaded and the recorder takes SIGUSR1 over.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGUSR1) }, 0);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn profiles_that_cannot_drive_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let board = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/boards/host-sim.toml")).unwrap();
+    let cases = [
+        ("stale_after_ms = 150", "stale_after_ms = 0", "every frame would be stale"),
+        ("cpu_affinity = []", "cpu_affinity = [999]", "names CPU 999"),
+        ("cpu_affinity = []", "cpu_affinity = [5000]", "beyond what Linux can address"),
+    ];
+    for (i, (from, to, needle)) in cases.into_iter().enumerate() {
+        let p = dir.path().join(format!("b{i}.toml"));
+        assert!(board.contains(from));
+        std::fs::write(&p, board.replace(from, to)).unwrap();
+        assert_bad_input(&["drive", "--ticks", "3", "--no-store", "--board", p.to_str().unwrap()], needle);
+    }
+    let (std, mean) = ("std = [0.229, 0.224, 0.225]", "mean = [0.485, 0.456, 0.406]");
+    for (from, bad) in
+        [(std, "std = [0.0, 1.0, 1.0]"), (std, "std = [nan, 1.0, 1.0]"), (mean, "mean = [inf, 0.0, 0.0]")]
+    {
+        let m = fixture_manifest_with(dir.path(), from, bad);
+        assert_bad_input(&["drive", "--ticks", "3", "--no-store", "--model", &m], "[preprocess]");
+    }
+}

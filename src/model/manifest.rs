@@ -190,6 +190,11 @@ impl Manifest {
         if !self.is_driving_graph() {
             return Ok(());
         }
+        // The runtime divides by std: a zero or non-finite value would feed the model garbage without a fault.
+        let p = &self.preprocess;
+        if p.mean.iter().chain(&p.std).any(|v| !v.is_finite()) || p.std.iter().any(|s| *s <= 0.0) {
+            return Err(format!("[preprocess] mean {:?} / std {:?}: all finite, std > 0", p.mean, p.std));
+        }
         for t in self.inputs.iter().chain(&self.outputs) {
             if t.dtype != "f32" {
                 return Err(format!(
