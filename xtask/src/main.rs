@@ -13,6 +13,7 @@ mod eval;
 mod first_contact;
 mod install;
 mod mcap_check;
+mod models_check;
 mod qemu;
 mod report_check;
 mod soak;
@@ -165,6 +166,8 @@ fn ci(root: &Path) -> Result<()> {
     report_check::check(root, &release_bin(root))?;
     step("end-to-end: the installed binary from / (cargo xtask install; cd / && rtvla drive && rtvla explain)");
     first_contact::from_anywhere(root)?;
+    step("bundled models: rtvla model check on every manifest in models/student (tract vs the exporter's outputs)");
+    models_check::host(root, &release_bin(root))?;
     step("end-to-end: bad input exits 2 with one line");
     bad_input_checks(root)?;
     step("distillation smoke: tiny dataset, a few steps per stage, export, parity (models/distill)");
@@ -174,8 +177,10 @@ fn ci(root: &Path) -> Result<()> {
     let _ = std::fs::remove_file(root.join("target-bench.json"));
     step("cross build: static aarch64 binary for raspberry-pi-5");
     let t = std::time::Instant::now();
-    cross::build(root, "raspberry-pi-5")?;
+    let arm_bin = cross::build(root, "raspberry-pi-5")?;
     eprintln!("cross build: {:.0} s", t.elapsed().as_secs_f64());
+    step("bundled students on aarch64: rtvla model check under qemu-aarch64 -cpu cortex-a76");
+    models_check::aarch64(root, &arm_bin)?;
     step("aarch64 unit tests under qemu-aarch64 (user mode)");
     let t = std::time::Instant::now();
     cross::test_aarch64(root)?;
