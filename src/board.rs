@@ -130,6 +130,10 @@ impl Default for StoreConfig {
     }
 }
 
+/// The smallest store budget a board may name: four of the smallest segments `drive` makes (256 KiB), so the
+/// ring can evict one and still hold several 64 KiB snapshots.
+pub const MIN_STORE_BUDGET: u64 = 4 * 256 * 1024;
+
 fn default_budget() -> u64 {
     64 * 1024 * 1024
 }
@@ -274,6 +278,20 @@ impl Board {
         }
         if let Some(cpu) = self.control_loop.cpu_affinity.iter().find(|&&cpu| cpu >= libc::CPU_SETSIZE as usize) {
             return Err(format!("loop.cpu_affinity: CPU {cpu} is beyond what Linux can address"));
+        }
+        self.validate_store()
+    }
+
+    /// A store that could never hold an event would drop every snapshot and only say so at the end of the run.
+    fn validate_store(&self) -> Result<(), String> {
+        if self.store.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err("store.path is empty: name a directory, or leave the key out for one store per run".into());
+        }
+        if self.store.budget_bytes < MIN_STORE_BUDGET {
+            return Err(format!(
+                "store.budget_bytes = {} is under {MIN_STORE_BUDGET} (four 256 KiB segments: room for a few snapshots)",
+                self.store.budget_bytes
+            ));
         }
         Ok(())
     }

@@ -168,6 +168,10 @@ pub fn run_loop(
         o.camera.record(tc.elapsed().as_secs_f64() * 1e3);
         // State after the frame: a lockstep source (the simulator) publishes state before the frame it waits on.
         let state = match vehicle.state() {
+            Ok(s) if s.ego.implausible().is_some() => {
+                faults.insert(Fault::BadState);
+                None
+            }
             Ok(s) => Some(s),
             // In simulated time nobody will ever reconnect a dead simulator: end the run instead of spinning.
             Err(LinkError::Disconnected) if virtual_time => {

@@ -17,10 +17,13 @@ pub enum Fault {
     LinkState = 1 << 6,
     LinkSend = 1 << 7,
     External = 1 << 8,
+    /// The vehicle reported a state no car can be in (non-finite, or speed / target points out of physical range):
+    /// obeying it would steer and accelerate on nonsense.
+    BadState = 1 << 9,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 9] = [
+    pub const ALL: [Fault; 10] = [
         Fault::DeadlineMiss,
         Fault::NoFrame,
         Fault::StaleFrame,
@@ -29,6 +32,7 @@ impl Fault {
         Fault::BadModelOutput,
         Fault::LinkState,
         Fault::LinkSend,
+        Fault::BadState,
         Fault::External,
     ];
 
@@ -43,6 +47,7 @@ impl Fault {
             Fault::LinkState => "link_state",
             Fault::LinkSend => "link_send",
             Fault::External => "external",
+            Fault::BadState => "bad_vehicle_state",
         }
     }
 }

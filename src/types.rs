@@ -49,6 +49,36 @@ pub struct EgoState {
     pub target_points: [Point; 2],
 }
 
+impl EgoState {
+    /// Fastest forward speed a state may report, m/s (250 km/h).
+    pub const MAX_SPEED_MPS: f32 = 70.0;
+    /// Slowest: a little backward roll is real, fast reversing is not something this driver does.
+    pub const MIN_SPEED_MPS: f32 = -1.0;
+    /// Farthest a route target point may be, metres (SimLingo's are within 50 m).
+    pub const MAX_TARGET_M: f32 = 200.0;
+
+    /// Why no car can be in this state (non-finite, or speed / target points out of physical range); `None` when
+    /// it is plausible. A link or rig that sends such a state is faulty, and the supervisor stops the car.
+    pub fn implausible(&self) -> Option<&'static str> {
+        let s = self.speed_mps;
+        if !s.is_finite() {
+            return Some("speed is not finite");
+        }
+        if !(Self::MIN_SPEED_MPS..=Self::MAX_SPEED_MPS).contains(&s) {
+            return Some("speed out of range");
+        }
+        for [x, y] in self.target_points {
+            if !(x.is_finite() && y.is_finite()) {
+                return Some("target point is not finite");
+            }
+            if x.hypot(y) > Self::MAX_TARGET_M {
+                return Some("target point too far");
+            }
+        }
+        None
+    }
+}
+
 /// What the driving branch predicts: a geometric path and a timed speed profile.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Waypoints {
@@ -68,5 +98,23 @@ impl Waypoints {
     /// True when every coordinate is finite and within `limit` metres.
     pub fn is_sane(&self, limit: f32) -> bool {
         self.path.iter().chain(self.speed_wps.iter()).flatten().all(|v| v.is_finite() && v.abs() <= limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn impossible_states_are_named() {
+        let ok = EgoState { speed_mps: 8.0, target_points: [[10.0, 0.5], [30.0, -2.0]] };
+        assert_eq!(ok.implausible(), None);
+        let with = |speed_mps: f32, tp: Point| EgoState { speed_mps, target_points: [tp, [30.0, 0.0]] };
+        assert_eq!(with(-50.0, [10.0, 0.0]).implausible(), Some("speed out of range"));
+        assert_eq!(with(-0.5, [10.0, 0.0]).implausible(), None, "a little roll back is real");
+        assert_eq!(with(1e30, [10.0, 0.0]).implausible(), Some("speed out of range"));
+        assert_eq!(with(f32::NAN, [10.0, 0.0]).implausible(), Some("speed is not finite"));
+        assert_eq!(with(5.0, [f32::INFINITY, 0.0]).implausible(), Some("target point is not finite"));
+        assert_eq!(with(5.0, [1e30, 0.0]).implausible(), Some("target point too far"));
     }
 }

@@ -256,6 +256,8 @@ fn profiles_that_cannot_drive_exit_2() {
         ("stale_after_ms = 150", "stale_after_ms = 0", "every frame would be stale"),
         ("cpu_affinity = []", "cpu_affinity = [999]", "names CPU 999"),
         ("cpu_affinity = []", "cpu_affinity = [5000]", "beyond what Linux can address"),
+        ("[store]\n", "[store]\npath = \"\"\n", "store.path is empty"),
+        ("budget_bytes = 67108864", "budget_bytes = 4096", "store.budget_bytes = 4096"),
     ];
     for (i, (from, to, needle)) in cases.into_iter().enumerate() {
         let p = dir.path().join(format!("b{i}.toml"));

@@ -67,6 +67,8 @@ struct Recording<V> {
     inner: V,
     sent: Vec<Command>,
     fail_state: std::ops::Range<u64>,
+    /// Ticks whose state reports an impossible speed (a faulty rig: -50 m/s).
+    bad_state: std::ops::Range<u64>,
     ticks: u64,
 }
 
@@ -75,7 +77,11 @@ impl<V: VehicleLink> VehicleLink for Recording<V> {
         if self.fail_state.contains(&self.ticks) {
             return Err(LinkError::NoState);
         }
-        self.inner.state()
+        let mut s = self.inner.state()?;
+        if self.bad_state.contains(&self.ticks) {
+            s.ego.speed_mps = -50.0;
+        }
+        Ok(s)
     }
     fn send(&mut self, tick: u64, cmd: &Command) -> Result<(), LinkError> {
         self.ticks = tick + 1;
@@ -106,8 +112,19 @@ fn run(
     ticks: u64,
     real_time: bool,
 ) -> (LoopOutcome, Vec<Command>) {
+    run_with_bad_state(student, fail_state, 0..0, ticks, real_time)
+}
+
+fn run_with_bad_state(
+    student: &mut Scripted,
+    fail_state: std::ops::Range<u64>,
+    bad_state: std::ops::Range<u64>,
+    ticks: u64,
+    real_time: bool,
+) -> (LoopOutcome, Vec<Command>) {
     let (harness, mut camera, vehicle) = SimHarness::spawn(sim_options(Duration::from_millis(25))).unwrap();
-    let mut vehicle = Recording { inner: vehicle, sent: Vec::with_capacity(ticks as usize + 1), fail_state, ticks: 0 };
+    let sent = Vec::with_capacity(ticks as usize + 1);
+    let mut vehicle = Recording { inner: vehicle, sent, fail_state, bad_state, ticks: 0 };
     let cfg = LoopConfig {
         period_us: 50_000,
         deadline_us: 50_000,
@@ -174,6 +191,19 @@ fn inference_error_and_link_loss_are_controlled_stops() {
 }
 
 #[test]
+fn an_impossible_vehicle_state_is_a_fault_not_a_command() {
+    let mut s = Scripted::new();
+    let (o, sent) = run_with_bad_state(&mut s, 0..0, 12..52, 70, false);
+    assert_eq!(fault_count(&o, Fault::BadState), 1, "{:?}", o.fault_counts);
+    assert_eq!(o.fallbacks, 1);
+    for (t, c) in sent.iter().enumerate().take(52).skip(12) {
+        assert_eq!(c.throttle, 0.0, "tick {t}: no throttle on a -50 m/s state: {c:?}");
+        assert!(c.brake > 0.0, "tick {t} brakes: {c:?}");
+    }
+    assert!(sent[56..].iter().any(|c| c.brake == 0.0), "recovers once the states are sane again");
+}
+
+#[test]
 fn deadline_miss_in_real_time_triggers_fallback_and_skips_ticks() {
     let mut s = Scripted::new();
     s.slow_tick = Some(8);
@@ -213,7 +243,7 @@ fn run_with_source(
     ticks: u64,
 ) -> (LoopOutcome, Vec<Command>) {
     let (harness, _camera, vehicle) = SimHarness::spawn(sim_options(Duration::from_millis(5))).unwrap();
-    let mut vehicle = Recording { inner: vehicle, sent: vec![], fail_state: 0..0, ticks: 0 };
+    let mut vehicle = Recording { inner: vehicle, sent: vec![], fail_state: 0..0, bad_state: 0..0, ticks: 0 };
     let cfg = LoopConfig {
         period_us,
         deadline_us: period_us,

@@ -98,8 +98,16 @@ pub fn explain_snapshot(branch: &LanguageBranch, seq: u64, s: &Snapshot) -> anyh
                 Some(format!("keyframe features {:?}, the language branch reads {want:?}", ctx.feature_shape));
             continue;
         }
-        let c = branch.explain(&ctx)?;
         let kf = &s.keyframes[k];
+        // One keyframe the branch cannot read (e.g. non-finite telemetry from a faulty link) is named and skipped;
+        // it must not abort the explanation of every other event in the store.
+        let c = match branch.explain(&ctx) {
+            Ok(c) => c,
+            Err(e) => {
+                out.skipped = Some(format!("keyframe at tick {}: {e:#}", kf.tick));
+                continue;
+            }
+        };
         out.keyframes.push(KeyframeExplanation {
             tick: kf.tick,
             offset_s: (kf.time_us as f64 - s.mono_time_us as f64) / 1e6,
@@ -177,6 +185,36 @@ mod tests {
         assert_eq!(speed_before(&s, 30 * 50_000, 0.5), Some(20.0));
         // Between ticks: the last tick at or before that time.
         assert_eq!(speed_before(&s, 30 * 50_000 + 30_000, 0.5), Some(20.0));
+    }
+
+    #[test]
+    fn a_keyframe_the_branch_cannot_read_is_skipped_not_fatal() {
+        let manifest = crate::bundle::find("models/student/language.toml").unwrap();
+        let branch = LanguageBranch::load(&manifest).unwrap();
+        let [tokens, dims] = branch.feature_shape();
+        let mut s = window(0, 40);
+        s.pre[35].speed = f32::NAN; // what a faulty link once put into the telemetry
+        for tick in [20u64, 35] {
+            let mut kf = crate::events::snapshot::Keyframe {
+                tick,
+                time_us: tick * 50_000,
+                shape: [tokens as u16, dims as u16],
+                features: heapless::Vec::new(),
+                thumb_w: 0,
+                thumb_h: 0,
+                jpeg: heapless::Vec::new(),
+            };
+            for i in 0..tokens * dims {
+                let bits = half::f16::from_f32((i % 7) as f32 * 0.1).to_bits();
+                kf.features.extend_from_slice(&bits.to_le_bytes()).unwrap();
+            }
+            s.keyframes.push(kf).unwrap();
+        }
+        s.mono_time_us = 35 * 50_000;
+        let out = explain_snapshot(&branch, 1, &s).expect("one bad keyframe does not fail the event");
+        assert_eq!(out.keyframes.len(), 1, "the readable keyframe is explained");
+        assert!(!out.keyframes[0].commentary.is_empty());
+        assert!(out.skipped.as_deref().is_some_and(|w| w.starts_with("keyframe at tick 35")), "{:?}", out.skipped);
     }
 
     #[test]
