@@ -1,5 +1,7 @@
 //! UDP vehicle link: postcard datagrams (see `wire`) to and from an external simulator or HIL rig.
-//! The socket is non-blocking; `state` drains whatever arrived and keeps the newest.
+//! The socket is non-blocking and connected to the peer, so the kernel drops datagrams from any other address
+//! before they reach the receive buffer (a flood from another port cannot starve the vehicle's states); `state`
+//! reads at most [`MAX_RECV_PER_TICK`] datagrams a tick and keeps the newest.
 
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
@@ -8,6 +10,10 @@ use super::wire::{self, Body, MAX_DATAGRAM};
 use super::{LinkError, VehicleLink, VehicleState};
 use crate::error::bad_input;
 use crate::types::Command;
+
+/// Datagrams `state` reads per call: the vehicle sends one state a tick, so this bounds a tick's receive work
+/// even when the peer itself floods, and leaves the rest for the next tick.
+pub const MAX_RECV_PER_TICK: usize = 64;
 
 pub struct UdpLink {
     socket: UdpSocket,
@@ -18,6 +24,9 @@ pub struct UdpLink {
     buf: [u8; MAX_DATAGRAM],
     /// Datagrams refused (bad encoding, wrong version, out of order).
     pub rejected: u64,
+    /// Times an out-of-order state was taken as the vehicle restarting (no valid state for longer than the
+    /// timeout): a rebooted vehicle, or one forged seq = u64::MAX, costs at most one timeout, not the run.
+    pub resyncs: u64,
 }
 
 impl UdpLink {
@@ -30,40 +39,51 @@ impl UdpLink {
             .map_err(|e| bad_input(format!("vehicle.peer {peer:?}: {e}")))?
             .next()
             .ok_or_else(|| bad_input(format!("vehicle.peer {peer:?}: no address")))?;
-        Ok(UdpLink { socket, peer, timeout, latest: None, last_seq: 0, buf: [0; MAX_DATAGRAM], rejected: 0 })
+        socket.connect(peer).map_err(|e| bad_input(format!("vehicle.peer {peer}: {e}")))?;
+        Ok(UdpLink {
+            socket,
+            peer,
+            timeout,
+            latest: None,
+            last_seq: 0,
+            buf: [0; MAX_DATAGRAM],
+            rejected: 0,
+            resyncs: 0,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
     }
+
+    /// Newer states replace the latest; an older one is refused while the link is live, and taken as a restart of
+    /// the vehicle once the latest has gone stale.
+    fn accept(&mut self, seq: u64, ego: crate::types::EgoState, done: bool) {
+        let stale = self.latest.is_none_or(|l| l.received_at.elapsed() > self.timeout);
+        if seq <= self.last_seq && !stale {
+            self.rejected += 1;
+            return;
+        }
+        if seq <= self.last_seq {
+            self.resyncs += 1;
+        }
+        self.last_seq = seq;
+        let received_at = Instant::now();
+        let (ttc_s, collision, infraction) = (f32::INFINITY, false, false);
+        self.latest = Some(VehicleState { ego, received_at, done, ttc_s, collision, infraction });
+    }
 }
 
 impl VehicleLink for UdpLink {
     fn state(&mut self) -> Result<VehicleState, LinkError> {
-        loop {
-            match self.socket.recv_from(&mut self.buf) {
-                Ok((n, from)) => {
-                    if from != self.peer {
-                        self.rejected += 1;
-                        continue;
-                    }
-                    match wire::decode(&self.buf[..n]) {
-                        Ok(Body::State { seq, ego, done }) if self.latest.is_none() || seq > self.last_seq => {
-                            self.last_seq = seq;
-                            self.latest = Some(VehicleState {
-                                ego,
-                                received_at: Instant::now(),
-                                done,
-                                ttc_s: f32::INFINITY,
-                                collision: false,
-                                infraction: false,
-                            });
-                        }
-                        _ => self.rejected += 1,
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => break,
+        for _ in 0..MAX_RECV_PER_TICK {
+            let n = match self.socket.recv(&mut self.buf) {
+                Ok(n) => n,
+                Err(_) => break, // WouldBlock: drained; an ICMP error from the peer: nothing to read either
+            };
+            match wire::decode(&self.buf[..n]) {
+                Ok(Body::State { seq, ego, done }) => self.accept(seq, ego, done),
+                _ => self.rejected += 1,
             }
         }
         match self.latest {
@@ -113,5 +133,48 @@ mod tests {
             wire::decode(&buf[..n]).unwrap(),
             Body::Command { tick: 5, command: Command { steer: 0.25, throttle: 0.5, brake: 0.0 } }
         );
+    }
+
+    fn send_state(rig: &UdpSocket, to: SocketAddr, seq: u64, speed_mps: f32) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        let ego = EgoState { speed_mps, target_points: [[8.0, 0.0], [20.0, 1.0]] };
+        rig.send_to(wire::encode(&Body::State { seq, ego, done: false }, &mut buf).unwrap(), to).unwrap();
+    }
+
+    #[test]
+    fn a_flood_from_another_port_never_reaches_the_link() {
+        let rig = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let flooder = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut link =
+            UdpLink::open("127.0.0.1:0", &rig.local_addr().unwrap().to_string(), Duration::from_millis(500)).unwrap();
+        let addr = link.local_addr().unwrap();
+        for i in 0..5_000 {
+            send_state(&flooder, addr, u64::MAX - i, 99.0);
+        }
+        send_state(&rig, addr, 7, 5.0);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(link.state().unwrap().ego.speed_mps, 5.0, "the vehicle's state, not the flood's");
+        assert_eq!(link.rejected, 0, "the kernel dropped the flood: nothing to read or reject");
+    }
+
+    #[test]
+    fn a_restarted_vehicle_or_a_forged_max_seq_costs_one_timeout_not_the_run() {
+        let rig = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let timeout = Duration::from_millis(100);
+        let mut link = UdpLink::open("127.0.0.1:0", &rig.local_addr().unwrap().to_string(), timeout).unwrap();
+        let addr = link.local_addr().unwrap();
+        send_state(&rig, addr, 41, 3.0);
+        send_state(&rig, addr, u64::MAX, 60.0); // forged (or a wrapped counter)
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(link.state().unwrap().ego.speed_mps, 60.0);
+        send_state(&rig, addr, 42, 3.0);
+        std::thread::sleep(Duration::from_millis(20));
+        link.state().unwrap();
+        assert_eq!(link.rejected, 1, "older than the latest while the link is live: refused");
+        std::thread::sleep(timeout + Duration::from_millis(20));
+        send_state(&rig, addr, 1, 2.0); // the vehicle rebooted: seq starts again
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(link.state().unwrap().ego.speed_mps, 2.0, "taken as a restart once the link went stale");
+        assert_eq!(link.resyncs, 1);
     }
 }
