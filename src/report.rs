@@ -29,6 +29,8 @@ pub struct RunReport {
     pub policy: String,
     pub clock: &'static str,
     pub rate_hz: f64,
+    /// The board's real-time knobs that took effect (CPU pinning, SCHED_FIFO, mlockall), or "none".
+    pub realtime: String,
     pub ticks: u64,
     pub deadline_ms: f64,
     pub deadline_misses: u64,
@@ -120,6 +122,10 @@ impl RunReport {
             self.overhead_ms.p50, self.overhead_ms.p99
         );
         s += &format!("  deadlines    {} missed, {} ticks skipped\n", self.deadline_misses, self.skipped_ticks);
+        if self.deadline_misses > 0 && self.clock == "real" && self.realtime == "none" {
+            s += "               the loop ran without real-time settings: set loop.rt_priority (SCHED_FIFO; root or \
+                  CAP_SYS_NICE), cpu_affinity and mlockall in the board profile\n";
+        }
         let allocs =
             |v: Option<f64>| v.map_or("n/a (counting allocator not installed)".to_string(), |a| format!("{a:.2}"));
         s += &format!(

@@ -402,7 +402,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     let cam = &board.camera;
     let mut pre = Preprocessor::new(cam.width, cam.height, cam.crop_bottom_rows, w, h, &manifest.preprocess);
 
-    apply_realtime_settings(&board);
+    let realtime = apply_realtime_settings(&board);
 
     let cfg = LoopConfig {
         period_us: (board.period_ms() * 1e3).round() as u64,
@@ -549,6 +549,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         policy: format!("{:?}", opts.policy).to_lowercase(),
         clock: if opts.virtual_time { "virtual" } else { "real" },
         rate_hz: board.control_loop.rate_hz,
+        realtime,
         ticks: outcome.ticks,
         deadline_ms: board.deadline_ms(),
         deadline_misses: outcome.deadline_misses,
@@ -663,8 +664,11 @@ fn open_udp(board: &Board) -> anyhow::Result<crate::vehicle::udp::UdpLink> {
 }
 
 /// Best effort: CPU affinity, SCHED_FIFO and mlockall from the board profile; warns where not permitted.
-fn apply_realtime_settings(board: &Board) {
+/// Best effort: CPU affinity, SCHED_FIFO and mlockall from the board profile; warns where not permitted. Returns
+/// what took effect, in words, for the report ("none" when the profile asks for nothing).
+fn apply_realtime_settings(board: &Board) -> String {
     let l = &board.control_loop;
+    let mut applied = Vec::new();
     // SAFETY: plain libc calls on the current thread with valid, initialised arguments.
     unsafe {
         if !l.cpu_affinity.is_empty() {
@@ -674,6 +678,8 @@ fn apply_realtime_settings(board: &Board) {
             }
             if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
                 tracing::warn!("cpu_affinity {:?} not applied: {}", l.cpu_affinity, std::io::Error::last_os_error());
+            } else {
+                applied.push(format!("cpus {:?}", l.cpu_affinity));
             }
         }
         if l.rt_priority > 0 {
@@ -682,17 +688,25 @@ fn apply_realtime_settings(board: &Board) {
             p.sched_priority = l.rt_priority as i32;
             if libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) != 0 {
                 tracing::warn!("SCHED_FIFO {} not permitted: {}", l.rt_priority, std::io::Error::last_os_error());
+            } else {
+                applied.push(format!("SCHED_FIFO {}", l.rt_priority));
             }
         }
-        if l.mlockall && libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
-            tracing::warn!("mlockall failed: {}", std::io::Error::last_os_error());
+        if l.mlockall {
+            if libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
+                tracing::warn!("mlockall failed: {}", std::io::Error::last_os_error());
+            } else {
+                applied.push("mlockall".into());
+            }
         }
+    }
+    if applied.is_empty() {
+        "none".into()
+    } else {
+        applied.join(", ")
     }
 }
 
-/// Ctrl-C, SIGTERM (how systemd stops a service) and SIGHUP end the loop cleanly: the car is stopped, the store
-/// flushed and the report written. A second one while stopping exits at once (status 130). Registered per run and
-/// unregistered after it, so each run (e.g. each episode of `sim eval`) gets its own stop flag.
 /// Signal handlers of one run, unregistered when it ends (also on an early error return).
 struct SignalGuard(Vec<signal_hook::SigId>);
 
@@ -704,6 +718,9 @@ impl Drop for SignalGuard {
     }
 }
 
+/// Ctrl-C, SIGTERM (how systemd stops a service) and SIGHUP end the loop cleanly: the car is stopped, the store
+/// flushed and the report written. A second one while stopping exits at once (status 130). Registered per run and
+/// unregistered after it, so each run (e.g. each episode of `sim eval`) gets its own stop flag.
 fn install_stop_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<Vec<signal_hook::SigId>> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut ids = Vec::new();
