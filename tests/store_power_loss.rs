@@ -187,6 +187,8 @@ fn sigkill_loop() {
     }
     let (recs, bad) = read_all(dir.path()).unwrap();
     assert!(bad.is_empty());
+    // A loop in which nothing was committed checked nothing.
+    assert!(committed_total >= cycles as u64, "only {committed_total} records committed in {cycles} cycles");
     println!(
         "sigkill: {cycles} cycles in {:.1?}, {committed_total} committed records all present, {} records in store, \
          {torn_cycles} cycles had a torn tail ({truncated_total} bytes truncated), {} segments",

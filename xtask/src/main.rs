@@ -159,6 +159,8 @@ fn ci(root: &Path) -> Result<()> {
     // and would compile tract again, minutes on 2 cores).
     step("tests (release profile; also builds target/release/rtvla)");
     run(cargo().args(["test", "--release", "--workspace"]))?;
+    step("store faults that need root (tmpfs full, read-only): the ignored tests, run here, never skipped");
+    run(cargo().args(["test", "--release", "--test", "store_faults", "--", "--ignored"]))?;
     step("end-to-end: default drive on host-sim, 200 ticks, real time");
     drive_check(root)?;
     step("MCAP export read back by Foxglove's reference reader (Python mcap)");
