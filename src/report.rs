@@ -54,6 +54,8 @@ pub struct RunReport {
     pub measured_ticks: u64,
     pub fallbacks: u64,
     pub fallback_ticks: u64,
+    /// Ticks driven since the last fallback ended, at the end of the run (all ticks when there was none).
+    pub nominal_ticks_at_end: u64,
     pub faults: std::collections::BTreeMap<String, u64>,
     /// Frames the camera skipped (driver sequence gaps).
     pub frames_dropped: u64,

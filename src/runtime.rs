@@ -78,6 +78,9 @@ pub struct LoopOutcome {
     pub allocs_inside: u64,
     pub fallbacks: u64,
     pub fallback_ticks: u64,
+    /// Ticks driven (not in fallback) since the last fallback ended, at the end of the run: proof that the loop
+    /// recovered after a fault, not ticks from before it.
+    pub nominal_ticks_at_end: u64,
     pub fault_counts: [u64; Fault::ALL.len()],
     pub commands_hash: CommandsHash,
     pub vehicle_done: bool,
@@ -136,6 +139,7 @@ pub fn run_loop(
         allocs_inside: 0,
         fallbacks: 0,
         fallback_ticks: 0,
+        nominal_ticks_at_end: 0,
         fault_counts: [0; Fault::ALL.len()],
         commands_hash: CommandsHash::default(),
         vehicle_done: false,
@@ -225,6 +229,7 @@ pub fn run_loop(
             carry.insert(Fault::LinkSend);
         }
         o.commands_hash.add(&cmd);
+        o.nominal_ticks_at_end = if supervisor.mode() == Mode::Nominal { o.nominal_ticks_at_end + 1 } else { 0 };
         let seen = if let Transition::Fallback(f) = transition { faults.first().or(Some(f)) } else { None };
         if let Some(f) = seen {
             o.fault_counts[Fault::ALL.iter().position(|x| *x == f).unwrap_or(0)] += 1;
@@ -566,6 +571,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
         measured_ticks: outcome.measured_ticks,
         fallbacks: outcome.fallbacks,
         fallback_ticks: outcome.fallback_ticks,
+        nominal_ticks_at_end: outcome.nominal_ticks_at_end,
         faults,
         frames_dropped: camera_stats.dropped,
         frames_captured: camera_stats.frames,

@@ -176,6 +176,8 @@ fn nan_output_stops_in_the_same_tick_and_recovers() {
     assert_eq!(o.fallbacks, 1);
     assert_eq!(fault_count(&o, Fault::BadModelOutput), 1);
     assert!(sent[20..].iter().any(|c| c.brake == 0.0), "recovered after the fault cleared");
+    let after = o.nominal_ticks_at_end;
+    assert!(after > 0 && after <= 40 - 13, "driving since the fault cleared, not counting ticks before it: {after}");
 }
 
 #[test]
@@ -229,6 +231,7 @@ impl FrameSource for DeadCamera {
 #[test]
 fn unplugged_camera_holds_the_car_stopped() {
     let (o, sent) = run_with_source(&mut DeadCamera, &mut VirtualClock::default(), 50_000, 10);
+    assert_eq!(o.nominal_ticks_at_end, 0, "never drove: no recovery to claim");
     assert_eq!(o.ticks, 10);
     assert_eq!(fault_count(&o, Fault::NoFrame), 1);
     assert!(sent.iter().all(|c| c.throttle == 0.0 && c.brake > 0.0));
