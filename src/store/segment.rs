@@ -643,7 +643,8 @@ impl SegmentStore {
         };
         match store.segments.last() {
             Some(last) if appendable => {
-                let f = OpenOptions::new().append(true).open(&last.path).map_err(|e| StoreError::from_io(&store.dir, e))?;
+                let f =
+                    OpenOptions::new().append(true).open(&last.path).map_err(|e| StoreError::from_io(&store.dir, e))?;
                 store.file = Some(f);
             }
             _ => {} // Appends start a fresh segment: damage stays behind, in a closed segment.
