@@ -133,9 +133,9 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Valid records in all segments.
     pub records_ok: u64,
-    /// Bytes cut from the end of the last segment (torn or corrupt tail).
+    /// Bytes cut from the end of the newest segment: its torn tail only (corruption is never cut).
     pub bytes_truncated: u64,
-    /// Corrupt regions skipped in the middle of segments (never returned to readers).
+    /// Corrupt records and regions anywhere (left on disk, never returned to readers).
     pub corrupt: Vec<Corruption>,
     /// Highest valid sequence number, if any.
     pub last_seq: Option<u64>,
