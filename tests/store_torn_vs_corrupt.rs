@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rtvla::events::snapshot::Snapshot;
-use rtvla::store::segment::{FsyncPolicy, SegmentStore, StoreConfig, REC_HEADER_LEN};
+use rtvla::store::segment::{frame_record, FsyncPolicy, SegmentStore, StoreConfig, REC_HEADER_LEN};
 use rtvla::store::{last_event_id, ls, ls_with_skipped, verify};
 
 fn cfg() -> StoreConfig {
@@ -36,6 +36,20 @@ fn flip(seg: &Path, offset: u64) {
     let mut b = std::fs::read(seg).unwrap();
     b[offset as usize + REC_HEADER_LEN + 3] ^= 0x10;
     std::fs::write(seg, b).unwrap();
+}
+
+/// Simulate the write power loss interrupted: the first `keep` bytes of a never-committed record for event `id`
+/// (seq `id`) at the end of the segment. Returns where it starts.
+fn tear(seg: &Path, id: u64, keep: usize) -> u64 {
+    let mut snap = Snapshot::new_boxed();
+    snap.event_id = id;
+    let mut frame = Vec::new();
+    frame_record(id, &snap.encode().unwrap(), &mut frame);
+    let mut b = std::fs::read(seg).unwrap();
+    let at = b.len() as u64;
+    b.extend_from_slice(&frame[..keep]);
+    std::fs::write(seg, b).unwrap();
+    at
 }
 
 fn ids(dir: &Path) -> Vec<u64> {
@@ -99,22 +113,39 @@ fn flipped_complete_last_record_is_corruption_not_a_torn_tail() {
 fn cut_short_last_record_is_a_torn_tail_and_recovery_cuts_it() {
     for keep in [3usize, 10, REC_HEADER_LEN, REC_HEADER_LEN + 5] {
         let d = common::tmp();
-        let (seg, off) = store_with(d.path(), 4);
-        let b = std::fs::read(&seg).unwrap();
-        std::fs::write(&seg, &b[..off[3] as usize + keep]).unwrap();
+        let (seg, _) = store_with(d.path(), 4);
+        let at = tear(&seg, 5, keep);
         let rep = verify(d.path()).unwrap();
         assert!(rep.is_ok(), "keep {keep}: {}", rep.render());
-        assert_eq!(rep.torn_tail.as_ref().map(|t| (t.offset, t.torn)), Some((off[3], true)), "keep {keep}");
+        assert_eq!(rep.torn_tail.as_ref().map(|t| (t.offset, t.torn)), Some((at, true)), "keep {keep}");
         let (mut s, r) = SegmentStore::open(d.path(), cfg()).unwrap();
         assert!(r.corrupt.is_empty(), "keep {keep}: {:?}", r.corrupt);
         assert_eq!(r.bytes_truncated, keep as u64);
-        assert_eq!(std::fs::metadata(&seg).unwrap().len(), off[3]);
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), at);
         // The torn record was never committed: appends continue in the same segment.
         s.append_event(b"after", 5).unwrap();
         drop(s);
         assert_eq!(common::segs(d.path()).len(), 1);
-        assert_eq!(ids(d.path()), vec![1, 2, 3]);
+        assert_eq!(ids(d.path()), vec![1, 2, 3, 4]);
     }
+}
+
+#[test]
+fn committed_last_record_cut_short_is_corruption() {
+    // A committed (fsynced) record can only look cut short through damage, e.g. a flipped length field.
+    let d = common::tmp();
+    let (seg, off) = store_with(d.path(), 4);
+    let mut b = std::fs::read(&seg).unwrap();
+    b[off[3] as usize + 5] ^= 0x04; // length + 1 024: now it "ends" past the file, like a torn write
+    std::fs::write(&seg, &b).unwrap();
+    let scan = rtvla::store::segment::scan_segment(&b);
+    assert_eq!(scan.torn, Some((off[3], b.len() as u64 - off[3])), "shaped exactly like a torn write");
+    let rep = verify(d.path()).unwrap();
+    assert!(!rep.is_ok() && rep.torn_tail.is_none(), "{}", rep.render());
+    assert_eq!(rep.corrupt[0].offset, off[3]);
+    let (_, r) = SegmentStore::open(d.path(), cfg()).unwrap();
+    assert_eq!((r.bytes_truncated, r.corrupt.len()), (0, 1));
+    assert_eq!(std::fs::read(&seg).unwrap(), b, "recovery must not cut a committed record");
 }
 
 #[test]
@@ -135,12 +166,12 @@ fn incomplete_record_in_a_closed_segment_is_corruption() {
 fn event_ids_continue_above_the_old_maximum_after_recovery() {
     let d = common::tmp();
     let (seg, off) = store_with(d.path(), 6);
-    // The two newest records become unreadable, the newest one even cut short (looks torn, and is truncated).
+    // The two newest records become unreadable, and a seventh was torn by power loss (recovery truncates it).
     flip(&seg, off[4]);
-    let b = std::fs::read(&seg).unwrap();
-    std::fs::write(&seg, &b[..off[5] as usize + 25]).unwrap();
+    flip(&seg, off[5]);
+    tear(&seg, 7, 25);
     let (s, r) = SegmentStore::open(d.path(), cfg()).unwrap();
-    assert_eq!(r.bytes_truncated, 25);
+    assert_eq!((r.bytes_truncated, r.corrupt.len()), (25, 2));
     assert_eq!(s.next_seq(), 7, "seq never goes back");
     assert_eq!(s.next_event_id(), 7);
     drop(s);

@@ -18,11 +18,17 @@ pub struct HighWater {
     pub next_seq: u64,
     /// Event id the next snapshot gets (at least).
     pub next_event_id: u64,
+    /// Highest seq whose write and fsync had returned when this was written: a record up to here was committed,
+    /// so finding it cut short is damage (e.g. a flipped length field), never a torn write.
+    pub committed_seq: u64,
 }
 
 impl HighWater {
     fn body(&self) -> String {
-        format!("next_seq {}\nnext_event_id {}\n", self.next_seq, self.next_event_id)
+        format!(
+            "next_seq {}\nnext_event_id {}\ncommitted_seq {}\n",
+            self.next_seq, self.next_event_id, self.committed_seq
+        )
     }
 
     /// Parse the file text; `None` when any line is missing or the checksum does not match.
@@ -33,7 +39,11 @@ impl HighWater {
             return None;
         }
         let field = |key: &str| body.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok());
-        Some(HighWater { next_seq: field("next_seq ")?, next_event_id: field("next_event_id ")? })
+        Some(HighWater {
+            next_seq: field("next_seq ")?,
+            next_event_id: field("next_event_id ")?,
+            committed_seq: field("committed_seq ")?,
+        })
     }
 }
 
@@ -69,11 +79,11 @@ mod tests {
     fn roundtrip_and_damage_reads_as_unknown() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(read(d.path()), HighWater::default());
-        let hw = HighWater { next_seq: 42, next_event_id: 7 };
+        let hw = HighWater { next_seq: 42, next_event_id: 7, committed_seq: 41 };
         write(d.path(), hw, true).unwrap();
         assert_eq!(read(d.path()), hw);
         let p = d.path().join(HWM_FILE);
-        let t = fs::read_to_string(&p).unwrap().replace("42", "41");
+        let t = fs::read_to_string(&p).unwrap().replace("next_seq 42", "next_seq 40");
         fs::write(&p, t).unwrap();
         assert_eq!(read(d.path()), HighWater::default());
     }

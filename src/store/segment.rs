@@ -424,11 +424,12 @@ pub fn for_each_record(
     let mut last_seq: Option<u64> = None;
     let segs = list_segments(dir)?;
     let n = segs.len();
+    let committed = super::hwm::read(dir).committed_seq;
     for (i, (_, path)) in segs.into_iter().enumerate() {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let buf = read_segment(&path)?;
         let scan = scan_segment(&buf);
-        for c in scan_findings(&name, &scan, i + 1 == n) {
+        for c in scan_findings(&name, &buf, &scan, i + 1 == n, committed) {
             on_corrupt(c);
         }
         for r in scan.records {
@@ -454,19 +455,35 @@ pub fn for_each_record(
     Ok(())
 }
 
-/// The corrupt regions of one scanned segment, then its incomplete final frame: a torn tail when `newest`, else
-/// corruption (a closed segment was complete once a newer one was started).
-fn scan_findings(name: &str, scan: &SegmentScan, newest: bool) -> Vec<Corruption> {
+/// The corrupt regions of one scanned segment, then its incomplete final frame: a torn tail only when
+/// [`torn_tail`] says so, else corruption.
+fn scan_findings(name: &str, buf: &[u8], scan: &SegmentScan, newest: bool, committed: u64) -> Vec<Corruption> {
     let mut v: Vec<Corruption> = scan
         .corrupt
         .iter()
         .map(|&(offset, len, reason)| Corruption { segment: name.to_string(), offset, len, reason, torn: false })
         .collect();
     if let Some((offset, len)) = scan.torn {
-        let reason = if newest { "incomplete last record" } else { "incomplete record in a closed segment" };
-        v.push(Corruption { segment: name.to_string(), offset, len, reason, torn: newest });
+        let torn = torn_tail(buf, scan, newest, committed).is_some();
+        let reason = match (torn, newest) {
+            (true, _) => "incomplete last record",
+            (false, true) => "committed record cut short (or its length field damaged)",
+            (false, false) => "incomplete record in a closed segment",
+        };
+        v.push(Corruption { segment: name.to_string(), offset, len, reason, torn });
     }
     v
+}
+
+/// The torn tail `(offset, len)` of a scanned segment, if it has one: an incomplete final frame, in the newest
+/// segment (a closed segment was complete once a newer one was started), whose seq (when its header got that far)
+/// is above `committed`, the highest seq known to have been fsynced: a write power loss interrupted cannot be one
+/// that had already returned.
+pub fn torn_tail(buf: &[u8], scan: &SegmentScan, newest: bool, committed: u64) -> Option<(u64, u64)> {
+    let (offset, len) = scan.torn.filter(|_| newest)?;
+    let head = buf.get(offset as usize + 8..offset as usize + 16).filter(|_| offset >= SEG_HEADER_LEN as u64);
+    let seq = head.map(|h| u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]));
+    seq.is_none_or(|s| s > committed).then_some((offset, len))
 }
 
 /// Outcome of one append.
@@ -495,6 +512,8 @@ pub struct SegmentStore {
     next_seq: u64,
     /// Event id high-water mark, persisted in [`super::hwm`] with `next_seq` after every append.
     next_event_id: u64,
+    /// Highest seq known fsynced (persisted with the marks; see [`torn_tail`]).
+    committed_seq: u64,
     /// High-water-mark writes that failed (best effort: the record itself was written).
     hwm_failures: u64,
     last_sync: Instant,
@@ -554,19 +573,20 @@ fn recover_segment(
     no: u32,
     path: PathBuf,
     newest: bool,
+    committed: u64,
     report: &mut RecoveryReport,
     last_seq: &mut Option<u64>,
 ) -> io::Result<(Option<Segment>, bool)> {
     let buf = read_segment(&path)?;
     let scan = scan_segment(&buf);
     let name = segment_name(no);
-    report.corrupt.extend(scan_findings(&name, &scan, newest).into_iter().filter(|c| !c.torn));
+    report.corrupt.extend(scan_findings(&name, &buf, &scan, newest, committed).into_iter().filter(|c| !c.torn));
     if let Some(r) = scan.records.last() {
         *last_seq = Some(last_seq.map_or(r.seq, |s| s.max(r.seq)));
     }
     report.records_ok += scan.records.len() as u64;
     let mut len = buf.len() as u64;
-    if let Some((offset, cut)) = scan.torn.filter(|_| newest) {
+    if let Some((offset, cut)) = torn_tail(&buf, &scan, newest, committed) {
         report.bytes_truncated += cut;
         if offset == 0 {
             fs::remove_file(&path)?;
@@ -578,7 +598,8 @@ fn recover_segment(
         f.sync_all()?;
         len = offset;
     }
-    let clean_end = scan.corrupt.last().is_none_or(|&(o, l, _)| o + l < len);
+    let torn_kept = scan.torn.is_some() && len == buf.len() as u64;
+    let clean_end = !torn_kept && scan.corrupt.last().is_none_or(|&(o, l, _)| o + l < len);
     Ok((Some(Segment { no, path, len }), scan.header_ok && clean_end))
 }
 
@@ -618,8 +639,11 @@ impl SegmentStore {
         let n = listed.len();
         let mut last_seq: Option<u64> = None;
         let mut appendable = false;
+        let hw = super::hwm::read(&dir);
         for (i, (no, path)) in listed.into_iter().enumerate() {
-            let (seg, ok) = recover_segment(&dir, no, path, i + 1 == n, &mut report, &mut last_seq).map_err(err)?;
+            let newest = i + 1 == n;
+            let (seg, ok) =
+                recover_segment(&dir, no, path, newest, hw.committed_seq, &mut report, &mut last_seq).map_err(err)?;
             if let Some(seg) = seg {
                 segments.push(seg);
             }
@@ -627,7 +651,6 @@ impl SegmentStore {
         }
         report.segments = segments.len();
         report.last_seq = last_seq;
-        let hw = super::hwm::read(&dir);
         let mut store = SegmentStore {
             dir,
             cfg,
@@ -635,6 +658,7 @@ impl SegmentStore {
             file: None,
             next_seq: last_seq.map_or(1, |s| s + 1).max(hw.next_seq),
             next_event_id: hw.next_event_id.max(1),
+            committed_seq: hw.committed_seq,
             hwm_failures: 0,
             last_sync: Instant::now(),
             unsynced: false,
@@ -756,7 +780,14 @@ impl SegmentStore {
     /// Write the high-water marks after a record went out, fsynced when the record was (so the interval policy
     /// keeps its cost). Best effort: a failure is counted, the append stands.
     fn persist_hwm(&mut self, durable: bool) {
-        let hw = super::hwm::HighWater { next_seq: self.next_seq, next_event_id: self.next_event_id };
+        if durable {
+            self.committed_seq = self.next_seq.saturating_sub(1);
+        }
+        let hw = super::hwm::HighWater {
+            next_seq: self.next_seq,
+            next_event_id: self.next_event_id,
+            committed_seq: self.committed_seq,
+        };
         if super::hwm::write(&self.dir, hw, durable).is_err() {
             self.hwm_failures += 1;
         }
