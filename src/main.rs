@@ -244,11 +244,25 @@ fn store(cmd: StoreCmd) -> anyhow::Result<i32> {
     use rtvla::store;
     match cmd {
         StoreCmd::Ls { dir, json } => {
-            let events = store::ls(&dir)?;
+            let (events, skipped) = store::ls_with_skipped(&dir)?;
+            // The JSON array on stdout stays an array of events; the note about skipped records goes to stderr.
+            let note = (!skipped.is_empty()).then(|| {
+                format!(
+                    "{} corrupt record(s) skipped (run `rtvla store verify {}` for files and offsets)",
+                    skipped.len(),
+                    dir.display()
+                )
+            });
             if json {
                 println!("{}", serde_json::to_string_pretty(&events)?);
+                if let Some(n) = note {
+                    eprintln!("{n}");
+                }
             } else {
                 store::print_table(&events, &mut std::io::stdout())?;
+                if let Some(n) = note {
+                    println!("{n}");
+                }
             }
             Ok(0)
         }

@@ -56,7 +56,8 @@ pub struct VerifyReport {
     pub snapshots_ok: u64,
     /// Corrupt regions and undecodable snapshots (segment file + byte offset).
     pub corrupt: Vec<Corruption>,
-    /// Torn tail of the last segment (expected after power loss; boot recovery truncates it). Not an error.
+    /// Torn tail: the incomplete final frame of the newest segment (expected after power loss; boot recovery
+    /// truncates it). Not an error. A complete record with a bad checksum is never this.
     pub torn_tail: Option<Corruption>,
 }
 
@@ -103,8 +104,6 @@ pub fn for_each_snapshot(
     mut bad: impl FnMut(Corruption, bool),
 ) -> anyhow::Result<()> {
     check_dir(dir)?;
-    let segs = segment::list_segments(dir)?;
-    let last_name = segs.last().map(|(n, _)| segment::segment_name(*n));
     let mut err = Ok(());
     let mut undecodable = Vec::new();
     let mut frames = Vec::new();
@@ -121,14 +120,14 @@ pub fn for_each_snapshot(
                 offset: r.offset,
                 len: r.payload.len() as u64,
                 reason: "record is not a valid snapshot",
+                torn: false,
             }),
         },
         |c| frames.push(c),
     )?;
     for c in frames {
-        // A bad tail of the last segment is a torn write, not corruption.
-        let tail = Some(&c.segment) == last_name.as_ref() && c.reason != "bad segment header" && is_tail(dir, &c);
-        bad(c, tail);
+        let torn = c.torn;
+        bad(c, torn);
     }
     for c in undecodable {
         bad(c, false);
@@ -136,13 +135,16 @@ pub fn for_each_snapshot(
     err
 }
 
-fn is_tail(dir: &Path, c: &Corruption) -> bool {
-    std::fs::metadata(dir.join(&c.segment)).is_ok_and(|m| c.offset + c.len == m.len())
-}
-
 /// Every event in the store, oldest first.
 pub fn ls(dir: &Path) -> anyhow::Result<Vec<EventSummary>> {
+    Ok(ls_with_skipped(dir)?.0)
+}
+
+/// Every event in the store, oldest first, and the corrupt records that were skipped to list them (a torn tail is
+/// not among them: it was never committed), so `store ls` can say that the list is incomplete.
+pub fn ls_with_skipped(dir: &Path) -> anyhow::Result<(Vec<EventSummary>, Vec<Corruption>)> {
     let mut out = Vec::new();
+    let mut skipped = Vec::new();
     for_each_snapshot(
         dir,
         |r, s| {
@@ -164,14 +166,26 @@ pub fn ls(dir: &Path) -> anyhow::Result<Vec<EventSummary>> {
             });
             Ok(())
         },
-        |_, _| {},
+        |c, torn| {
+            if !torn {
+                skipped.push(c)
+            }
+        },
     )?;
-    Ok(out)
+    Ok((out, skipped))
 }
 
-/// Highest event id in the store (reads only the newest segment that holds a snapshot), so a new run can continue
-/// the numbering with `EventRecorder::set_next_event_id(id + 1)`. `None` for an empty or missing store.
+/// Highest event id ever given out in the store, so a new run can continue the numbering with
+/// `EventRecorder::set_next_event_id(id + 1)` and an id never names two events: the larger of the persisted
+/// high-water mark ([`super::hwm`], which survives corruption and truncation) and the ids readable in the newest
+/// segment that holds a snapshot (stores written before the mark existed). `None` for an empty or missing store.
 pub fn last_event_id(dir: &Path) -> Option<u64> {
+    let from_hwm = super::hwm::read(dir).next_event_id.checked_sub(1).filter(|&i| i > 0);
+    from_hwm.max(last_readable_event_id(dir))
+}
+
+/// Highest decodable event id in the newest segment that holds one (ids only grow, so older segments hold less).
+fn last_readable_event_id(dir: &Path) -> Option<u64> {
     let segs = segment::list_segments(dir).ok()?;
     for (_, path) in segs.iter().rev() {
         let buf = segment::read_segment(path).ok()?;

@@ -5,8 +5,9 @@
 //! `magic b"RTVR" (4) | len u32 | seq u64 | crc32c(len ‖ seq ‖ payload) u32 | payload (len bytes)`, all little-endian.
 //!
 //! A record is *committed* once [`SegmentStore::append`] returned with `durable == true` (write + fsync returned).
-//! Boot recovery ([`SegmentStore::open`]) scans the last segment and truncates a torn or corrupt tail; corrupt records
-//! anywhere else are skipped and reported, never returned. Every allocation driven by an on-disk length is bounded by
+//! Boot recovery ([`SegmentStore::open`]) truncates only a torn tail: the final frame of the newest segment when it
+//! is incomplete (a write cut by power loss). Any other frame that fails its checks is corruption: it stays on disk,
+//! is reported with file and offset, and is skipped by readers, which resynchronise on the next valid record. Every allocation driven by an on-disk length is bounded by
 //! [`MAX_PAYLOAD`].
 
 use std::fs::{self, File, OpenOptions};
@@ -109,17 +110,20 @@ impl StoreError {
     }
 }
 
-/// One corrupt region found by a scan.
+/// One corrupt region (or the torn tail) found by a scan.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Corruption {
     /// Segment file name.
     pub segment: String,
     /// Byte offset in that file where the bad bytes start.
     pub offset: u64,
-    /// Bytes skipped until the next valid record (or end of file).
+    /// Bytes skipped until the next frame or valid record (or end of file).
     pub len: u64,
     /// What was wrong.
     pub reason: &'static str,
+    /// True only for the torn tail: an incomplete final frame of the newest segment (a write cut by power loss,
+    /// never committed). Everything else is corruption.
+    pub torn: bool,
 }
 
 /// What boot recovery found.
@@ -129,9 +133,9 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Valid records in all segments.
     pub records_ok: u64,
-    /// Bytes cut from the end of the last segment (torn or corrupt tail).
+    /// Bytes cut from the end of the newest segment: its torn tail only (corruption is never cut).
     pub bytes_truncated: u64,
-    /// Corrupt regions skipped in the middle of segments (never returned to readers).
+    /// Corrupt records and regions anywhere (left on disk, never returned to readers).
     pub corrupt: Vec<Corruption>,
     /// Highest valid sequence number, if any.
     pub last_seq: Option<u64>,
@@ -161,13 +165,15 @@ impl RecordLoc {
 pub struct SegmentScan {
     /// Valid records, in file order, with strictly increasing seq.
     pub records: Vec<RecordLoc>,
-    /// Corrupt regions followed by at least one valid record (mid-file damage).
+    /// Corrupt regions `(offset, len, reason)` in file order: one per damaged frame where the frames can still be
+    /// told apart by their length fields, else one per run of bytes up to the next valid record.
     pub corrupt: Vec<(u64, u64, &'static str)>,
-    /// End of the last valid record (or of the header); everything after is a torn/corrupt tail.
+    /// The final frame `(offset, len)` when it is incomplete (cut short before its declared end, or inside its
+    /// header). Only this can be a torn write, and only in the newest segment; the caller decides.
+    pub torn: Option<(u64, u64)>,
+    /// End of the last valid record (or of the header).
     pub valid_end: u64,
-    /// Why the tail is invalid, when `valid_end < file length`.
-    pub tail_reason: Option<&'static str>,
-    /// False when the segment header itself is bad.
+    /// False when the segment header itself is bad or cut short.
     pub header_ok: bool,
 }
 
@@ -211,12 +217,12 @@ fn parse_at(buf: &[u8], pos: usize) -> Result<RecordLoc, &'static str> {
     if rest[0..4] != REC_MAGIC {
         return Err("bad record magic");
     }
-    let len = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+    let len = le_u32(&rest[4..8]);
     if len as usize > MAX_PAYLOAD {
         return Err("record length over limit");
     }
-    let seq = u64::from_le_bytes(rest[8..16].try_into().unwrap());
-    let crc = u32::from_le_bytes(rest[16..20].try_into().unwrap());
+    let seq = u64::from_le_bytes([rest[8], rest[9], rest[10], rest[11], rest[12], rest[13], rest[14], rest[15]]);
+    let crc = le_u32(&rest[16..20]);
     let end = REC_HEADER_LEN + len as usize;
     if rest.len() < end {
         return Err("truncated record payload");
@@ -229,21 +235,106 @@ fn parse_at(buf: &[u8], pos: usize) -> Result<RecordLoc, &'static str> {
     Ok(RecordLoc { offset: pos as u64, seq, len })
 }
 
-/// Scan a whole segment buffer: valid records, mid-file corruption (skipped by resynchronising on the next valid
-/// record), and where the valid data ends. Records whose seq does not increase are treated as corrupt.
-pub fn scan_segment(buf: &[u8]) -> SegmentScan {
-    let mut scan = SegmentScan { header_ok: header_ok(buf), ..Default::default() };
-    let mut bad_start: Option<(usize, &'static str)> = None;
-    if !scan.header_ok {
-        // Still look for records behind a damaged header (a bit flip must not cost the whole segment).
-        scan.tail_reason = Some("bad segment header");
-        if buf.len() <= SEG_HEADER_LEN {
-            return scan;
-        }
-        bad_start = Some((0, "bad segment header"));
+/// Little-endian u32 from the first 4 bytes (callers check the length).
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// True when `rest` (the bytes up to end of file) is a record frame cut short: a prefix of a plausible header, or
+/// a plausible header whose payload ends before its declared length. A torn write looks like this and nothing else
+/// does; a complete frame with a bad checksum is corruption.
+fn incomplete_frame(rest: &[u8]) -> bool {
+    let m = rest.len().min(4);
+    if rest.is_empty() || rest[..m] != REC_MAGIC[..m] {
+        return false;
     }
-    let mut pos = SEG_HEADER_LEN;
-    scan.valid_end = if scan.header_ok { pos as u64 } else { 0 };
+    if rest.len() < 8 {
+        return true;
+    }
+    let len = le_u32(&rest[4..8]) as usize;
+    len <= MAX_PAYLOAD && rest.len() < REC_HEADER_LEN + len
+}
+
+/// Length of the whole frame at the start of `rest` when its magic and length field are plausible and the frame
+/// fits in `rest`; lets a run of damaged frames be reported one by one.
+fn frame_len(rest: &[u8]) -> Option<usize> {
+    if rest.len() < REC_HEADER_LEN || rest[0..4] != REC_MAGIC {
+        return None;
+    }
+    let len = le_u32(&rest[4..8]) as usize;
+    (len <= MAX_PAYLOAD && REC_HEADER_LEN + len <= rest.len()).then_some(REC_HEADER_LEN + len)
+}
+
+/// First offset at or after `from` where a valid record frame starts (or `buf.len()`): resynchronisation after
+/// damage, so a bad record never hides the valid ones behind it.
+fn next_valid(buf: &[u8], from: usize) -> usize {
+    let mut pos = from;
+    while pos < buf.len() {
+        match buf[pos..].windows(4).position(|w| w == REC_MAGIC) {
+            Some(k) => pos += k,
+            None => return buf.len(),
+        }
+        if parse_at(buf, pos).is_ok() {
+            return pos;
+        }
+        pos += 1;
+    }
+    buf.len()
+}
+
+/// Classify the bad bytes `start..end` (no valid record inside): one corruption per damaged frame while the length
+/// fields chain from frame to frame, the rest as one region; an incomplete final frame at end of file is the torn
+/// candidate.
+fn split_bad(buf: &[u8], start: usize, end: usize, first_reason: &'static str, scan: &mut SegmentScan) {
+    let (mut p, mut reason) = (start, first_reason);
+    while p < end {
+        let rest = &buf[p..end];
+        if end == buf.len() && incomplete_frame(rest) {
+            scan.torn = Some((p as u64, rest.len() as u64));
+            return;
+        }
+        let Some(n) = frame_len(rest) else { break };
+        let next = &buf[p + n..end];
+        let chained = next.is_empty() || next.starts_with(&REC_MAGIC) || (end == buf.len() && incomplete_frame(next));
+        if !chained {
+            break;
+        }
+        scan.corrupt.push((p as u64, n as u64, reason));
+        p += n;
+        reason = parse_at(&buf[..end], p).err().unwrap_or("record crc mismatch");
+    }
+    if p < end {
+        scan.corrupt.push((p as u64, (end - p) as u64, reason));
+    }
+}
+
+/// Check the 16-byte segment header. A file shorter than that whose bytes are a prefix of a header is a torn
+/// segment start (the writer crashed while creating it); a damaged full header is corruption, and the records
+/// behind it are still scanned. Returns where the records start, or `None` when there is nothing more to scan.
+fn scan_header(buf: &[u8], scan: &mut SegmentScan) -> Option<usize> {
+    scan.header_ok = header_ok(buf);
+    if buf.len() < SEG_HEADER_LEN {
+        let m = buf.len().min(4);
+        if buf[..m] == SEG_MAGIC[..m] {
+            scan.torn = Some((0, buf.len() as u64));
+        } else {
+            scan.corrupt.push((0, buf.len() as u64, "bad segment header"));
+        }
+        return None;
+    }
+    if !scan.header_ok {
+        scan.corrupt.push((0, SEG_HEADER_LEN as u64, "bad segment header"));
+    }
+    scan.valid_end = SEG_HEADER_LEN as u64;
+    Some(SEG_HEADER_LEN)
+}
+
+/// Scan a whole segment buffer: valid records, each corrupt frame or region (skipped by resynchronising on the
+/// next valid record), and an incomplete final frame (the torn candidate). Records whose seq does not increase are
+/// treated as corrupt. Never panics, never allocates by a length field.
+pub fn scan_segment(buf: &[u8]) -> SegmentScan {
+    let mut scan = SegmentScan::default();
+    let Some(mut pos) = scan_header(buf, &mut scan) else { return scan };
     let mut last_seq: Option<u64> = None;
     while pos < buf.len() {
         let parsed = parse_at(buf, pos).and_then(|r| match last_seq {
@@ -252,28 +343,18 @@ pub fn scan_segment(buf: &[u8]) -> SegmentScan {
         });
         match parsed {
             Ok(r) => {
-                if let Some((start, reason)) = bad_start.take() {
-                    scan.corrupt.push((start as u64, (pos - start) as u64, reason));
-                }
                 last_seq = Some(r.seq);
                 pos += REC_HEADER_LEN + r.len as usize;
                 scan.valid_end = pos as u64;
                 scan.records.push(r);
             }
             Err(reason) => {
-                if bad_start.is_none() {
-                    bad_start = Some((pos, reason));
-                }
-                // Resynchronise: look for the next record magic.
-                pos += 1;
-                match buf[pos..].windows(4).position(|w| w == REC_MAGIC) {
-                    Some(k) => pos += k,
-                    None => pos = buf.len(),
-                }
+                let next = next_valid(buf, pos + 1);
+                split_bad(buf, pos, next, reason, &mut scan);
+                pos = next;
             }
         }
     }
-    scan.tail_reason = bad_start.map(|(_, reason)| reason);
     scan
 }
 
@@ -333,27 +414,23 @@ pub fn read_all(dir: &Path) -> io::Result<(Vec<Record>, Vec<Corruption>)> {
     Ok((out, bad))
 }
 
-/// Visit every valid record (one segment in memory at a time) and every corrupt region.
+/// Visit every valid record (one segment in memory at a time) and every corrupt region, the torn tail included
+/// (flagged `torn`). Only the newest segment can have a torn tail: an incomplete frame anywhere else is corruption.
 pub fn for_each_record(
     dir: &Path,
     mut on_record: impl FnMut(Record),
     mut on_corrupt: impl FnMut(Corruption),
 ) -> io::Result<()> {
     let mut last_seq: Option<u64> = None;
-    for (_, path) in list_segments(dir)? {
+    let segs = list_segments(dir)?;
+    let n = segs.len();
+    let committed = super::hwm::read(dir).committed_seq;
+    for (i, (_, path)) in segs.into_iter().enumerate() {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let buf = read_segment(&path)?;
         let scan = scan_segment(&buf);
-        for (offset, len, reason) in &scan.corrupt {
-            on_corrupt(Corruption { segment: name.clone(), offset: *offset, len: *len, reason });
-        }
-        if scan.valid_end < buf.len() as u64 {
-            on_corrupt(Corruption {
-                segment: name.clone(),
-                offset: scan.valid_end,
-                len: buf.len() as u64 - scan.valid_end,
-                reason: scan.tail_reason.unwrap_or("torn tail"),
-            });
+        for c in scan_findings(&name, &buf, &scan, i + 1 == n, committed) {
+            on_corrupt(c);
         }
         for r in scan.records {
             if last_seq.is_some_and(|s| r.seq <= s) {
@@ -362,6 +439,7 @@ pub fn for_each_record(
                     offset: r.offset,
                     len: REC_HEADER_LEN as u64 + r.len as u64,
                     reason: "sequence not increasing across segments",
+                    torn: false,
                 });
                 continue;
             }
@@ -375,6 +453,37 @@ pub fn for_each_record(
         }
     }
     Ok(())
+}
+
+/// The corrupt regions of one scanned segment, then its incomplete final frame: a torn tail only when
+/// [`torn_tail`] says so, else corruption.
+fn scan_findings(name: &str, buf: &[u8], scan: &SegmentScan, newest: bool, committed: u64) -> Vec<Corruption> {
+    let mut v: Vec<Corruption> = scan
+        .corrupt
+        .iter()
+        .map(|&(offset, len, reason)| Corruption { segment: name.to_string(), offset, len, reason, torn: false })
+        .collect();
+    if let Some((offset, len)) = scan.torn {
+        let torn = torn_tail(buf, scan, newest, committed).is_some();
+        let reason = match (torn, newest) {
+            (true, _) => "incomplete last record",
+            (false, true) => "committed record cut short (or its length field damaged)",
+            (false, false) => "incomplete record in a closed segment",
+        };
+        v.push(Corruption { segment: name.to_string(), offset, len, reason, torn });
+    }
+    v
+}
+
+/// The torn tail `(offset, len)` of a scanned segment, if it has one: an incomplete final frame, in the newest
+/// segment (a closed segment was complete once a newer one was started), whose seq (when its header got that far)
+/// is above `committed`, the highest seq known to have been fsynced: a write power loss interrupted cannot be one
+/// that had already returned.
+pub fn torn_tail(buf: &[u8], scan: &SegmentScan, newest: bool, committed: u64) -> Option<(u64, u64)> {
+    let (offset, len) = scan.torn.filter(|_| newest)?;
+    let head = buf.get(offset as usize + 8..offset as usize + 16).filter(|_| offset >= SEG_HEADER_LEN as u64);
+    let seq = head.map(|h| u64::from_le_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]));
+    seq.is_none_or(|s| s > committed).then_some((offset, len))
 }
 
 /// Outcome of one append.
@@ -401,6 +510,12 @@ pub struct SegmentStore {
     segments: Vec<Segment>,
     file: Option<File>,
     next_seq: u64,
+    /// Event id high-water mark, persisted in [`super::hwm`] with `next_seq` after every append.
+    next_event_id: u64,
+    /// Highest seq known fsynced (persisted with the marks; see [`torn_tail`]).
+    committed_seq: u64,
+    /// High-water-mark writes that failed (best effort: the record itself was written).
+    hwm_failures: u64,
     last_sync: Instant,
     unsynced: bool,
     frame: Vec<u8>,
@@ -449,9 +564,50 @@ pub fn check_not_locked(dir: &Path) -> Result<(), StoreError> {
     lock_dir(dir).map(drop)
 }
 
+/// Boot recovery of one segment: report its corruption, cut its torn tail when it is the newest (the only bytes
+/// recovery may remove: they were never committed), and say whether appends may continue in it (only when its
+/// header is good and its end is clean, so new records never sit behind damage). `None`: the whole file was a torn
+/// segment start and is gone.
+fn recover_segment(
+    dir: &Path,
+    no: u32,
+    path: PathBuf,
+    newest: bool,
+    committed: u64,
+    report: &mut RecoveryReport,
+    last_seq: &mut Option<u64>,
+) -> io::Result<(Option<Segment>, bool)> {
+    let buf = read_segment(&path)?;
+    let scan = scan_segment(&buf);
+    let name = segment_name(no);
+    report.corrupt.extend(scan_findings(&name, &buf, &scan, newest, committed).into_iter().filter(|c| !c.torn));
+    if let Some(r) = scan.records.last() {
+        *last_seq = Some(last_seq.map_or(r.seq, |s| s.max(r.seq)));
+    }
+    report.records_ok += scan.records.len() as u64;
+    let mut len = buf.len() as u64;
+    if let Some((offset, cut)) = torn_tail(&buf, &scan, newest, committed) {
+        report.bytes_truncated += cut;
+        if offset == 0 {
+            fs::remove_file(&path)?;
+            fsync_dir(dir)?;
+            return Ok((None, false));
+        }
+        let f = OpenOptions::new().write(true).open(&path)?;
+        f.set_len(offset)?;
+        f.sync_all()?;
+        len = offset;
+    }
+    let torn_kept = scan.torn.is_some() && len == buf.len() as u64;
+    let clean_end = !torn_kept && scan.corrupt.last().is_none_or(|&(o, l, _)| o + l < len);
+    Ok((Some(Segment { no, path, len }), scan.header_ok && clean_end))
+}
+
 impl SegmentStore {
-    /// Open (creating the directory if needed) and run boot recovery: the last segment's torn or corrupt tail is
-    /// truncated (and fsynced); corrupt regions elsewhere are reported. A last segment with a bad header is removed.
+    /// Open (creating the directory if needed) and run boot recovery: only a torn tail (an incomplete final frame of
+    /// the newest segment) is truncated (and fsynced); corrupt records anywhere stay on disk, are reported and are
+    /// skipped by readers. Sequence numbers continue above both the highest valid record and the persisted
+    /// high-water mark, so they never go back.
     pub fn open(dir: impl AsRef<Path>, cfg: StoreConfig) -> Result<(Self, RecoveryReport), StoreError> {
         let dir = dir.as_ref().to_path_buf();
         if cfg.segment_bytes < (SEG_HEADER_LEN + MAX_RECORD) as u64 || cfg.budget_bytes < cfg.segment_bytes {
@@ -482,43 +638,16 @@ impl SegmentStore {
         let listed = list_segments(&dir).map_err(err)?;
         let n = listed.len();
         let mut last_seq: Option<u64> = None;
+        let mut appendable = false;
+        let hw = super::hwm::read(&dir);
         for (i, (no, path)) in listed.into_iter().enumerate() {
-            let name = segment_name(no);
-            let buf = read_segment(&path).map_err(err)?;
-            let scan = scan_segment(&buf);
-            let is_last = i + 1 == n;
-            for (offset, len, reason) in &scan.corrupt {
-                report.corrupt.push(Corruption { segment: name.clone(), offset: *offset, len: *len, reason });
+            let newest = i + 1 == n;
+            let (seg, ok) =
+                recover_segment(&dir, no, path, newest, hw.committed_seq, &mut report, &mut last_seq).map_err(err)?;
+            if let Some(seg) = seg {
+                segments.push(seg);
             }
-            if let Some(r) = scan.records.last() {
-                last_seq = Some(last_seq.map_or(r.seq, |s| s.max(r.seq)));
-            }
-            report.records_ok += scan.records.len() as u64;
-            let mut len = buf.len() as u64;
-            if is_last && !scan.header_ok && scan.records.is_empty() {
-                // A segment torn before its header was durable holds nothing committed.
-                report.bytes_truncated += len;
-                fs::remove_file(&path).map_err(err)?;
-                fsync_dir(&dir).map_err(err)?;
-                continue;
-            }
-            if scan.valid_end < len {
-                if is_last {
-                    let f = OpenOptions::new().write(true).open(&path).map_err(err)?;
-                    f.set_len(scan.valid_end).map_err(err)?;
-                    f.sync_all().map_err(err)?;
-                    report.bytes_truncated += len - scan.valid_end;
-                    len = scan.valid_end;
-                } else {
-                    report.corrupt.push(Corruption {
-                        segment: name.clone(),
-                        offset: scan.valid_end,
-                        len: len - scan.valid_end,
-                        reason: scan.tail_reason.unwrap_or("corrupt tail"),
-                    });
-                }
-            }
-            segments.push(Segment { no, path, len });
+            appendable = ok;
         }
         report.segments = segments.len();
         report.last_seq = last_seq;
@@ -527,15 +656,22 @@ impl SegmentStore {
             cfg,
             segments,
             file: None,
-            next_seq: last_seq.map_or(1, |s| s + 1),
+            next_seq: last_seq.map_or(1, |s| s + 1).max(hw.next_seq),
+            next_event_id: hw.next_event_id.max(1),
+            committed_seq: hw.committed_seq,
+            hwm_failures: 0,
             last_sync: Instant::now(),
             unsynced: false,
             frame: Vec::with_capacity(MAX_RECORD),
             _lock: lock,
         };
-        if let Some(last) = store.segments.last() {
-            let f = OpenOptions::new().append(true).open(&last.path).map_err(|e| StoreError::from_io(&store.dir, e))?;
-            store.file = Some(f);
+        match store.segments.last() {
+            Some(last) if appendable => {
+                let f =
+                    OpenOptions::new().append(true).open(&last.path).map_err(|e| StoreError::from_io(&store.dir, e))?;
+                store.file = Some(f);
+            }
+            _ => {} // Appends start a fresh segment: damage stays behind, in a closed segment.
         }
         Ok((store, report))
     }
@@ -617,6 +753,48 @@ impl SegmentStore {
     /// never leaves a half record in front of later ones. On ENOSPC the oldest segment is evicted and the write
     /// retried once.
     pub fn append(&mut self, payload: &[u8]) -> Result<Appended, StoreError> {
+        let a = self.append_record(payload)?;
+        self.persist_hwm(a.durable);
+        Ok(a)
+    }
+
+    /// Append one snapshot whose event id is `event_id`: as [`Self::append`], and the event-id high-water mark
+    /// moves past it, so a later run never reuses the id even if this record is later lost to corruption.
+    pub fn append_event(&mut self, payload: &[u8], event_id: u64) -> Result<Appended, StoreError> {
+        let a = self.append_record(payload)?;
+        self.next_event_id = self.next_event_id.max(event_id.saturating_add(1));
+        self.persist_hwm(a.durable);
+        Ok(a)
+    }
+
+    /// Event id the next snapshot should get at least (from the persisted high-water mark; 1 when unknown).
+    pub fn next_event_id(&self) -> u64 {
+        self.next_event_id
+    }
+
+    /// How many high-water-mark writes failed (e.g. disk full); the records themselves were written.
+    pub fn hwm_failures(&self) -> u64 {
+        self.hwm_failures
+    }
+
+    /// Write the high-water marks after a record went out, fsynced when the record was (so the interval policy
+    /// keeps its cost). Best effort: a failure is counted, the append stands.
+    fn persist_hwm(&mut self, durable: bool) {
+        if durable {
+            self.committed_seq = self.next_seq.saturating_sub(1);
+        }
+        let hw = super::hwm::HighWater {
+            next_seq: self.next_seq,
+            next_event_id: self.next_event_id,
+            committed_seq: self.committed_seq,
+        };
+        if super::hwm::write(&self.dir, hw, durable).is_err() {
+            self.hwm_failures += 1;
+        }
+    }
+
+    /// The append itself (see [`Self::append`]), without the high-water marks.
+    fn append_record(&mut self, payload: &[u8]) -> Result<Appended, StoreError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(StoreError::TooLarge(payload.len()));
         }
@@ -788,6 +966,70 @@ mod tests {
         let c = StoreConfig { fsync: FsyncPolicy::EveryRecord, ..cfg() };
         let (mut s, _) = SegmentStore::open(d.path(), c).unwrap();
         assert_eq!(s.append(b"c").unwrap(), Appended { seq: 3, durable: true, evicted: 0 });
+    }
+
+    /// A segment of `n` records (payloads of 30 bytes) and each record's offset.
+    fn seg_of(n: u64) -> (Vec<u8>, Vec<usize>) {
+        let mut b = segment_header(1).to_vec();
+        let mut off = Vec::new();
+        for seq in 1..=n {
+            off.push(b.len());
+            frame_record(seq, &[seq as u8; 30], &mut b);
+        }
+        (b, off)
+    }
+
+    #[test]
+    fn flipped_records_are_listed_one_by_one_and_resynced_past() {
+        let (mut b, off) = seg_of(6);
+        for i in [1, 2, 4] {
+            b[off[i] + REC_HEADER_LEN + 1] ^= 1;
+        }
+        let sc = scan_segment(&b);
+        assert_eq!(sc.records.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 4, 6]);
+        let bad: Vec<u64> = sc.corrupt.iter().map(|c| c.0).collect();
+        assert_eq!(bad, vec![off[1] as u64, off[2] as u64, off[4] as u64]);
+        assert!(sc.corrupt.iter().all(|c| c.1 == 50 && c.2 == "record crc mismatch"));
+        assert_eq!(sc.torn, None);
+    }
+
+    #[test]
+    fn complete_bad_last_record_is_corrupt_incomplete_one_is_torn() {
+        let (mut b, off) = seg_of(3);
+        b[off[2] + REC_HEADER_LEN] ^= 0x80;
+        let sc = scan_segment(&b);
+        assert_eq!((sc.corrupt.len(), sc.torn), (1, None));
+        let (b, off) = seg_of(3);
+        for keep in 1..50 {
+            let sc = scan_segment(&b[..off[2] + keep]);
+            assert_eq!(sc.torn, Some((off[2] as u64, keep as u64)), "keep {keep}");
+            assert!(sc.corrupt.is_empty(), "keep {keep}");
+        }
+        // Garbage at the end is not a frame at all: corruption.
+        let mut g = b.clone();
+        g.extend_from_slice(b"garbage!");
+        let sc = scan_segment(&g);
+        assert_eq!((sc.corrupt.len(), sc.torn), (1, None));
+    }
+
+    #[test]
+    fn recovery_keeps_corrupt_records_and_appends_in_a_new_segment() {
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = SegmentStore::open(d.path(), cfg()).unwrap();
+        for i in 0..4u8 {
+            s.append(&[i; 30]).unwrap();
+        }
+        drop(s);
+        let p = d.path().join(segment_name(1));
+        let mut b = fs::read(&p).unwrap();
+        let n = b.len();
+        b[n - 3] ^= 4; // the last record, complete and committed
+        fs::write(&p, &b).unwrap();
+        let (mut s, r) = SegmentStore::open(d.path(), cfg()).unwrap();
+        assert_eq!((r.bytes_truncated, r.corrupt.len(), r.records_ok), (0, 1, 3));
+        assert_eq!(s.append(b"next").unwrap().seq, 5, "the unreadable record's seq is not reused");
+        assert_eq!(fs::read(&p).unwrap().len(), n);
+        assert_eq!(s.segment_count(), 2);
     }
 
     #[test]

@@ -237,7 +237,7 @@ fn writer_main(cfg: WriterConfig, mut sink: SlotSink, stop: Arc<AtomicBool>, c: 
                     None => {
                         c.dropped_store.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some(s) => match s.append(bytes) {
+                    Some(s) => match s.append_event(bytes, slot.snap.event_id) {
                         Ok(a) => {
                             c.written.fetch_add(1, Ordering::Relaxed);
                             c.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
