@@ -67,6 +67,9 @@ enum Task {
         #[arg(long, default_value_t = 4.0)]
         trigger_every_s: f64,
     },
+    /// Check the bundled models as CI does: `rtvla model check` on every manifest in models/student, and the
+    /// student's closed-loop driving score on the model card's held-out runs against its card value.
+    ModelsCheck,
     /// Install the release binary in PREFIX/bin and its bundle (boards, models) in PREFIX/share/rtvla, where the
     /// binary finds them from any directory.
     Install {
@@ -110,6 +113,11 @@ fn main() -> Result<()> {
         ),
         Task::Soak { minutes, trigger_every_s } => soak::soak(&root, &soak::SoakOptions { minutes, trigger_every_s }),
         Task::TestAarch64 => cross::test_aarch64(&root),
+        Task::ModelsCheck => {
+            run(cargo().args(["build", "--release", "--package", "rtvla", "--bin", "rtvla"]))?;
+            models_check::host(&root, &release_bin(&root))?;
+            models_check::closed_loop_floor(&root, &release_bin(&root))
+        }
         Task::Install { prefix } => install::install(&root, &prefix.map_or_else(install::default_prefix, Ok)?),
         Task::Fixture => fixture(&root),
         Task::Train { smoke, args } => train(&root, smoke, &args),
@@ -170,6 +178,8 @@ fn ci(root: &Path) -> Result<()> {
     first_contact::from_anywhere(root)?;
     step("bundled models: rtvla model check on every manifest in models/student (tract vs the exporter's outputs)");
     models_check::host(root, &release_bin(root))?;
+    step("bundled student: closed-loop floor on the model card's held-out runs");
+    models_check::closed_loop_floor(root, &release_bin(root))?;
     step("end-to-end: bad input exits 2 with one line");
     bad_input_checks(root)?;
     step("distillation smoke: tiny dataset, a few steps per stage, export, parity (models/distill)");

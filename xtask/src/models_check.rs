@@ -58,3 +58,37 @@ fn check(cmd: &mut Command, manifest: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// DS the bundled student may lose against its model card on the card's own runs before CI fails: the runs are
+/// deterministic, so this only absorbs floating-point differences between CPUs that flip an outcome or two.
+const DS_MARGIN: f64 = 5.0;
+
+/// A closed-loop floor: the bundled student drives the model card's held-out runs (`models/eval.json`: its seeds
+/// and scenarios) through `rtvla sim eval`, and must score at least the card's DS minus [`DS_MARGIN`].
+pub fn closed_loop_floor(root: &Path, rtvla: &Path) -> Result<()> {
+    let card = crate::read_json(&root.join("models/eval.json"))?;
+    let row = card["rows"].as_array().and_then(|rows| rows.iter().find(|r| r["model"] == "student"));
+    let card_ds = row.and_then(|r| r["driving_score"].as_f64()).context("models/eval.json has no student DS")?;
+    let seeds = card["held_out_seeds"].as_array().context("models/eval.json has no held_out_seeds")?;
+    let (a, b) = (seeds[0].as_u64().unwrap_or(0), seeds.get(1).and_then(|s| s.as_u64()).unwrap_or(0));
+    let scenarios = card["scenarios"].as_str().unwrap_or("held-out");
+    let out = crate::tempdir()?.join("floor.json");
+    let seeds = format!("{a}..{b}");
+    crate::run(
+        Command::new(rtvla)
+            .args(["sim", "eval", "--policy", "model", "--scenarios", scenarios, "--seeds", &seeds])
+            .arg("--json")
+            .arg(&out),
+    )?;
+    let got = crate::read_json(&out)?;
+    let ds = got["driving_score"].as_f64().context("sim eval JSON has no driving_score")?;
+    let runs = got["runs"].as_array().map_or(0, Vec::len);
+    eprintln!(
+        "student: DS {ds:.1} on the card's {runs} runs ({scenarios}, seeds {seeds}); card {card_ds:.1}, floor {:.1}",
+        card_ds - DS_MARGIN
+    );
+    if ds < card_ds - DS_MARGIN {
+        bail!("the bundled student drives DS {ds:.1}, below its card's {card_ds:.1} minus {DS_MARGIN}");
+    }
+    Ok(())
+}
