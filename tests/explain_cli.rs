@@ -89,9 +89,18 @@ fn explains_every_snapshot_of_a_drive() {
     }
 }
 
+/// The bundled language manifest with one edit, its ONNX paths made absolute and — unless `sealed` — its
+/// `[integrity]` table dropped (as a hand-written manifest has none), so each case reaches the check it is for.
 fn bad_language_manifest(dir: &Path, name: &str, from: &str, to: &str) -> String {
+    edited_language_manifest(dir, name, from, to, false)
+}
+
+fn edited_language_manifest(dir: &Path, name: &str, from: &str, to: &str, sealed: bool) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/student");
     let mut text = std::fs::read_to_string(root.join("language.toml")).unwrap();
+    if !sealed {
+        text.truncate(text.find("\n[integrity]\n").expect("the bundled manifest is sealed") + 1);
+    }
     for f in ["language_resampler.onnx", "language_step.onnx"] {
         text = text.replace(&format!("\"{f}\""), &format!("{:?}", root.join(f).display().to_string()));
     }
@@ -115,6 +124,7 @@ fn bad_language_manifests_are_one_line_errors() {
             bad_language_manifest(dir.path(), "b.toml", "kind = \"language\"", "kind = \"student\""),
             "not a language manifest",
         ),
+        (edited_language_manifest(dir.path(), "s.toml", "max_len = 24", "max_len = 23", true), "edited after export"),
         (
             bad_language_manifest(dir.path(), "c.toml", "features = [1, 32, 64]", "features = [1, 32, 65]"),
             "cannot build",

@@ -71,6 +71,18 @@ def _toml_value(v) -> str:
     return json.dumps(str(v))  # JSON string escaping is valid TOML basic-string escaping
 
 
+INTEGRITY_HEADER = "\n[integrity]\n"
+
+
+def seal_manifest(text: str) -> str:
+    """End a manifest with its own hash (src/model/integrity.rs): sha256 of every byte before the `[integrity]`
+    line, so an edit of its contract or preprocessing after export is refused by the runtime. Idempotent."""
+    at = text.find(INTEGRITY_HEADER)
+    body = text[:at + 1] if at >= 0 else (text if text.endswith("\n") else text + "\n")
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    return body + "[integrity]\n" + f'manifest_sha256 = "{digest}"\n'
+
+
 def _table(name: str, d: dict) -> str:
     return f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in d.items() if v is not None)
 
@@ -154,7 +166,7 @@ def write_driving_manifest(onnx_path: str, name: str, kind: str, precision: str,
     if metrics:
         text += "\n" + _table("metrics", metrics)
     with open(man, "w") as f:
-        f.write(text)
+        f.write(seal_manifest(text))
     print(f"[export] wrote {man}")
     return man
 
@@ -381,7 +393,7 @@ def export_language(language, feat_shape: list[int], out_dir: str, provenance: d
     text += "\n" + _table("vocab", {"tokens": VOCAB.itos, "pad": 0, "bos": 1, "eos": 2})
     text += "\n" + _table("provenance", prov)
     with open(man, "w") as f:
-        f.write(text)
+        f.write(seal_manifest(text))
     print(f"[export] wrote {man}")
     return {"manifest": man, "max_abs_diff": max_diff}
 

@@ -161,6 +161,7 @@ impl LanguageManifest {
         let mut m: LanguageManifest =
             toml::from_str(&text).map_err(|e| bad_input(format!("{}: {}", what(), e.message().replace('\n', " "))))?;
         m.path = path.to_path_buf();
+        crate::model::integrity::check(&text).map_err(|msg| bad_input(format!("{}: {msg}", what())))?;
         if m.model.kind != "language" {
             return Err(bad_input(format!("{}: kind is {:?}, expected \"language\"", what(), m.model.kind)));
         }

@@ -99,6 +99,9 @@ pub struct Manifest {
     /// Free-form measured metrics.
     #[serde(default)]
     pub metrics: toml::Table,
+    /// The manifest's own hash, checked on load (`super::integrity`).
+    #[serde(default, skip_serializing)]
+    pub integrity: Option<toml::Table>,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -147,6 +150,7 @@ impl Manifest {
             .map_err(|e| bad_input(format!("model manifest {}: {}", path.display(), e.message().replace('\n', " "))))?;
         m.path = path.to_path_buf();
         m.check_contract().map_err(|msg| bad_input(format!("model manifest {}: {msg}", path.display())))?;
+        super::integrity::check(&text).map_err(|msg| bad_input(format!("model manifest {}: {msg}", path.display())))?;
         Ok(m)
     }
 

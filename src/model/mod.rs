@@ -1,5 +1,6 @@
 //! The student stage: a driving policy that turns a preprocessed image + ego state into waypoints.
 
+pub mod integrity;
 pub mod manifest;
 pub mod student;
 pub mod tools;

@@ -274,3 +274,14 @@ def test_seed_study_paired_summary():
     # symmetric: the arm behind gets the same sign-test p, and an even split is p = 1
     assert paired_summary([60.0] * 12, [60.0 + d for d in diff])["sign_p"] == pytest.approx(p["sign_p"])
     assert paired_summary([1.0, 2.0], [2.0, 1.0])["sign_p"] == 1.0
+
+
+def test_seal_manifest_covers_every_byte_before_the_integrity_table():
+    import hashlib
+    import export
+    body = '[model]\nname = "m"\n\n[preprocess]\nmean = [0.5, 0.5, 0.5]\nstd = [0.2, 0.2, 0.2]\n'
+    sealed = export.seal_manifest(body)
+    assert sealed.startswith(body + "[integrity]\n")
+    assert hashlib.sha256(body.encode()).hexdigest() in sealed
+    assert export.seal_manifest(sealed) == sealed, "sealing again changes nothing"
+    assert export.seal_manifest(sealed.replace("0.2, 0.2, 0.2", "0.3, 0.2, 0.2")) != sealed
