@@ -93,6 +93,12 @@ pub enum StoreError {
     /// Another process (or store instance) is writing this directory.
     #[error("store {dir}: in use by {} (lock held on {dir}/.lock)", holder.map_or("another writer".to_string(), |p| format!("PID {p}")))]
     Locked { dir: PathBuf, holder: Option<u32> },
+    /// Segment numbers are used up: the highest one in the directory is `u32::MAX`. Numbers order segments
+    /// (eviction removes the lowest), so wrapping to 1 would make the newest segment look oldest and reuse names
+    /// of live segments; at one 4 MiB segment per second this takes 136 years, so in practice only a stray file
+    /// named `seg-4294967295.rtv` gets here.
+    #[error("store {dir}: segment numbers exhausted (a segment numbered {} exists); move the store aside", u32::MAX)]
+    SegmentsExhausted { dir: PathBuf },
     /// Any other I/O failure.
     #[error("store {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
@@ -702,25 +708,44 @@ impl SegmentStore {
                 f.sync_all().map_err(|e| StoreError::from_io(&self.dir, e))?;
             }
         }
-        let no = self.segments.last().map_or(1, |s| s.no + 1);
+        // Continue past the highest number (never wrap: order is by number); a name already taken by something
+        // that is not one of our segments (a file that appeared later, a directory) is skipped, never truncated.
+        let mut no = self.segments.last().map_or(Some(1), |s| s.no.checked_add(1));
+        loop {
+            let Some(n) = no else { return Err(StoreError::SegmentsExhausted { dir: self.dir.clone() }) };
+            match self.create_segment(n) {
+                Ok(true) => return Ok(()),
+                Ok(false) => no = n.checked_add(1),
+                Err(e) => return Err(StoreError::from_io(&self.dir, e)),
+            }
+        }
+    }
+
+    /// Create segment `no` with `create_new` (O_EXCL), so an existing file is never clobbered: `Ok(false)` when the
+    /// name is taken. A half-created segment (its header write failed) is removed: it is ours and holds nothing.
+    fn create_segment(&mut self, no: u32) -> io::Result<bool> {
         let path = self.dir.join(segment_name(no));
+        let mut f = match OpenOptions::new().create_new(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let res = (|| -> io::Result<File> {
-            let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
             f.write_all(&segment_header(no))?;
             f.sync_all()?;
             fsync_dir(&self.dir)?;
-            drop(f);
             OpenOptions::new().append(true).open(&path)
         })();
+        drop(f);
         match res {
             Ok(f) => {
                 self.segments.push(Segment { no, path, len: SEG_HEADER_LEN as u64 });
                 self.file = Some(f);
-                Ok(())
+                Ok(true)
             }
             Err(e) => {
                 let _ = fs::remove_file(&path);
-                Err(StoreError::from_io(&self.dir, e))
+                Err(e)
             }
         }
     }

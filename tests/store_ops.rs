@@ -1,0 +1,68 @@
+//! Issue 18, item 5 "Store operations": segment rollover never clobbers an existing segment, sequence numbers
+//! never wrap, and a non-file named like a segment does not break `store ls` / `store verify`.
+
+mod store_common;
+use store_common as common;
+
+use std::path::Path;
+
+use rtvla::store::segment::{
+    frame_record, read_all, segment_header, segment_name, FsyncPolicy, SegmentStore, StoreConfig, StoreError,
+    MAX_RECORD, SEG_HEADER_LEN,
+};
+
+/// Smallest segments the store accepts: two 40 kB records never share one, so the second append rolls over.
+fn small_segments() -> StoreConfig {
+    StoreConfig {
+        budget_bytes: 1 << 30,
+        segment_bytes: (SEG_HEADER_LEN + MAX_RECORD) as u64,
+        fsync: FsyncPolicy::Never,
+    }
+}
+
+/// Write a foreign segment `no` holding records with the given seqs; returns its bytes.
+fn write_segment(dir: &Path, no: u32, seqs: &[u64]) -> Vec<u8> {
+    let mut b = segment_header(no).to_vec();
+    for &seq in seqs {
+        frame_record(seq, &common::payload_for(seq, 100), &mut b);
+    }
+    std::fs::write(dir.join(segment_name(no)), &b).unwrap();
+    b
+}
+
+#[test]
+fn rollover_skips_a_segment_name_that_already_exists() {
+    let d = common::tmp();
+    let (mut s, _) = SegmentStore::open(d.path(), small_segments()).unwrap();
+    s.append(&[1u8; 40_000]).unwrap();
+    // seg-000002.rtv appears while the store is open: the name the writer would pick next.
+    let theirs = write_segment(d.path(), 2, &[100, 101, 102]);
+    s.append(&[2u8; 40_000]).unwrap();
+    s.append(&[3u8; 40_000]).unwrap();
+    drop(s);
+    assert_eq!(std::fs::read(d.path().join(segment_name(2))).unwrap(), theirs, "existing segment clobbered");
+    let names: Vec<String> =
+        common::segs(d.path()).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, [1, 2, 3, 4].map(segment_name));
+    let (recs, _) = read_all(d.path()).unwrap();
+    assert!([100, 101, 102].iter().all(|q| recs.iter().any(|r| r.seq == *q)), "its records are still read");
+}
+
+#[test]
+fn segment_numbers_never_wrap_onto_live_segments() {
+    let d = common::tmp();
+    let low = write_segment(d.path(), 1, &[1, 2]);
+    let high = write_segment(d.path(), u32::MAX, &[3]);
+    let (mut s, r) = SegmentStore::open(d.path(), small_segments()).unwrap();
+    assert_eq!(r.records_ok, 3);
+    s.append(&[1u8; 40_000]).unwrap(); // fits in the highest segment
+    let err = s.append(&[2u8; 40_000]).expect_err("no number left after u32::MAX");
+    assert!(matches!(err, StoreError::SegmentsExhausted { .. }), "{err}");
+    assert!(err.to_string().contains("segment numbers exhausted"), "{err}");
+    drop(s);
+    assert_eq!(std::fs::read(d.path().join(segment_name(1))).unwrap(), low, "wrapped onto segment 1");
+    assert!(std::fs::read(d.path().join(segment_name(u32::MAX))).unwrap().starts_with(&high));
+    assert_eq!(common::segs(d.path()).len(), 2, "no wrapped segment 0 created");
+    let (recs, bad) = read_all(d.path()).unwrap();
+    assert_eq!((recs.len(), bad.len()), (4, 0));
+}
