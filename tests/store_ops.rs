@@ -6,6 +6,10 @@ use store_common as common;
 
 use std::path::Path;
 
+use rtvla::events::snapshot::Snapshot;
+use rtvla::store::hwm::{self, HighWater};
+use rtvla::store::verify;
+
 use rtvla::store::segment::{
     frame_record, read_all, segment_header, segment_name, FsyncPolicy, SegmentStore, StoreConfig, StoreError,
     MAX_RECORD, SEG_HEADER_LEN,
@@ -65,4 +69,71 @@ fn segment_numbers_never_wrap_onto_live_segments() {
     assert_eq!(common::segs(d.path()).len(), 2, "no wrapped segment 0 created");
     let (recs, bad) = read_all(d.path()).unwrap();
     assert_eq!((recs.len(), bad.len()), (4, 0));
+}
+
+/// A snapshot record for event `id`.
+fn snapshot(id: u64) -> Vec<u8> {
+    let mut snap = Snapshot::new_boxed();
+    snap.event_id = id;
+    snap.cause.push_str("near the end of seq").unwrap();
+    snap.encode().unwrap()
+}
+
+fn every_record() -> StoreConfig {
+    StoreConfig { fsync: FsyncPolicy::EveryRecord, ..small_segments() }
+}
+
+/// Appends refuse cleanly instead of wrapping, and `verify` reads the store as healthy (no corruption, no torn
+/// tail) before and after the refusal.
+fn assert_exhausted_and_healthy(dir: &Path, records: u64) {
+    let bytes_before: Vec<Vec<u8>> = common::segs(dir).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let (mut s, r) = SegmentStore::open(dir, every_record()).unwrap();
+    assert_eq!((r.records_ok, r.corrupt.len(), r.bytes_truncated), (records, 0, 0));
+    assert_eq!(s.next_seq(), u64::MAX);
+    let err = s.append_event(&snapshot(99), 99).expect_err("no seq left");
+    assert!(matches!(err, StoreError::SeqExhausted { .. }), "{err}");
+    assert!(err.to_string().contains("sequence numbers exhausted"), "{err}");
+    drop(s);
+    let after: Vec<Vec<u8>> = common::segs(dir).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert_eq!(after, bytes_before, "a refused append changed the segments");
+    let v = verify(dir).unwrap();
+    assert!(v.is_ok() && v.torn_tail.is_none(), "{}", v.render());
+    assert_eq!((v.records_ok, v.snapshots_ok), (records, records));
+}
+
+#[test]
+fn seq_runs_up_to_u64_max_minus_one_then_appends_refuse() {
+    let d = common::tmp();
+    let mut b = segment_header(1).to_vec();
+    frame_record(u64::MAX - 3, &snapshot(1), &mut b);
+    frame_record(u64::MAX - 2, &snapshot(2), &mut b);
+    std::fs::write(d.path().join(segment_name(1)), b).unwrap();
+    let (mut s, _) = SegmentStore::open(d.path(), every_record()).unwrap();
+    let a = s.append_event(&snapshot(3), 3).unwrap();
+    assert_eq!((a.seq, a.durable), (u64::MAX - 1, true));
+    assert!(matches!(s.append_event(&snapshot(4), 4), Err(StoreError::SeqExhausted { .. })));
+    drop(s);
+    assert_eq!(hwm::read(d.path()).next_seq, u64::MAX);
+    assert_eq!(hwm::read(d.path()).committed_seq, u64::MAX - 1);
+    assert_exhausted_and_healthy(d.path(), 3);
+}
+
+#[test]
+fn a_record_with_seq_u64_max_opens_without_overflow_and_refuses_appends() {
+    let d = common::tmp();
+    let mut b = segment_header(1).to_vec();
+    frame_record(u64::MAX, &snapshot(1), &mut b);
+    std::fs::write(d.path().join(segment_name(1)), b).unwrap();
+    assert_exhausted_and_healthy(d.path(), 1);
+}
+
+#[test]
+fn a_high_water_mark_at_the_end_refuses_appends_in_an_empty_store() {
+    let d = common::tmp();
+    let hw = HighWater { next_seq: u64::MAX - 1, next_event_id: 1, committed_seq: u64::MAX - 2 };
+    hwm::write(d.path(), hw, true).unwrap();
+    let (mut s, _) = SegmentStore::open(d.path(), every_record()).unwrap();
+    assert_eq!(s.append_event(&snapshot(1), 1).unwrap().seq, u64::MAX - 1);
+    drop(s);
+    assert_exhausted_and_healthy(d.path(), 1);
 }

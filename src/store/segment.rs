@@ -99,6 +99,11 @@ pub enum StoreError {
     /// named `seg-4294967295.rtv` gets here.
     #[error("store {dir}: segment numbers exhausted (a segment numbered {} exists); move the store aside", u32::MAX)]
     SegmentsExhausted { dir: PathBuf },
+    /// Sequence numbers are used up. The next seq is kept in a u64 that must stay above every record's seq, so
+    /// `u64::MAX` itself marks "none left" and the last record gets `u64::MAX - 1`; wrapping to 0 instead would
+    /// put records behind higher ones, which readers and recovery would take for damage.
+    #[error("store {dir}: sequence numbers exhausted (the last record has seq {}); move the store aside", u64::MAX - 1)]
+    SeqExhausted { dir: PathBuf },
     /// Any other I/O failure.
     #[error("store {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
@@ -662,7 +667,7 @@ impl SegmentStore {
             cfg,
             segments,
             file: None,
-            next_seq: last_seq.map_or(1, |s| s + 1).max(hw.next_seq),
+            next_seq: last_seq.map_or(1, |s| s.saturating_add(1)).max(hw.next_seq),
             next_event_id: hw.next_event_id.max(1),
             committed_seq: hw.committed_seq,
             hwm_failures: 0,
@@ -687,7 +692,8 @@ impl SegmentStore {
         &self.dir
     }
 
-    /// Sequence number the next record will get.
+    /// Sequence number the next record will get; `u64::MAX` when none is left (appends fail with
+    /// [`StoreError::SeqExhausted`]).
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
@@ -822,6 +828,9 @@ impl SegmentStore {
     fn append_record(&mut self, payload: &[u8]) -> Result<Appended, StoreError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(StoreError::TooLarge(payload.len()));
+        }
+        if self.next_seq == u64::MAX {
+            return Err(StoreError::SeqExhausted { dir: self.dir.clone() });
         }
         let rec_len = (REC_HEADER_LEN + payload.len()) as u64;
         let mut evicted = 0;
