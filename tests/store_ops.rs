@@ -137,3 +137,51 @@ fn a_high_water_mark_at_the_end_refuses_appends_in_an_empty_store() {
     drop(s);
     assert_exhausted_and_healthy(d.path(), 1);
 }
+
+/// A store of two snapshots in segment 1, plus a directory named like the next segments.
+fn store_with_a_segment_named_directory(dir: &Path) {
+    let (mut s, _) = SegmentStore::open(dir, every_record()).unwrap();
+    s.append_event(&snapshot(1), 1).unwrap();
+    s.append_event(&snapshot(2), 2).unwrap();
+    drop(s);
+    std::fs::create_dir(dir.join(segment_name(9))).unwrap();
+    std::fs::create_dir(dir.join(segment_name(2))).unwrap();
+}
+
+#[test]
+fn a_directory_named_like_a_segment_is_skipped_and_reported() {
+    let d = common::tmp();
+    store_with_a_segment_named_directory(d.path());
+    assert_eq!(common::segs(d.path()).len(), 1);
+    assert_eq!(rtvla::store::ls(d.path()).unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+    let v = verify(d.path()).unwrap();
+    assert!(v.is_ok(), "{}", v.render());
+    assert_eq!((v.segments, v.records_ok, v.snapshots_ok), (1, 2, 2));
+    assert_eq!(v.not_segments, [segment_name(2), segment_name(9)]);
+    assert!(v.render().contains("SKIPPED seg-000009.rtv"), "{}", v.render());
+    // The writer opens the store and rolls past the names the directories hold.
+    let (mut s, r) = SegmentStore::open(d.path(), small_segments()).unwrap();
+    assert_eq!(r.records_ok, 2);
+    s.append_event(&[7u8; 40_000], 3).unwrap();
+    s.append_event(&[8u8; 40_000], 4).unwrap();
+    drop(s);
+    assert!(d.path().join(segment_name(2)).is_dir() && d.path().join(segment_name(9)).is_dir());
+    assert_eq!(read_all(d.path()).unwrap().0.len(), 4);
+}
+
+#[test]
+fn store_ls_and_verify_cli_work_with_a_directory_named_like_a_segment() {
+    let d = common::tmp();
+    store_with_a_segment_named_directory(d.path());
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rtvla")).args(args).arg(d.path()).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let (code, out) = run(&["store", "ls"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("2 events"), "{out}");
+    let (code, out) = run(&["store", "verify"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 segments, 2 records ok, 2 snapshots ok, 0 corrupt"), "{out}");
+    assert!(out.contains("SKIPPED seg-000009.rtv"), "{out}");
+}

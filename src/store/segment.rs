@@ -378,17 +378,31 @@ fn parse_segment_name(name: &str) -> Option<u32> {
     name.strip_prefix("seg-")?.strip_suffix(".rtv")?.parse().ok()
 }
 
-/// Segment numbers and paths in a directory, oldest first.
-pub fn list_segments(dir: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
+/// Entries named like a segment: number, path, and whether it is a regular file (symlinks are not followed).
+fn segment_entries(dir: &Path) -> io::Result<Vec<(u32, PathBuf, bool)>> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir)? {
         let e = e?;
         if let Some(no) = e.file_name().to_str().and_then(parse_segment_name) {
-            v.push((no, e.path()));
+            v.push((no, e.path(), e.file_type()?.is_file()));
         }
     }
-    v.sort_unstable_by_key(|(n, _)| *n);
+    v.sort_unstable_by_key(|(n, _, _)| *n);
     Ok(v)
+}
+
+/// Segment numbers and paths in a directory, oldest first. Only regular files: a directory (or device, socket,
+/// symlink) that merely has a segment's name holds no records and cannot be read as one, and must not stop the
+/// whole store from being listed, verified or opened; [`non_segment_entries`] names them.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
+    Ok(segment_entries(dir)?.into_iter().filter(|e| e.2).map(|(n, p, _)| (n, p)).collect())
+}
+
+/// Names of the entries that look like segments but are not regular files (skipped by [`list_segments`]), so
+/// `store verify` can report them.
+pub fn non_segment_entries(dir: &Path) -> io::Result<Vec<String>> {
+    let names = segment_entries(dir)?.into_iter().filter(|e| !e.2);
+    Ok(names.map(|(_, p, _)| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect())
 }
 
 /// Read a segment file whole. Segments are bounded by the writer; a foreign file is read as-is.
