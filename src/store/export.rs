@@ -59,6 +59,10 @@ pub struct VerifyReport {
     /// Torn tail: the incomplete final frame of the newest segment (expected after power loss; boot recovery
     /// truncates it). Not an error. A complete record with a bad checksum is never this.
     pub torn_tail: Option<Corruption>,
+    /// Entries named like a segment that are not regular files (e.g. a directory `seg-000009.rtv`): skipped, so
+    /// they never hide the real segments; reported so they can be removed. They hold no records, so they do not
+    /// make the store corrupt.
+    pub not_segments: Vec<String>,
 }
 
 impl VerifyReport {
@@ -78,6 +82,9 @@ impl VerifyReport {
         );
         for c in &self.corrupt {
             s += &format!("CORRUPT {} @ byte {} ({} bytes): {}\n", c.segment, c.offset, c.len, c.reason);
+        }
+        for n in &self.not_segments {
+            s += &format!("SKIPPED {n}: named like a segment but not a regular file (no records read from it)\n");
         }
         if let Some(t) = &self.torn_tail {
             s += &format!(
@@ -241,7 +248,11 @@ pub fn print_table(events: &[EventSummary], w: &mut impl Write) -> std::io::Resu
 /// Check every record of every segment. `Ok(report)` even when corrupt: the caller exits 1 when `!report.is_ok()`.
 pub fn verify(dir: &Path) -> anyhow::Result<VerifyReport> {
     check_dir(dir)?;
-    let mut rep = VerifyReport { segments: segment::list_segments(dir)?.len(), ..Default::default() };
+    let mut rep = VerifyReport {
+        segments: segment::list_segments(dir)?.len(),
+        not_segments: segment::non_segment_entries(dir)?,
+        ..Default::default()
+    };
     let mut records = 0u64;
     let mut snaps = 0u64;
     let mut corrupt = Vec::new();

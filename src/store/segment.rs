@@ -93,6 +93,17 @@ pub enum StoreError {
     /// Another process (or store instance) is writing this directory.
     #[error("store {dir}: in use by {} (lock held on {dir}/.lock)", holder.map_or("another writer".to_string(), |p| format!("PID {p}")))]
     Locked { dir: PathBuf, holder: Option<u32> },
+    /// Segment numbers are used up: the highest one in the directory is `u32::MAX`. Numbers order segments
+    /// (eviction removes the lowest), so wrapping to 1 would make the newest segment look oldest and reuse names
+    /// of live segments; at one 4 MiB segment per second this takes 136 years, so in practice only a stray file
+    /// named `seg-4294967295.rtv` gets here.
+    #[error("store {dir}: segment numbers exhausted (a segment numbered {} exists); move the store aside", u32::MAX)]
+    SegmentsExhausted { dir: PathBuf },
+    /// Sequence numbers are used up. The next seq is kept in a u64 that must stay above every record's seq, so
+    /// `u64::MAX` itself marks "none left" and the last record gets `u64::MAX - 1`; wrapping to 0 instead would
+    /// put records behind higher ones, which readers and recovery would take for damage.
+    #[error("store {dir}: sequence numbers exhausted (the last record has seq {}); move the store aside", u64::MAX - 1)]
+    SeqExhausted { dir: PathBuf },
     /// Any other I/O failure.
     #[error("store {dir}: {source}")]
     Io { dir: PathBuf, source: io::Error },
@@ -367,17 +378,31 @@ fn parse_segment_name(name: &str) -> Option<u32> {
     name.strip_prefix("seg-")?.strip_suffix(".rtv")?.parse().ok()
 }
 
-/// Segment numbers and paths in a directory, oldest first.
-pub fn list_segments(dir: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
+/// Entries named like a segment: number, path, and whether it is a regular file (symlinks are not followed).
+fn segment_entries(dir: &Path) -> io::Result<Vec<(u32, PathBuf, bool)>> {
     let mut v = Vec::new();
     for e in fs::read_dir(dir)? {
         let e = e?;
         if let Some(no) = e.file_name().to_str().and_then(parse_segment_name) {
-            v.push((no, e.path()));
+            v.push((no, e.path(), e.file_type()?.is_file()));
         }
     }
-    v.sort_unstable_by_key(|(n, _)| *n);
+    v.sort_unstable_by_key(|(n, _, _)| *n);
     Ok(v)
+}
+
+/// Segment numbers and paths in a directory, oldest first. Only regular files: a directory (or device, socket,
+/// symlink) that merely has a segment's name holds no records and cannot be read as one, and must not stop the
+/// whole store from being listed, verified or opened; [`non_segment_entries`] names them.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
+    Ok(segment_entries(dir)?.into_iter().filter(|e| e.2).map(|(n, p, _)| (n, p)).collect())
+}
+
+/// Names of the entries that look like segments but are not regular files (skipped by [`list_segments`]), so
+/// `store verify` can report them.
+pub fn non_segment_entries(dir: &Path) -> io::Result<Vec<String>> {
+    let names = segment_entries(dir)?.into_iter().filter(|e| !e.2);
+    Ok(names.map(|(_, p, _)| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect())
 }
 
 /// Read a segment file whole. Segments are bounded by the writer; a foreign file is read as-is.
@@ -656,7 +681,7 @@ impl SegmentStore {
             cfg,
             segments,
             file: None,
-            next_seq: last_seq.map_or(1, |s| s + 1).max(hw.next_seq),
+            next_seq: last_seq.map_or(1, |s| s.saturating_add(1)).max(hw.next_seq),
             next_event_id: hw.next_event_id.max(1),
             committed_seq: hw.committed_seq,
             hwm_failures: 0,
@@ -681,7 +706,8 @@ impl SegmentStore {
         &self.dir
     }
 
-    /// Sequence number the next record will get.
+    /// Sequence number the next record will get; `u64::MAX` when none is left (appends fail with
+    /// [`StoreError::SeqExhausted`]).
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
@@ -702,25 +728,44 @@ impl SegmentStore {
                 f.sync_all().map_err(|e| StoreError::from_io(&self.dir, e))?;
             }
         }
-        let no = self.segments.last().map_or(1, |s| s.no + 1);
+        // Continue past the highest number (never wrap: order is by number); a name already taken by something
+        // that is not one of our segments (a file that appeared later, a directory) is skipped, never truncated.
+        let mut no = self.segments.last().map_or(Some(1), |s| s.no.checked_add(1));
+        loop {
+            let Some(n) = no else { return Err(StoreError::SegmentsExhausted { dir: self.dir.clone() }) };
+            match self.create_segment(n) {
+                Ok(true) => return Ok(()),
+                Ok(false) => no = n.checked_add(1),
+                Err(e) => return Err(StoreError::from_io(&self.dir, e)),
+            }
+        }
+    }
+
+    /// Create segment `no` with `create_new` (O_EXCL), so an existing file is never clobbered: `Ok(false)` when the
+    /// name is taken. A half-created segment (its header write failed) is removed: it is ours and holds nothing.
+    fn create_segment(&mut self, no: u32) -> io::Result<bool> {
         let path = self.dir.join(segment_name(no));
+        let mut f = match OpenOptions::new().create_new(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(e),
+        };
         let res = (|| -> io::Result<File> {
-            let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
             f.write_all(&segment_header(no))?;
             f.sync_all()?;
             fsync_dir(&self.dir)?;
-            drop(f);
             OpenOptions::new().append(true).open(&path)
         })();
+        drop(f);
         match res {
             Ok(f) => {
                 self.segments.push(Segment { no, path, len: SEG_HEADER_LEN as u64 });
                 self.file = Some(f);
-                Ok(())
+                Ok(true)
             }
             Err(e) => {
                 let _ = fs::remove_file(&path);
-                Err(StoreError::from_io(&self.dir, e))
+                Err(e)
             }
         }
     }
@@ -797,6 +842,9 @@ impl SegmentStore {
     fn append_record(&mut self, payload: &[u8]) -> Result<Appended, StoreError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(StoreError::TooLarge(payload.len()));
+        }
+        if self.next_seq == u64::MAX {
+            return Err(StoreError::SeqExhausted { dir: self.dir.clone() });
         }
         let rec_len = (REC_HEADER_LEN + payload.len()) as u64;
         let mut evicted = 0;
