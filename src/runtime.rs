@@ -16,8 +16,9 @@ use crate::camera::FrameSource;
 use crate::clock::{Clock, EmbassyClock, VirtualClock};
 use crate::control::Controller;
 use crate::error::bad_input;
-use crate::events::snapshot::FLAG_STALE_FRAME;
-use crate::events::snapshot::{FLAG_COLLISION, FLAG_DEADLINE_MISS, FLAG_FALLBACK, FLAG_INFRACTION, FLAG_NAN};
+use crate::events::snapshot::{
+    FLAG_COLLISION, FLAG_DEADLINE_MISS, FLAG_FALLBACK, FLAG_INFRACTION, FLAG_NAN, FLAG_STALE_FRAME,
+};
 use crate::events::{EventRecorder, RecorderConfig, RunInfo, TickTelemetry};
 use crate::model::{Inference, PolicyInput, Student, TractStudent};
 use crate::preprocess::Preprocessor;
@@ -373,6 +374,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     let board = Board::load(&opts.board_path)?;
     board.check_cpus_here().map_err(|e| bad_input(format!("board {}: {e}", opts.board_path.display())))?;
     let scenario = opts.scenario.clone().unwrap_or_else(|| board.sim.scenario.clone());
+    let seed = opts.seed.unwrap_or(board.sim.seed);
     let uses_sim = board.camera.source == CameraSource::Sim || board.vehicle.link == LinkKind::Sim;
     if uses_sim && !crate::sim::scenario_names().contains(&scenario.as_str()) {
         let valid = crate::sim::scenario_names().join(", ");
@@ -428,7 +430,7 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     let (mut recorder, writer) = if opts.record_events {
         let mut rc = RecorderConfig::for_rate(board.control_loop.rate_hz as f32, 2.0, 1.0);
         rc.model_id = manifest.model_id();
-        rc.run = run_info(&run_id, &board, &manifest, opts);
+        rc.run = run_info(&run_id, &board, &manifest, opts.policy, (&scenario, seed));
         if let Some(f) = manifest.output(crate::model::Role::Features) {
             rc.feature_shape = [f.shape[1].min(u16::MAX as usize) as u16, f.shape[2].min(u16::MAX as usize) as u16];
         }
@@ -462,7 +464,6 @@ pub fn drive_with_metrics(opts: &DriveOptions) -> anyhow::Result<(RunReport, Opt
     let mut clock: Box<dyn Clock> =
         if opts.virtual_time { Box::new(VirtualClock::default()) } else { Box::new(EmbassyClock::new()) };
 
-    let seed = opts.seed.unwrap_or(board.sim.seed);
     let mut go = |camera: &mut dyn FrameSource, vehicle: &mut dyn VehicleLink| {
         run_loop(
             &cfg,
@@ -615,16 +616,22 @@ fn store_dir_for(opts: &DriveOptions, board: &Board, run_id: &str) -> anyhow::Re
 /// Which run this is, chosen once before the first tick and copied into every snapshot (`store ls`, reports).
 /// Scenario and seed whenever the simulator is the vehicle (its world is what was driven, even behind a real
 /// camera); the seed is the first one of a `--repeat` run.
-fn run_info(run_id: &str, board: &Board, manifest: &crate::model::Manifest, opts: &DriveOptions) -> RunInfo {
+fn run_info(
+    run_id: &str,
+    board: &Board,
+    manifest: &crate::model::Manifest,
+    policy: PolicyKind,
+    (scenario, seed): (&str, u64),
+) -> RunInfo {
     let sim = board.vehicle.link == LinkKind::Sim;
-    let model = opts.policy == PolicyKind::Model;
+    let model = policy == PolicyKind::Model;
     RunInfo {
         run_id: heapless::String::try_from(run_id).unwrap_or_default(),
         board: RunInfo::bounded(&board.board.name),
         policy: RunInfo::bounded(if model { "model" } else { "expert" }),
         model_sha256: if model { RunInfo::sha256_from_hex(&manifest.model.sha256) } else { [0; 32] },
-        scenario: sim.then(|| RunInfo::bounded(opts.scenario.as_deref().unwrap_or(&board.sim.scenario))),
-        seed: sim.then(|| opts.seed.unwrap_or(board.sim.seed)),
+        scenario: sim.then(|| RunInfo::bounded(scenario)),
+        seed: sim.then_some(seed),
     }
 }
 
@@ -669,7 +676,6 @@ fn open_udp(board: &Board) -> anyhow::Result<crate::vehicle::udp::UdpLink> {
     crate::vehicle::udp::UdpLink::open(bind, peer, Duration::from_millis(v.state_timeout_ms as u64))
 }
 
-/// Best effort: CPU affinity, SCHED_FIFO and mlockall from the board profile; warns where not permitted.
 /// Best effort: CPU affinity, SCHED_FIFO and mlockall from the board profile; warns where not permitted. Returns
 /// what took effect, in words, for the report ("none" when the profile asks for nothing).
 fn apply_realtime_settings(board: &Board) -> String {

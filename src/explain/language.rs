@@ -147,11 +147,7 @@ impl LanguageManifest {
         let what = || format!("language manifest {}", path.display());
         let text = std::fs::read_to_string(path).map_err(|e| bad_input(format!("{}: {e}", what())))?;
         // Say what it is before serde complains about its fields: a student or teacher manifest is a common mix-up.
-        let kind = text
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|t| t.get("model").and_then(|m| m.get("kind")).and_then(|k| k.as_str()).map(str::to_owned));
-        if let Some(kind) = kind.filter(|k| k != "language") {
+        if let Some(kind) = crate::model::manifest::manifest_kind(&text).filter(|k| k != "language") {
             return Err(bad_input(format!(
                 "{}: not a language manifest (its [model] kind is \"{kind}\"); the student's language branch is \
                  models/student/language.toml",
@@ -347,10 +343,7 @@ pub struct LanguageCheck {
 
 /// Is this manifest a language branch (so `model check` runs the language parity instead of the driving one)?
 pub fn is_language_manifest(path: &Path) -> bool {
-    let kind = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("model").and_then(|m| m.get("kind")).and_then(|k| k.as_str()).map(str::to_owned));
+    let kind = std::fs::read_to_string(path).ok().and_then(|t| crate::model::manifest::manifest_kind(&t));
     kind.as_deref() == Some("language")
 }
 

@@ -106,6 +106,13 @@ pub struct Manifest {
     pub path: PathBuf,
 }
 
+/// The `[model] kind` of a manifest's text (student, teacher, language), read before the manifest is parsed for
+/// its type, so a manifest of the wrong kind is named as such rather than by the fields it lacks.
+pub fn manifest_kind(text: &str) -> Option<String> {
+    let table = text.parse::<toml::Table>().ok()?;
+    table.get("model")?.get("kind")?.as_str().map(str::to_owned)
+}
+
 /// `file` as a manifest names it: absolute, or relative to the manifest's directory.
 pub fn beside(manifest: &Path, file: &Path) -> PathBuf {
     if file.is_absolute() {
@@ -135,11 +142,7 @@ impl Manifest {
         let text =
             std::fs::read_to_string(path).map_err(|e| bad_input(format!("model manifest {}: {e}", path.display())))?;
         // A language-branch manifest is a common mix-up: say so rather than list its missing fields.
-        let kind = text
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|t| t.get("model").and_then(|m| m.get("kind")).and_then(|k| k.as_str()).map(str::to_owned));
-        if kind.as_deref() == Some("language") {
+        if manifest_kind(&text).as_deref() == Some("language") {
             return Err(bad_input(format!(
                 "model manifest {}: not a driving model manifest (its [model] kind is \"language\": that is what \
                  `rtvla explain --model` takes)",
