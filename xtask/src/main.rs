@@ -219,16 +219,22 @@ fn check_store_matches_report(
     store: &Path,
     written: &serde_json::Value,
 ) -> Result<Vec<serde_json::Value>> {
-    let ls = Command::new(release_bin(root)).args(["store", "ls", "--json"]).arg(store).output()?;
-    if !ls.status.success() {
-        bail!("rtvla store ls failed: {}", String::from_utf8_lossy(&ls.stderr));
-    }
-    let events = serde_json::from_slice::<serde_json::Value>(&ls.stdout)?.as_array().cloned().unwrap_or_default();
+    let events = store_ls_json(root, store)?;
     if Some(events.len() as u64) != written.as_u64() {
         bail!("store lists {} events, the report says {written} written", events.len());
     }
     run(Command::new(release_bin(root)).args(["store", "verify"]).arg(store))?;
     Ok(events)
+}
+
+/// The events `rtvla store ls --json` lists.
+fn store_ls_json(root: &Path, store: &Path) -> Result<Vec<serde_json::Value>> {
+    let ls = Command::new(release_bin(root)).args(["store", "ls", "--json"]).arg(store).output()?;
+    if !ls.status.success() {
+        bail!("rtvla store ls failed: {}", String::from_utf8_lossy(&ls.stderr));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&ls.stdout).context("store ls --json")?;
+    Ok(v.as_array().cloned().unwrap_or_default())
 }
 
 fn read_json(p: &Path) -> Result<serde_json::Value> {

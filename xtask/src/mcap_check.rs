@@ -9,10 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::{distill_python, release_bin, run, step, tempdir};
-
-/// The reader and the codecs of compressed chunks (lz4 is ours; zstandard is a dependency of `mcap`), pinned.
-const READER_PACKAGES: [(&str, &str); 3] = [("mcap", "1.6.0"), ("lz4", "4.4.5"), ("zstandard", "0.25.0")];
+use super::{distill_python, release_bin, run, tempdir};
 
 /// Reads the MCAP at argv[1] twice — indexed (summary, chunk indexes) and linear (record by record) — and prints
 /// one JSON object. Every message must be valid JSON.
@@ -61,11 +58,12 @@ pub fn check(root: &Path) -> Result<()> {
     run(Command::new(release_bin(root))
         .args(["drive", "--quiet", "--fast", "--scenario", "pedestrian_crossing", "--seed", "1000001", "--store"])
         .arg(&store))?;
-    let events = listed_events(root, &store)?;
+    let events = crate::store_ls_json(root, &store)?.len() as u64;
     if events == 0 {
         bail!("mcap check: the drive wrote no snapshot to export");
     }
-    let py = reader_python(root)?;
+    // The reader is pinned in models/distill/requirements.txt, installed with the training venv.
+    let py = distill_python(root)?;
     let plain = dir.join("events.mcap");
     let n = export(root, &["store", "export"], &store, "--mcap", &plain)?;
     check_file(&py, &plain, n, events, &["/telemetry", "/events", "/thumbnail"])?;
@@ -74,16 +72,6 @@ pub fn check(root: &Path) -> Result<()> {
     check_file(&py, &explained, n, events, &["/telemetry", "/events", "/thumbnail", "/commentary"])?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-/// Number of events `rtvla store ls --json` lists.
-fn listed_events(root: &Path, store: &Path) -> Result<u64> {
-    let out = Command::new(release_bin(root)).args(["store", "ls", "--json"]).arg(store).output()?;
-    if !out.status.success() {
-        bail!("rtvla store ls failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("store ls --json")?;
-    Ok(v.as_array().map_or(0, |a| a.len() as u64))
 }
 
 /// Run an `rtvla` export and return the message count it reports ("wrote FILE (N messages)").
@@ -96,27 +84,6 @@ fn export(root: &Path, cmd: &[&str], store: &Path, flag: &str, file: &Path) -> R
     let line = stdout.lines().find(|l| l.contains(&file.display().to_string()) && l.ends_with(" messages)"));
     let n = line.and_then(|l| l.rsplit('(').next()?.split(' ').next()?.parse().ok());
     n.with_context(|| format!("rtvla {cmd:?}: no message count in its output: {stdout}"))
-}
-
-/// The training venv's python with the pinned reader packages (installed only when a version differs).
-fn reader_python(root: &Path) -> Result<std::path::PathBuf> {
-    let py = distill_python(root)?;
-    let probe = READER_PACKAGES
-        .iter()
-        .map(|(p, v)| format!("importlib.metadata.version({p:?}) == {v:?}"))
-        .collect::<Vec<_>>()
-        .join(" and ");
-    let ok = Command::new(&py)
-        .args(["-c", &format!("import importlib.metadata, sys; sys.exit(0 if {probe} else 1)")])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        step("installing Foxglove's MCAP reader into the training venv");
-        let pins: Vec<String> = READER_PACKAGES.iter().map(|(p, v)| format!("{p}=={v}")).collect();
-        run(Command::new(&py).args(["-m", "pip", "install", "-q"]).args(&pins))?;
-    }
-    Ok(py)
 }
 
 /// Read `file` with the reference reader and hold it to the exporter's count, the store's events and `topics`.
