@@ -49,6 +49,8 @@ pub enum CameraSource {
     Sim,
     /// A V4L2 device (camera issue).
     V4l2,
+    /// Frames over the wire protocol from a rig (`docs/wire-protocol.md`); needs `vehicle.link = "udp"`.
+    Net,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +164,24 @@ pub struct VehicleConfig {
     /// Ego state older than this is a link fault.
     #[serde(default = "default_link_timeout")]
     pub state_timeout_ms: u32,
+    /// Pre-shared key of the wire (udp link): a file of 64+ hex digits, mode 600, created by the user
+    /// (`openssl rand -hex 32`). Without one the link is unauthenticated and refused off loopback.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// `realtime`: tick at the board's rate on the board's clock, freshest frame wins. `lockstep`: the rig steps
+    /// once per command and the loop runs on the rig's clock (each tick waits for the frame that answers the last
+    /// command): deterministic, for CI and scoring.
+    #[serde(default)]
+    pub pacing: PacingConfig,
+}
+
+/// `vehicle.pacing`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PacingConfig {
+    #[default]
+    Realtime,
+    Lockstep,
 }
 
 fn default_link_timeout() -> u32 {
@@ -245,6 +265,14 @@ impl Board {
             if !(dt > 0.0 && dt <= 1.0) {
                 return Err(format!("sim.dt_s = {dt} must be in (0, 1] seconds"));
             }
+        }
+        if self.camera.source == CameraSource::Net && self.vehicle.link != LinkKind::Udp {
+            return Err(
+                "camera.source = \"net\" needs vehicle.link = \"udp\" (frames and state come from one rig)".into()
+            );
+        }
+        if self.vehicle.pacing == PacingConfig::Lockstep && self.camera.source != CameraSource::Net {
+            return Err("vehicle.pacing = \"lockstep\" needs camera.source = \"net\" (the rig paces the frames)".into());
         }
         if self.camera.source == CameraSource::V4l2 && self.camera.device.is_empty() {
             return Err("camera.device is required when camera.source = \"v4l2\"".into());

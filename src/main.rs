@@ -206,12 +206,12 @@ fn main() -> ExitCode {
 fn drive(a: DriveArgs) -> anyhow::Result<i32> {
     let mut o = DriveOptions::new(rtvla::bundle::board(a.board.as_deref())?);
     o.ticks = a.ticks;
-    o.scenario = a.scenario;
-    o.seed = a.seed;
     o.model = a.model;
     o.policy = a.policy;
     o.virtual_time = a.fast;
-    o.repeat = a.repeat;
+    // Used only when the board drives the in-process simulator.
+    let run = rtvla::sim::plant::SimRun { scenario: a.scenario, seed: a.seed, repeat: a.repeat, observer: None };
+    o.plant = Some(rtvla::sim::plant::factory(run, None));
     o.progress = !a.quiet;
     o.store = a.store;
     o.record_events = !a.no_store;

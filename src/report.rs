@@ -67,6 +67,10 @@ pub struct RunReport {
     pub camera_bad_frames: u64,
     /// The negotiated camera (device, driver, format, size, rate); null for the simulator's camera.
     pub camera: Option<String>,
+    /// What the vehicle link counted (the wire: datagrams, refused by MAC / replay / version, frames lost); empty
+    /// for the in-process simulator.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub link: std::collections::BTreeMap<String, u64>,
     /// Snapshot events flagged by the supervisor (fallback entries).
     pub events_flagged: u64,
     /// Snapshots committed to the store (written and fsynced per the board's policy).

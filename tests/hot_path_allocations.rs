@@ -2,7 +2,8 @@
 //! allocations per tick outside the inference call after warm-up. The figure inside tract's run is reported too.
 
 use rtvla::alloc_counter::CountingAlloc;
-use rtvla::runtime::{drive, sim_drive_options, PolicyKind};
+use rtvla::runtime::{drive, PolicyKind};
+use rtvla::sim::plant::{sim_drive_options, SimRun};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
@@ -11,7 +12,7 @@ const BOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/boards/host-sim.toml")
 
 #[test]
 fn zero_allocations_per_tick_outside_inference() {
-    let r = drive(&sim_drive_options(BOARD.as_ref(), PolicyKind::Model, None, "following", 3, Some(120))).unwrap();
+    let r = drive(&sim_drive_options(BOARD.as_ref(), PolicyKind::Model, None, following(), Some(120), None)).unwrap();
     assert_eq!(r.ticks, 120);
     assert!(r.measured_ticks >= 100, "warm-up must leave most ticks measured: {}", r.measured_ticks);
     assert_eq!(r.allocs_per_tick_outside_inference, Some(0.0));
@@ -23,6 +24,10 @@ fn zero_allocations_per_tick_outside_inference() {
 
 #[test]
 fn expert_policy_also_allocates_nothing_per_tick() {
-    let r = drive(&sim_drive_options(BOARD.as_ref(), PolicyKind::Expert, None, "following", 3, Some(60))).unwrap();
+    let r = drive(&sim_drive_options(BOARD.as_ref(), PolicyKind::Expert, None, following(), Some(60), None)).unwrap();
     assert_eq!(r.allocs_per_tick_outside_inference, Some(0.0));
+}
+
+fn following() -> SimRun {
+    SimRun { scenario: Some("following".into()), seed: Some(3), ..SimRun::default() }
 }

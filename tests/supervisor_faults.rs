@@ -10,10 +10,10 @@ use rtvla::control::Controller;
 use rtvla::model::manifest::PreprocessSpec;
 use rtvla::model::{Inference, PolicyInput, Student};
 use rtvla::preprocess::Preprocessor;
-use rtvla::runtime::{run_loop, LiveStats, LoopConfig, LoopOutcome};
+use rtvla::runtime::{run_loop, LiveStats, LoopConfig, LoopOutcome, Stages};
+use rtvla::sim::harness::{SimHarness, SimOptions};
 use rtvla::supervisor::{Fault, Supervisor, SupervisorConfig};
 use rtvla::types::{Command, Waypoints};
-use rtvla::vehicle::sim::{SimHarness, SimOptions};
 use rtvla::vehicle::{LinkError, VehicleLink, VehicleState};
 
 /// Drives straight at ~4 m/s, and misbehaves on chosen ticks.
@@ -139,19 +139,16 @@ fn run_with_bad_state(
     let mut real = EmbassyClock::new();
     let mut virt = VirtualClock::default();
     let clock: &mut dyn rtvla::clock::Clock = if real_time { &mut real } else { &mut virt };
-    let o = run_loop(
-        &cfg,
-        clock,
-        &mut camera,
-        &mut pre,
+    let mut stages = Stages {
+        source: &mut camera,
+        pre: &mut pre,
         student,
-        &mut Controller::new(),
-        &mut sup,
-        &mut vehicle,
-        None,
-        &live,
-        &stop,
-    );
+        controller: &mut Controller::new(),
+        supervisor: &mut sup,
+        vehicle: &mut vehicle,
+        recorder: None,
+    };
+    let o = run_loop(&cfg, clock, &mut stages, &live, &stop);
     harness.finish().unwrap();
     let mut sent = vehicle.sent;
     sent.pop(); // the final STOP sent on exit
@@ -256,19 +253,16 @@ fn run_with_source(
     };
     let mut pre = Preprocessor::new(128, 72, 8, 128, 64, &PreprocessSpec::default());
     let mut sup = Supervisor::new(SupervisorConfig::default());
-    let o = run_loop(
-        &cfg,
-        clock,
+    let mut stages = Stages {
         source,
-        &mut pre,
-        &mut Scripted::new(),
-        &mut Controller::new(),
-        &mut sup,
-        &mut vehicle,
-        None,
-        &LiveStats::default(),
-        &AtomicBool::new(false),
-    );
+        pre: &mut pre,
+        student: &mut Scripted::new(),
+        controller: &mut Controller::new(),
+        supervisor: &mut sup,
+        vehicle: &mut vehicle,
+        recorder: None,
+    };
+    let o = run_loop(&cfg, clock, &mut stages, &LiveStats::default(), &AtomicBool::new(false));
     harness.finish().unwrap();
     vehicle.sent.pop();
     (o, vehicle.sent)

@@ -2,7 +2,6 @@
 //! through a triple buffer (freshest wins, never blocks the loop); the loop judges staleness by age.
 
 pub mod pixel;
-pub mod sim;
 #[cfg(target_os = "linux")]
 pub mod v4l2;
 

@@ -124,7 +124,7 @@ pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<Ep
         }
         "model" | "udp" => {
             // Bad input fails here, once, before any episode runs (not once per run of the table).
-            let board = crate::runtime::sim_eval_board()?;
+            let board = super::plant::sim_eval_board()?;
             let manifest = match &model {
                 Some(m) => m.clone(),
                 None => crate::board::Board::load(&board)?.model_manifest(),
@@ -147,7 +147,7 @@ fn runtime_episode(
     scenario: &str,
     seed: u64,
 ) -> anyhow::Result<super::EpisodeMetrics> {
-    crate::runtime::sim_episode(policy, model, scenario, seed)
+    super::plant::sim_episode(policy, model, scenario, seed)
 }
 
 pub use crate::error::BadInput;

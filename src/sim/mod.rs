@@ -21,7 +21,9 @@ pub mod dataset;
 pub mod eval;
 pub mod expert;
 pub mod geom;
+pub mod harness;
 pub mod map;
+pub mod plant;
 pub mod render;
 pub mod replay;
 pub mod scenario;
@@ -170,6 +172,10 @@ pub struct EpisodeMetrics {
     /// so its score covers only the part driven.
     #[serde(default = "ended_by_default")]
     pub ended: bool,
+    /// Fingerprint of the commands that drove the episode (the runtime's `commands_hash` of the same run), when
+    /// the policy ran through the runtime (in-process or over the wire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands_hash: Option<String>,
 }
 
 /// Metrics recorded before `ended` existed were of finished episodes.
@@ -778,6 +784,7 @@ impl World {
             route_length_m: len,
             termination: self.m.terminated.map(str::to_string),
             ended: self.done(),
+            commands_hash: None,
         }
     }
 

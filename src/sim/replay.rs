@@ -98,18 +98,23 @@ pub fn model_replay(
     let page = Arc::new(Mutex::new(Some(ReplayPage::new(&start, every, width, height))));
     let failed: Arc<Mutex<Option<String>>> = Arc::default();
     let (p, f) = (page.clone(), failed.clone());
-    let observer = crate::vehicle::sim::SimObserver::new(move |w: &mut World, cmd: &Command| {
+    let observer = super::harness::SimObserver::new(move |w: &mut World, cmd: &Command| {
         let mut page = p.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(Err(e)) = page.as_mut().map(|pg| pg.observe(w, cmd, false)) {
             *f.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
         }
     });
-    let board = crate::runtime::sim_eval_board()?;
-    let mut opts =
-        crate::runtime::sim_drive_options(&board, crate::runtime::PolicyKind::Model, model, scenario, seed, None);
-    opts.sim_observer = Some(observer);
-    let (report, metrics) = crate::runtime::drive_with_metrics(&opts)?;
-    let m = metrics.ok_or_else(|| anyhow::anyhow!("the simulator returned no metrics"))?;
+    let board = super::plant::sim_eval_board()?;
+    let run = super::plant::SimRun {
+        scenario: Some(scenario.into()),
+        seed: Some(seed),
+        repeat: false,
+        observer: Some(observer),
+    };
+    let opts =
+        super::plant::sim_drive_options(&board, crate::runtime::PolicyKind::Model, model, run.clone(), None, None);
+    let (report, mut episodes) = super::plant::drive_with_metrics(&opts, run)?;
+    let m = episodes.pop().ok_or_else(|| anyhow::anyhow!("the simulator returned no metrics"))?;
     if let Some(e) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
         anyhow::bail!("replay page: {e}");
     }

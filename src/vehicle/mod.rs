@@ -1,9 +1,6 @@
-//! Vehicle links: commands out, ego state in. `sim` closes the loop with the in-process simulator, `udp` talks to
-//! an external simulator or a HIL rig over the documented wire protocol (`vehicle::wire`).
-
-pub mod sim;
-pub mod udp;
-pub mod wire;
+//! Vehicle links: commands out, ego state in. The link trait lives here; its implementations live with what they
+//! talk to: `net` (a rig or vehicle over the wire protocol) and, plugged in from outside the runtime, the
+//! in-process simulator (`sim::harness`).
 
 use std::time::Instant;
 
@@ -44,4 +41,8 @@ pub trait VehicleLink {
     fn state(&mut self) -> Result<VehicleState, LinkError>;
     /// Send one command for control tick `tick`.
     fn send(&mut self, tick: u64, cmd: &Command) -> Result<(), LinkError>;
+    /// What the link counted (datagrams refused, frames lost, ...), for the run report. Called once, after the run.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

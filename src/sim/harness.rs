@@ -1,5 +1,6 @@
-//! The in-process simulator as camera + vehicle: `World` runs on its own thread, stepped once per received command
-//! (lockstep with the control tick, so a run is deterministic), rendering a frame after each step.
+//! The in-process simulator as camera + vehicle, plugged into the runtime as a [`Plant`]: `World` runs on its
+//! own thread, stepped once per received command (lockstep with the control tick, so a run is deterministic),
+//! rendering a frame after each step. Scoring stays here, on the simulator's side.
 //!
 //! Loop → sim: commands through a bounded SPSC ring (rtrb). Sim → loop: frames and ego state through triple
 //! buffers. Nothing here allocates on the loop thread.
@@ -11,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{LinkError, VehicleLink, VehicleState};
-use crate::camera::sim::SimCamera;
-use crate::camera::Frame;
+use crate::camera::{Frame, FrameSource, SourceStats};
 use crate::error::bad_input;
 use crate::sim::{EpisodeMetrics, Renderer, World};
+use crate::stats::CommandsHash;
 use crate::types::{Command, EgoState};
+use crate::vehicle::{LinkError, VehicleLink, VehicleState};
 
 /// What the sim thread publishes after each step.
 #[derive(Clone, Copy, Debug)]
@@ -149,6 +150,7 @@ impl SimHarness {
             .name("rtvla-sim".into())
             .spawn(move || -> anyhow::Result<Vec<EpisodeMetrics>> {
                 let mut finished = Vec::new();
+                let mut hash = EpisodeHash::default();
                 let _alive = AliveGuard(sh.clone());
                 // The simulator stands in for the outside world: it must not preempt the control loop when the
                 // loop wakes it with a command (on a 2-core board that would land in the loop's measured tick).
@@ -161,12 +163,17 @@ impl SimHarness {
                         thread::park_timeout(Duration::from_millis(5));
                         continue;
                     };
+                    hash.add(tick, &cmd);
                     if let Some(o) = &opts.observer {
                         o.see(&mut world, &cmd);
                     }
                     world.step(&cmd, opts.dt);
+                    if world.done() {
+                        hash.done_at(tick + 1);
+                    }
                     if opts.repeat && world.done() {
-                        finished.push(world.metrics());
+                        finished.push(hash.stamp(world.metrics()));
+                        hash = EpisodeHash::default();
                         let seed = opts.seed.wrapping_add(finished.len() as u64);
                         world = World::new(&opts.scenario, seed).map_err(|e| anyhow::anyhow!("sim: {e}"))?;
                     }
@@ -189,15 +196,25 @@ impl SimHarness {
                     f.privileged = opts.with_expert.then(|| world.expert_plan().waypoints);
                     frame_in.publish();
                 }
+                // Commands the loop sent before it asked us to stop still count (the answer to the final frame).
+                while let Ok((tick, cmd)) = cmd_rx.pop() {
+                    hash.add(tick, &cmd);
+                }
                 if let Some(o) = &opts.observer {
                     o.see(&mut world, &Command::STOP);
                 }
-                finished.push(world.metrics());
+                finished.push(hash.stamp(world.metrics()));
                 Ok(finished)
             })
             .context("spawning the sim thread")?;
         let thread = handle.thread().clone();
-        let camera = SimCamera::new(frame_out, shared.clone(), opts.sync_timeout);
+        let camera = SimCamera {
+            frames: frame_out,
+            shared: shared.clone(),
+            sync_timeout: opts.sync_timeout,
+            stats: SourceStats::default(),
+            last_seq: u64::MAX,
+        };
         let vehicle = SimVehicle {
             commands: cmd_tx,
             state: state_out,
@@ -260,6 +277,68 @@ impl VehicleLink for SimVehicle {
         self.shared.commands_sent.store(tick + 1, Ordering::Release);
         self.sim_thread.unpark();
         Ok(())
+    }
+}
+
+/// The episode's commands, hashed as the runtime's report hashes them: every command up to and including the
+/// answer to the frame that showed the route's end (a rig over the wire hashes alike, so the two compare).
+#[derive(Default)]
+struct EpisodeHash {
+    hash: CommandsHash,
+    done_frame: Option<u64>,
+}
+
+impl EpisodeHash {
+    fn add(&mut self, tick: u64, cmd: &Command) {
+        if self.done_frame.is_none_or(|d| tick <= d) {
+            self.hash.add(cmd);
+        }
+    }
+
+    fn done_at(&mut self, frame: u64) {
+        self.done_frame.get_or_insert(frame);
+    }
+
+    fn stamp(&self, mut m: EpisodeMetrics) -> EpisodeMetrics {
+        m.commands_hash = Some(self.hash.hex());
+        m
+    }
+}
+
+/// Reads the sim thread's frames. In lockstep it waits (bounded) for the frame that follows the last command, like
+/// a camera triggered by the control tick.
+pub struct SimCamera {
+    frames: triple_buffer::Output<Frame>,
+    shared: Arc<Shared>,
+    sync_timeout: Duration,
+    stats: SourceStats,
+    last_seq: u64,
+}
+
+impl FrameSource for SimCamera {
+    fn latest(&mut self) -> Option<&Frame> {
+        let want = self.shared.commands_sent.load(Ordering::Acquire);
+        let start = Instant::now();
+        loop {
+            self.frames.update();
+            if self.frames.output_buffer().seq >= want || start.elapsed() >= self.sync_timeout {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        let seq = self.frames.output_buffer().seq;
+        if seq != self.last_seq {
+            if self.last_seq != u64::MAX && seq > self.last_seq + 1 {
+                self.stats.dropped += seq - self.last_seq - 1;
+            }
+            self.stats.frames += 1;
+            self.last_seq = seq;
+        }
+        Some(self.frames.output_buffer())
+    }
+
+    fn stats(&self) -> SourceStats {
+        self.stats
     }
 }
 

@@ -1,0 +1,74 @@
+//! What a run asks of the operating system: real-time scheduling from the board profile, and the stop signals.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::board::Board;
+
+/// Best effort: CPU affinity, SCHED_FIFO and mlockall from the board profile; warns where not permitted. Returns
+/// what took effect, in words, for the report ("none" when the profile asks for nothing).
+pub(super) fn apply_realtime_settings(board: &Board) -> String {
+    let l = &board.control_loop;
+    let mut applied = Vec::new();
+    // SAFETY: plain libc calls on the current thread with valid, initialised arguments.
+    unsafe {
+        if !l.cpu_affinity.is_empty() {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            for cpu in &l.cpu_affinity {
+                libc::CPU_SET(*cpu, &mut set);
+            }
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                tracing::warn!("cpu_affinity {:?} not applied: {}", l.cpu_affinity, std::io::Error::last_os_error());
+            } else {
+                applied.push(format!("cpus {:?}", l.cpu_affinity));
+            }
+        }
+        if l.rt_priority > 0 {
+            // musl's sched_param has more fields than glibc's: start from zeroes.
+            let mut p: libc::sched_param = std::mem::zeroed();
+            p.sched_priority = l.rt_priority as i32;
+            if libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) != 0 {
+                tracing::warn!("SCHED_FIFO {} not permitted: {}", l.rt_priority, std::io::Error::last_os_error());
+            } else {
+                applied.push(format!("SCHED_FIFO {}", l.rt_priority));
+            }
+        }
+        if l.mlockall {
+            if libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
+                tracing::warn!("mlockall failed: {}", std::io::Error::last_os_error());
+            } else {
+                applied.push("mlockall".into());
+            }
+        }
+    }
+    if applied.is_empty() {
+        "none".into()
+    } else {
+        applied.join(", ")
+    }
+}
+
+/// Signal handlers of one run, unregistered when it ends (also on an early error return).
+pub(super) struct SignalGuard(pub(super) Vec<signal_hook::SigId>);
+
+impl Drop for SignalGuard {
+    fn drop(&mut self) {
+        for id in self.0.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// Ctrl-C, SIGTERM (how systemd stops a service) and SIGHUP end the loop cleanly: the car is stopped, the store
+/// flushed and the report written. A second one while stopping exits at once (status 130). Registered per run and
+/// unregistered after it, so each run (e.g. each episode of `sim eval`) gets its own stop flag.
+pub(super) fn install_stop_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<Vec<signal_hook::SigId>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut ids = Vec::new();
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        // Order matters: the conditional exit sees the flag as it was before this signal set it.
+        ids.push(signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?);
+        ids.push(signal_hook::flag::register(sig, stop.clone())?);
+    }
+    Ok(ids)
+}
