@@ -1,10 +1,10 @@
 //! The run report: JSON for machines (`--report-json`), one screen for people.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::LatencyHistogram;
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Quantiles {
     pub p50: f64,
     pub p99: f64,

@@ -49,6 +49,7 @@ impl FrameSource for NetCamera {
             return None;
         }
         let seq = self.frames.output_buffer().seq;
+        self.shared.frame_in_use.store(seq, Ordering::Release);
         if self.last_seq != Some(seq) {
             if let Some(last) = self.last_seq.filter(|l| seq > l + 1) {
                 self.stats.dropped += seq - last - 1;

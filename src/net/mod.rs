@@ -98,6 +98,8 @@ pub(crate) struct Shared {
     pub counters: WireCounters,
     /// Commands sent = the frame id a lockstep camera waits for next.
     pub commands_sent: AtomicU64,
+    /// Id of the frame the loop last took from the camera (what the next command answers).
+    pub frame_in_use: AtomicU64,
     pub stop: AtomicBool,
     /// Our session id and the next sequence number of a datagram we send.
     pub session: u64,
@@ -143,6 +145,7 @@ impl NetEndpoint {
         let shared = Arc::new(Shared {
             counters: WireCounters::default(),
             commands_sent: AtomicU64::new(0),
+            frame_in_use: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             session: wire::new_session_id(),
             seq: AtomicU64::new(1),

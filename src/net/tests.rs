@@ -75,7 +75,7 @@ impl Rig {
         let mut buf = [0u8; MAX_DATAGRAM];
         loop {
             let n = self.sock.recv(&mut buf).expect("a command from the runtime");
-            if let Body::Command { tick, command } = wire::decode(&buf[..n], self.key.as_ref()).unwrap().body {
+            if let Body::Command { tick, command, .. } = wire::decode(&buf[..n], self.key.as_ref()).unwrap().body {
                 return (tick, command);
             }
         }

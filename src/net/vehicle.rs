@@ -50,7 +50,8 @@ impl VehicleLink for NetVehicle {
         let c = &self.shared.counters;
         // Even if this one is lost: a lockstep camera then waits for the answer to it, and times out.
         self.shared.commands_sent.store(tick + 1, Ordering::Release);
-        if !self.shared.send(Body::Command { tick, command: *cmd }, &mut self.buf) {
+        let frame = self.shared.frame_in_use.load(Ordering::Acquire);
+        if !self.shared.send(Body::Command { tick, frame, command: *cmd }, &mut self.buf) {
             c.send_failed.fetch_add(1, Ordering::Relaxed);
             return Err(LinkError::SendFailed);
         }

@@ -30,6 +30,55 @@ pub enum SimCommand {
         #[arg(long)]
         verbose: bool,
     },
+    /// Be the rig of a hardware-in-the-loop run: render frames and ego state to a runtime over the wire
+    /// (`docs/wire-protocol.md`), apply its commands, and score each episode as `sim eval` does. One `rtvla drive`
+    /// per episode, on a board with `camera.source = "net"` and `vehicle.peer` = this rig's address.
+    Serve {
+        /// Address to listen on (the board's `vehicle.peer`).
+        #[arg(long, default_value = "127.0.0.1:47700")]
+        bind: String,
+        /// Pre-shared key file (the board's `vehicle.key_file`); without one, loopback only.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// lockstep (deterministic: step when the command for the current frame arrives) or realtime.
+        #[arg(long, default_value = "lockstep")]
+        pacing: String,
+        /// Real time: steps per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate_hz: f64,
+        /// train | held-out | all | NAME[,NAME...]
+        #[arg(long, default_value = "held-out")]
+        scenarios: String,
+        /// Seed range A..B (exclusive); default: the first 10 seeds of the chosen split.
+        #[arg(long)]
+        seeds: Option<String>,
+        /// Frame encoding on the wire: rgb8 or jpeg.
+        #[arg(long, default_value = "rgb8")]
+        format: String,
+        #[arg(long, default_value_t = 256)]
+        width: usize,
+        #[arg(long, default_value_t = 144)]
+        height: usize,
+        /// Seconds to wait for a runtime to announce itself before each episode.
+        #[arg(long, default_value_t = 60.0)]
+        hello_timeout_s: f64,
+        /// Fault injection on what the rig sends, percent of datagrams: lost, reordered, duplicated.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        #[arg(long, default_value_t = 0.0)]
+        reorder: f64,
+        #[arg(long, default_value_t = 0.0)]
+        duplicate: f64,
+        /// Real time: send nothing for B seconds from A seconds into each episode ("A,B").
+        #[arg(long)]
+        blackout: Option<String>,
+        /// Write the JSON report (sim eval's, plus the wire's figures) here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Print one line per run.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Write an expert driving dataset (image shards + JSONL index + data card).
     Dataset {
         #[arg(long)]
@@ -104,7 +153,7 @@ pub enum SimCommand {
     List,
 }
 
-fn default_seeds(split: &str) -> std::ops::Range<u64> {
+pub(super) fn default_seeds(split: &str) -> std::ops::Range<u64> {
     if split == "train" {
         super::TRAIN_SEEDS.start..super::TRAIN_SEEDS.start + 10
     } else {
@@ -152,7 +201,52 @@ fn runtime_episode(
 
 pub use crate::error::BadInput;
 
-fn bad<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
+/// Run every scenario × seed with a progress bar (and a line per run with `verbose`).
+pub(super) fn evaluate_with_progress(
+    policy: &str,
+    names: &[&str],
+    seeds: std::ops::Range<u64>,
+    runner: &mut dyn FnMut(&str, u64) -> anyhow::Result<super::EpisodeMetrics>,
+    verbose: bool,
+) -> EvalReport {
+    let total = names.len() as u64 * (seeds.end - seeds.start);
+    let pb = indicatif::ProgressBar::new(total);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}<{eta}]")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut prog = |m: &super::EpisodeMetrics| {
+        pb.inc(1);
+        if verbose {
+            pb.println(format!(
+                "{:<20} {:>8} DS {:>6.1} RC {:>5.1}%  {}{}",
+                m.scenario,
+                m.seed,
+                m.driving_score,
+                m.route_completion * 100.0,
+                m.termination.as_deref().map_or(String::new(), |t| format!("ended: {t}; ")),
+                m.infractions.describe()
+            ));
+        }
+    };
+    let rep = eval::evaluate(policy, names, seeds, runner, Some(&mut prog));
+    pb.finish_and_clear();
+    rep
+}
+
+/// Print the table and the first errors, write the JSON; exit 1 when no run succeeded.
+pub(super) fn finish_eval(rep: &EvalReport, json: Option<&std::path::Path>) -> anyhow::Result<i32> {
+    print!("{}", rep.table());
+    for e in rep.errors.iter().take(5) {
+        eprintln!("error: {e}");
+    }
+    if let Some(p) = json {
+        std::fs::write(p, serde_json::to_string_pretty(rep)?)?;
+    }
+    Ok(if !rep.errors.is_empty() && rep.runs.is_empty() { 1 } else { 0 })
+}
+
+pub(super) fn bad<T>(r: anyhow::Result<T>) -> anyhow::Result<T> {
     r.map_err(|e| BadInput(format!("{e:#}")).into())
 }
 
@@ -170,6 +264,7 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<i32> {
 
 fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
     match cmd {
+        SimCommand::Serve { .. } => super::serve_cli::run(cmd),
         SimCommand::Eval { policy, model, scenarios, seeds, json, verbose } => {
             let names = bad(eval::resolve_scenarios(&scenarios))?;
             let seeds = match seeds {
@@ -177,39 +272,8 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
                 None => default_seeds(&scenarios),
             };
             let mut runner = episode_runner(&policy, model)?;
-            let total = names.len() as u64 * (seeds.end - seeds.start);
-            let pb = indicatif::ProgressBar::new(total);
-            pb.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}<{eta}]")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            let mut prog = |m: &super::EpisodeMetrics| {
-                pb.inc(1);
-                if verbose {
-                    pb.println(format!(
-                        "{:<20} {:>8} DS {:>6.1} RC {:>5.1}%  {}{}",
-                        m.scenario,
-                        m.seed,
-                        m.driving_score,
-                        m.route_completion * 100.0,
-                        m.termination.as_deref().map_or(String::new(), |t| format!("ended: {t}; ")),
-                        m.infractions.describe()
-                    ));
-                }
-            };
-            let rep: EvalReport = eval::evaluate(&policy, &names, seeds, &mut *runner, Some(&mut prog));
-            pb.finish_and_clear();
-            print!("{}", rep.table());
-            for e in rep.errors.iter().take(5) {
-                eprintln!("error: {e}");
-            }
-            if let Some(p) = json {
-                std::fs::write(&p, serde_json::to_string_pretty(&rep)?)?;
-            }
-            if !rep.errors.is_empty() && rep.runs.is_empty() {
-                return Ok(1);
-            }
-            Ok(0)
+            let rep = evaluate_with_progress(&policy, &names, seeds, &mut *runner, verbose);
+            finish_eval(&rep, json.as_deref())
         }
         SimCommand::Dataset { out, frames, seeds, scenarios, width, height, every, shard, noise } => {
             let names = bad(eval::resolve_scenarios(&scenarios))?;

@@ -28,6 +28,9 @@ pub struct EvalReport {
     pub runs: Vec<RunRecord>,
     /// Runs whose episode runner failed.
     pub errors: Vec<String>,
+    /// `sim serve`: what the network did (latency, loss); absent for in-process evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<super::serve::WireSummary>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -50,6 +53,9 @@ pub struct RunRecord {
     pub infractions: Infractions,
     pub termination: Option<String>,
     pub sim_time_s: f32,
+    /// The runtime's commands fingerprint for this run (policies driven through the runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commands_hash: Option<String>,
 }
 
 /// Resolve a `--scenarios` argument: `train`/`held-out`/`all` (all kinds) or a comma-separated list of names.
@@ -138,6 +144,7 @@ fn aggregate(rep: &mut EvalReport, ms: &[EpisodeMetrics]) {
             infractions: m.infractions,
             termination: m.termination.clone(),
             sim_time_s: m.sim_time_s,
+            commands_hash: m.commands_hash.clone(),
         });
     }
     for e in rep.per_scenario.values_mut() {

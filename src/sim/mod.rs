@@ -27,6 +27,8 @@ pub mod plant;
 pub mod render;
 pub mod replay;
 pub mod scenario;
+pub mod serve;
+mod serve_cli;
 
 use geom::{fwd, to_local, Obb, Path};
 use map::Map;

@@ -66,8 +66,9 @@ pub enum Pacing {
 pub enum Body<'a> {
     /// Sent by each side at start (and by the runtime until the first frame arrives): announces the session.
     Hello { role: Role },
-    /// Runtime → rig: actuate this for control tick `tick` (in lockstep: the answer to frame `tick`).
-    Command { tick: u64, command: Command },
+    /// Runtime → rig: actuate this; computed at control tick `tick` from frame `frame` (the newest frame the
+    /// runtime had; in lockstep the rig steps when the command for its current frame arrives).
+    Command { tick: u64, frame: u64, command: Command },
     /// Rig → runtime: ego state after step `frame` (the frame with the same id shows this moment). `done` ends the
     /// run. `ttc_s`, `collision`, `infraction`: ground truth where the rig has it (else ∞ / false); they feed the
     /// event triggers only, never the driving.
