@@ -52,9 +52,12 @@ pub trait Plant {
     fn finish(&mut self, report: &mut RunReport) -> anyhow::Result<()>;
 }
 
+/// Builds a plant from the board profile.
+pub type MakePlant = dyn Fn(&Board) -> anyhow::Result<Box<dyn Plant>> + Send + Sync;
+
 /// Makes the plant for a board (the simulator's factory closes over the scenario, seed and options the CLI gave).
 #[derive(Clone)]
-pub struct PlantFactory(pub Arc<dyn Fn(&Board) -> anyhow::Result<Box<dyn Plant>> + Send + Sync>);
+pub struct PlantFactory(pub Arc<MakePlant>);
 
 impl std::fmt::Debug for PlantFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -37,6 +37,10 @@ pub enum SimCommand {
         /// Address to listen on (the board's `vehicle.peer`).
         #[arg(long, default_value = "127.0.0.1:47700")]
         bind: String,
+        /// The runtime's address, when known (its board's `vehicle.bind`): start each episode at once instead of
+        /// waiting for the runtime to announce itself.
+        #[arg(long)]
+        peer: Option<String>,
         /// Pre-shared key file (the board's `vehicle.key_file`); without one, loopback only.
         #[arg(long)]
         key: Option<PathBuf>,

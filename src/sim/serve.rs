@@ -24,6 +24,9 @@ use crate::wire::{self, Body, Datagram, Pacing, Role, WireFormat, WireKey, MAX_D
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
     pub bind: String,
+    /// The runtime's address when it is known in advance (a bench wired to one device): episodes start at once
+    /// instead of waiting for the runtime's `Hello`.
+    pub peer: Option<SocketAddr>,
     pub key: Option<WireKey>,
     pub pacing: Pacing,
     /// Real time: steps per second.
@@ -119,6 +122,11 @@ impl Rig {
 
     /// Wait for a `Hello` from a runtime session not served yet; it becomes this episode's peer.
     fn await_runtime(&mut self) -> anyhow::Result<()> {
+        if let Some(peer) = self.opts.peer {
+            self.runtime = Some(peer);
+            self.tracker = PeerTracker::default();
+            return self.send(Body::Hello { role: Role::Rig });
+        }
         let start = Instant::now();
         let mut buf = [0u8; MAX_DATAGRAM + 1];
         self.sock.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -293,12 +301,14 @@ impl Rig {
                 return Ok(None);
             }
         };
+        let first = self.tracker.session() == 0;
         match self.tracker.check(d.session, d.seq) {
             Verdict::Accept => {}
             Verdict::Replay => {
                 self.summary.refused += 1;
                 return Ok(None);
             }
+            Verdict::NewSession if first => {}
             Verdict::NewSession => anyhow::bail!("the runtime restarted in the middle of an episode"),
         }
         match d.body {

@@ -11,6 +11,7 @@ use crate::wire::{Pacing, WireFormat, WireKey};
 pub(super) fn run(cmd: SimCommand) -> anyhow::Result<i32> {
     let SimCommand::Serve {
         bind,
+        peer,
         key,
         pacing,
         rate_hz,
@@ -61,8 +62,11 @@ pub(super) fn run(cmd: SimCommand) -> anyhow::Result<i32> {
         duplicate: pct("duplicate", duplicate)?,
         blackout: blackout.as_deref().map(parse_blackout).transpose()?,
     };
+    let peer =
+        peer.map(|p| p.parse().map_err(|e| bad_input(format!("--peer {p:?}: {e} (expected IP:PORT)")))).transpose()?;
     let opts = ServeOptions {
         bind,
+        peer,
         key: key.as_deref().map(WireKey::load).transpose()?,
         pacing,
         rate_hz,

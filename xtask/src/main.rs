@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod cross;
 mod eval;
 mod first_contact;
+mod hil;
 mod install;
 mod mcap_check;
 mod models_check;
@@ -67,6 +68,10 @@ enum Task {
         #[arg(long, default_value_t = 4.0)]
         trigger_every_s: f64,
     },
+    /// Hardware-in-the-loop over the wire: the device runs `rtvla drive` on a net board, the host runs
+    /// `rtvla sim serve` as the rig; reports the driving score per scenario, the frame→command latency and loss,
+    /// and in lockstep checks the runs equal `sim eval --policy model` on the same seeds.
+    Hil(hil::HilOptions),
     /// Check the bundled models as CI does: `rtvla model check` on every manifest in models/student, and the
     /// student's closed-loop driving score on the model card's held-out runs against its card value.
     ModelsCheck,
@@ -105,6 +110,7 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root).with_context(|| format!("project root {}", root.display()))?;
     match cli.task {
         Task::Ci => ci(&root),
+        Task::Hil(o) => hil::hil(&root, &o),
         Task::Bench { quick, json } => bench(&root, quick, json),
         Task::Build { board } => cross::build(&root, &board).map(|_| ()),
         Task::Qemu { ticks, timeout_s, drive_only } => qemu::qemu(
@@ -158,6 +164,8 @@ fn ci(root: &Path) -> Result<()> {
     first_contact::check_no_system_build_deps()?;
     step("first contact: the README's run command, as written (cargo run --release -- drive)");
     first_contact::readme_run_command(root)?;
+    step("layering: nothing in the runtime imports the simulator (it plugs in as a Plant or over the wire)");
+    hil::runtime_does_not_import_sim(root)?;
     step("rustfmt check");
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     step("clippy (all targets, -D warnings)");
@@ -180,6 +188,19 @@ fn ci(root: &Path) -> Result<()> {
     models_check::host(root, &release_bin(root))?;
     step("bundled student: closed-loop floor on the model card's held-out runs");
     models_check::closed_loop_floor(root, &release_bin(root))?;
+    step("HIL over the wire (local, lockstep): same scores and commands hashes as sim eval on held-out seeds");
+    hil::hil(
+        root,
+        &hil::HilOptions {
+            target: "local".into(),
+            scenarios: "following,cut_in".into(),
+            seeds: "1000000..1000002".into(),
+            pacing: "lockstep".into(),
+            json: None,
+        },
+    )?;
+    step("the reference Python rig (tools/rtvla_rig.py, standard library) drives the binary over a keyed link");
+    hil::python_client_check(root)?;
     step("end-to-end: bad input exits 2 with one line");
     bad_input_checks(root)?;
     step("distillation smoke: tiny dataset, a few steps per stage, export, parity (models/distill)");
