@@ -11,7 +11,7 @@ use super::eval::{self, EvalReport};
 pub enum SimCommand {
     /// Closed-loop evaluation of a policy over scenarios × seeds (Bench2Drive-style table).
     Eval {
-        /// expert | idle | random | model | udp
+        /// expert | blind | idle | random | model (over the wire: `sim serve` + `drive` on a net board)
         #[arg(long, default_value = "expert")]
         policy: String,
         /// Model manifest (policy model).
@@ -168,14 +168,14 @@ pub(super) fn default_seeds(split: &str) -> std::ops::Range<u64> {
 /// Boxed episode runner: (scenario, seed) -> metrics.
 pub type EpisodeRunner = Box<dyn FnMut(&str, u64) -> anyhow::Result<super::EpisodeMetrics>>;
 
-/// Episode runner for a policy name: built-ins here, `model`/`udp` through the runtime.
+/// Episode runner for a policy name: built-ins here, `model` through the runtime.
 pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<EpisodeRunner> {
     match policy {
         "expert" | "blind" | "idle" | "random" => {
             let p = policy.to_string();
             Ok(Box::new(move |sc: &str, seed: u64| eval::builtin_episode(&p, sc, seed)))
         }
-        "model" | "udp" => {
+        "model" => {
             // Bad input fails here, once, before any episode runs (not once per run of the table).
             let board = super::plant::sim_eval_board()?;
             let manifest = match &model {
@@ -187,7 +187,7 @@ pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<Ep
             Ok(Box::new(move |sc: &str, seed: u64| runtime_episode(&p, model.as_deref(), sc, seed)))
         }
         other => {
-            Err(BadInput(format!("unknown policy '{other}'; valid: expert, blind, idle, random, model, udp")).into())
+            Err(BadInput(format!("unknown policy '{other}'; valid: expert, blind, idle, random, model")).into())
         }
     }
 }
