@@ -139,14 +139,18 @@ fn net_config(board: &Board, req: &PlantRequest, frames: bool) -> anyhow::Result
         Some(p) => Some(crate::wire::WireKey::load(&board.resolve(p))?),
         None => None,
     };
+    let lockstep = v.pacing == PacingConfig::Lockstep;
+    let state_timeout = Duration::from_millis(v.state_timeout_ms as u64);
     Ok(crate::net::NetConfig {
         bind: v.bind.clone().unwrap_or_else(|| "0.0.0.0:0".into()),
         peer: v.peer.clone().ok_or_else(|| bad_input("vehicle.peer is required for the udp link"))?,
         key,
         frames: frames.then_some((board.camera.width, board.camera.height)),
-        lockstep: v.pacing == PacingConfig::Lockstep,
+        lockstep,
         sync_timeout: req.sync_timeout,
-        state_timeout: Duration::from_millis(v.state_timeout_ms as u64),
+        // Lockstep runs on the rig's clock: the state answering this frame is current however long the wall
+        // clock took (an emulated CPU); a rig that stops answering shows as a missing frame after the sync wait.
+        state_timeout: if lockstep { state_timeout.max(req.sync_timeout * 2) } else { state_timeout },
     })
 }
 

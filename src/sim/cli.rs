@@ -186,9 +186,7 @@ pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<Ep
             let p = policy.to_string();
             Ok(Box::new(move |sc: &str, seed: u64| runtime_episode(&p, model.as_deref(), sc, seed)))
         }
-        other => {
-            Err(BadInput(format!("unknown policy '{other}'; valid: expert, blind, idle, random, model")).into())
-        }
+        other => Err(BadInput(format!("unknown policy '{other}'; valid: expert, blind, idle, random, model")).into()),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::{read_json, release_bin, run, step};
 
 #[derive(Clone, Debug, clap::Args)]
 pub struct HilOptions {
-    /// Where the device side runs: local (a process here).
+    /// Where the device side runs: local (a process here) or qemu (the static aarch64 binary in the arm64 VM).
     #[arg(long, default_value = "local")]
     pub target: String,
     /// Scenarios, as `sim eval` takes them.
@@ -85,11 +85,16 @@ pub fn hil(root: &Path, o: &HilOptions) -> Result<()> {
             })?;
             read_json(&serve_json)?
         }
-        other => bail!("--target {other:?}: expected local"),
+        "qemu" => {
+            step("HIL, device in the arm64 VM: the static aarch64 rtvla ⇄ rtvla sim serve on the host");
+            crate::qemu_hil::hil(root, o, &dir, &key, &serve_json)?
+        }
+        other => bail!("--target {other:?}: expected local or qemu"),
     };
     let mut report = report;
     summarise(&report)?;
-    if o.pacing == "lockstep" {
+    // In the VM the model runs on (emulated) aarch64 and the frames travel as JPEG: not bit-identical, not compared.
+    if o.pacing == "lockstep" && o.target == "local" {
         step("the same seeds in-process: rtvla sim eval --policy model");
         let eval_json = dir.join("eval.json");
         run(Command::new(&bin)

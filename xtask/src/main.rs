@@ -16,6 +16,7 @@ mod install;
 mod mcap_check;
 mod models_check;
 mod qemu;
+mod qemu_hil;
 mod report_check;
 mod soak;
 
@@ -220,6 +221,17 @@ fn ci(root: &Path) -> Result<()> {
     eprintln!("aarch64 unit tests: {:.0} s", t.elapsed().as_secs_f64());
     step("QEMU system test: arm64 kernel + vivid V4L2 camera, rtvla drive + camera error paths");
     qemu::qemu(root, &qemu::QemuOptions { ticks: 8, timeout: std::time::Duration::from_secs(900), drive_only: false })?;
+    step("HIL in the arm64 VM: the static aarch64 rtvla drives a held-out route from the host's rig over a keyed link");
+    hil::hil(
+        root,
+        &hil::HilOptions {
+            target: "qemu".into(),
+            scenarios: "following".into(),
+            seeds: "1000000".into(),
+            pacing: "lockstep".into(),
+            json: None,
+        },
+    )?;
     eprintln!("\nxtask ci: all checks passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }

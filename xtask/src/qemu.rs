@@ -21,7 +21,7 @@ use crate::cross::{self, ensure_apt, ensure_arm64_arch};
 use crate::{run, step};
 
 /// Host packages: the system emulator, cpio for the initramfs, kmod to read module dependencies.
-const QEMU_PACKAGES: &[&str] = &["qemu-system-arm", "cpio", "kmod", "xz-utils"];
+pub(crate) const QEMU_PACKAGES: &[&str] = &["qemu-system-arm", "cpio", "kmod", "xz-utils"];
 
 /// Kernel modules vivid needs, in load order (see ../shared/notes-cross-and-qemu.md).
 const MODULES: &[&str] = &[
@@ -48,7 +48,7 @@ pub struct QemuOptions {
     pub drive_only: bool,
 }
 
-fn cache_dir(root: &Path) -> PathBuf {
+pub(crate) fn cache_dir(root: &Path) -> PathBuf {
     // Next to the cargo target dir, so CI's cached target dir also caches the downloaded kernel.
     crate::target_dir(root).join("qemu")
 }
@@ -95,7 +95,7 @@ fn kernel_package() -> Result<String> {
 }
 
 /// Unpacked kernel: (vmlinuz, modules dir of that version).
-fn kernel(cache: &Path) -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn kernel(cache: &Path) -> Result<(PathBuf, PathBuf)> {
     let root = cache.join("kernel-root");
     let stamp = root.join(".rtvla-unpacked");
     if !stamp.exists() {
@@ -117,7 +117,7 @@ fn kernel(cache: &Path) -> Result<(PathBuf, PathBuf)> {
 
 /// Copy the `names` modules (`<name>.ko`, or `.ko.xz` decompressed: busybox insmod takes plain files) from the
 /// modules tree into `out_dir`, in one walk of the tree.
-fn copy_modules(modules: &Path, names: &[&str], out_dir: &Path) -> Result<()> {
+pub(crate) fn copy_modules(modules: &Path, names: &[&str], out_dir: &Path) -> Result<()> {
     let mut found: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
     let mut stack = vec![modules.join("kernel")];
     while let Some(d) = stack.pop() {
@@ -266,22 +266,21 @@ fn initramfs(root: &Path, cache: &Path, bin: &Path, modules: &Path, opts: &QemuO
 
 /// Boot the VM, stream its console to stderr and into a log file, return the console text.
 fn boot(cache: &Path, vmlinuz: &Path, initrd: &Path, timeout: Duration) -> Result<String> {
+    boot_with(cache, vmlinuz, initrd, timeout, &["-nic", "none"])
+}
+
+/// [`boot`] with the VM's network given as qemu arguments (`-nic none`, or a virtio NIC with user networking).
+pub(crate) fn boot_with(
+    cache: &Path,
+    vmlinuz: &Path,
+    initrd: &Path,
+    timeout: Duration,
+    nic: &[&str],
+) -> Result<String> {
     let log_path = cache.join("console.log");
     let mut child = Command::new("qemu-system-aarch64")
-        .args([
-            "-M",
-            "virt",
-            "-cpu",
-            "cortex-a72",
-            "-smp",
-            "2",
-            "-m",
-            "1024",
-            "-nographic",
-            "-no-reboot",
-            "-nic",
-            "none",
-        ])
+        .args(["-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024", "-nographic", "-no-reboot"])
+        .args(nic)
         .arg("-kernel")
         .arg(vmlinuz)
         .arg("-initrd")
@@ -329,7 +328,7 @@ fn boot(cache: &Path, vmlinuz: &Path, initrd: &Path, timeout: Duration) -> Resul
 }
 
 /// Text between `@@RTVLA <name>-begin` and `@@RTVLA <name>-end`.
-fn section<'a>(log: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn section<'a>(log: &'a str, name: &str) -> Option<&'a str> {
     let b = format!("@@RTVLA {name}-begin\n");
     let e = format!("@@RTVLA {name}-end");
     let start = log.find(&b)? + b.len();
@@ -338,7 +337,7 @@ fn section<'a>(log: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// The value after `@@RTVLA <key> `.
-fn marker<'a>(log: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn marker<'a>(log: &'a str, key: &str) -> Option<&'a str> {
     let k = format!("@@RTVLA {key} ");
     log.lines().find_map(|l| l.trim_end_matches('\r').strip_prefix(&k))
 }
