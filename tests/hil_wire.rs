@@ -96,6 +96,8 @@ fn lossy_wire_real_time_keeps_rate_stops_when_stale_and_recovers() {
     assert!(r["fallbacks"].as_u64().unwrap() >= 1, "the blackout must stop the car: {r}");
     assert!(r["nominal_ticks_at_end"].as_u64().unwrap() > 0, "driving again after the frames returned: {r}");
     assert_eq!(link(&r, "auth_failed"), 0);
+    // The wire's receive thread does the work; the loop thread allocates nothing per tick.
+    assert_eq!(r["allocs_per_tick_outside_inference"], 0.0, "{r}");
 }
 
 /// A rig with another key: every datagram is refused and counted, no state or frame reaches the loop, and every
