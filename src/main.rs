@@ -45,6 +45,10 @@ enum Cmd {
     /// a self-contained report with the thumbnails and the speed/brake trace of each event, `--mcap FILE` the
     /// store as MCAP (Foxglove) with the commentary on a `/commentary` channel.
     Explain(ExplainArgs),
+    /// What the running `rtvla drive`s are doing: ticking or not, ticks, deadline misses, fallbacks, last event,
+    /// store use, model and version. Exit 0 when at least one drive is ticking, 1 otherwise (the deploy health
+    /// check reads this).
+    Status(StatusArgs),
     /// The closed-loop simulator: datasets, evaluation, replays.
     Sim {
         #[command(subcommand)]
@@ -193,6 +197,7 @@ fn main() -> ExitCode {
         Cmd::Model { cmd } => model(cmd),
         Cmd::Explain(a) => explain(a),
         Cmd::Sim { cmd } => rtvla::sim::cli::run(cmd),
+        Cmd::Status(a) => status(a),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -201,6 +206,33 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e) as u8)
         }
     }
+}
+
+#[derive(clap::Args, Debug)]
+struct StatusArgs {
+    /// Directory of the drives' status sockets (default: $RTVLA_STATUS_DIR, $RUNTIME_DIRECTORY,
+    /// $XDG_RUNTIME_DIR/rtvla, /tmp/rtvla-<uid>; a systemd unit's is /run/rtvla).
+    #[arg(long)]
+    dir: Option<std::path::PathBuf>,
+    /// One JSON array of statuses on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn status(a: StatusArgs) -> anyhow::Result<i32> {
+    use rtvla::runtime::status;
+    let dir = a.dir.unwrap_or_else(status::status_dir);
+    let all = status::query_all(&dir);
+    let text = if a.json {
+        serde_json::to_string_pretty(&all)? + "\n"
+    } else if all.is_empty() {
+        format!("no rtvla drive is running (no status socket answers in {})\n", dir.display())
+    } else {
+        all.iter().map(|s| s.render()).collect()
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    Ok(if all.iter().any(|s| s.ticking) { 0 } else { 1 })
 }
 
 fn drive(a: DriveArgs) -> anyhow::Result<i32> {

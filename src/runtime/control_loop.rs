@@ -42,6 +42,18 @@ pub struct LiveStats {
     /// Last tick's work time in µs.
     pub last_tick_us: AtomicU64,
     pub last_infer_us: AtomicU64,
+    /// When the last tick ended, µs on [`LiveStats::since_us`]'s clock (the status socket's "ticking").
+    pub last_tick_end_us: AtomicU64,
+    /// The supervisor holds the car stopped.
+    pub in_fallback: AtomicBool,
+}
+
+impl LiveStats {
+    /// Microseconds since the process's first call: a monotonic clock both the loop and the monitor read.
+    pub fn since_us(&self) -> u64 {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64
+    }
 }
 
 /// What the loop measured.
@@ -338,4 +350,6 @@ fn publish(live: &LiveStats, o: &LoopOutcome, supervisor: &Supervisor) {
     live.fallbacks.store(supervisor.fallbacks, Ordering::Relaxed);
     live.last_tick_us.store(o.last_tick_us, Ordering::Relaxed);
     live.last_infer_us.store(o.last_infer_us, Ordering::Relaxed);
+    live.in_fallback.store(supervisor.mode() == Mode::Fallback, Ordering::Relaxed);
+    live.last_tick_end_us.store(live.since_us(), Ordering::Relaxed);
 }

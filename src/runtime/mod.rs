@@ -9,6 +9,7 @@ mod control_loop;
 mod monitor;
 mod os;
 mod report;
+pub mod status;
 mod wiring;
 
 use std::path::PathBuf;
@@ -108,11 +109,23 @@ pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
     let mut signals = os::SignalGuard(
         os::install_stop_signals(&stop).map_err(|e| anyhow::anyhow!("installing the stop signal handlers: {e}"))?,
     );
-    let monitor = monitor::Monitor::start(live.clone(), opts.ticks, opts.progress);
     let run_id = crate::store::runs::new_run_id();
     let label = plant.as_ref().and_then(|p| p.run_label());
     let info = run_info(&run_id, &board, &manifest, opts.policy, label);
     let (mut recorder, writer, store_dir) = open_recorder(opts, &board, &manifest, info)?;
+    // Evaluation episodes (simulated time) are nobody's service: no status socket for them.
+    let status = (!opts.virtual_time).then(|| {
+        status::StatusServer::start(status::StatusInfo {
+            board: board.board.name.clone(),
+            model: manifest.model.name.clone(),
+            model_sha256: manifest.model.sha256.clone(),
+            run_id: run_id.clone(),
+            rate_hz: board.control_loop.rate_hz,
+            store_dir: writer.as_ref().map(|_| store_dir.display().to_string()),
+            writer: writer.as_ref().map(|w| w.counters()),
+        })
+    });
+    let monitor = monitor::Monitor::start(live.clone(), opts.ticks, opts.progress, status);
     if let Some(rec) = recorder.as_ref() {
         // `kill -USR1 <pid>`: the manual / external trigger (a snapshot of the last seconds, "external request").
         let id = signal_hook::flag::register(signal_hook::consts::SIGUSR1, rec.external_trigger().flag().clone())

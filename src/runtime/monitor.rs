@@ -1,10 +1,12 @@
-//! The monitor: live stats off the loop thread (a progress line on a terminal, a tracing line every few seconds).
+//! The monitor: live stats off the loop thread (a progress line on a terminal, a tracing line every few seconds,
+//! the status socket and systemd's watchdog).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::control_loop::LiveStats;
+use super::status::StatusServer;
 
 /// Live stats off the loop thread: a progress line on a terminal and a tracing line every few seconds.
 pub(super) struct Monitor {
@@ -13,7 +15,12 @@ pub(super) struct Monitor {
 }
 
 impl Monitor {
-    pub(super) fn start(live: Arc<LiveStats>, total: Option<u64>, progress: bool) -> Monitor {
+    pub(super) fn start(
+        live: Arc<LiveStats>,
+        total: Option<u64>,
+        progress: bool,
+        mut status: Option<StatusServer>,
+    ) -> Monitor {
         let done = Arc::new(AtomicBool::new(false));
         let d = done.clone();
         let handle = std::thread::Builder::new()
@@ -35,6 +42,9 @@ impl Monitor {
                 let mut last_log = Instant::now();
                 while !d.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(200));
+                    if let Some(s) = status.as_mut() {
+                        s.poll(&live);
+                    }
                     let ticks = live.ticks.load(Ordering::Relaxed);
                     let msg = format!(
                         "tick {:.2} ms, infer {:.2} ms, misses {}, fallbacks {}",
