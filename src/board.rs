@@ -217,7 +217,17 @@ pub struct DeployConfig {
     pub host: String,
     #[serde(default)]
     pub user: Option<String>,
+    /// ssh port (default 22).
+    #[serde(default)]
+    pub port: Option<u16>,
     pub install_dir: PathBuf,
+    /// Releases kept on the device (the running one and its predecessor always are); default 3.
+    #[serde(default)]
+    pub keep_releases: Option<u32>,
+    /// How the device runs rtvla: `systemd` (a generated, hardened `Type=notify` unit; the default) or `script`
+    /// (a pidfile and `setsid`, for a device without systemd).
+    #[serde(default)]
+    pub service: Option<String>,
 }
 
 impl Board {

@@ -9,6 +9,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 mod cross;
+mod deploy;
+mod deploy_test;
 mod eval;
 mod first_contact;
 mod hil;
@@ -73,6 +75,13 @@ enum Task {
     /// `rtvla sim serve` as the rig; reports the driving score per scenario, the frame→command latency and loss,
     /// and in lockstep checks the runs equal `sim eval --policy model` on the same seeds.
     Hil(hil::HilOptions),
+    /// Flash a device: build for the board, upload over ssh into a versioned release, switch `current`, install
+    /// the generated systemd unit, restart, health-check (`rtvla status`), roll back automatically on failure.
+    Deploy(deploy::DeployOptions),
+    /// The deploy path tested for real: an OpenSSH server (Debian's) on loopback with a temporary key and root;
+    /// deploy → healthy → a release that fails its health check → rolled back; bad inputs; the unit's
+    /// `systemd-analyze verify` and `security` exposure.
+    DeployTest,
     /// Check the bundled models as CI does: `rtvla model check` on every manifest in models/student, and the
     /// student's closed-loop driving score on the model card's held-out runs against its card value.
     ModelsCheck,
@@ -112,6 +121,8 @@ fn main() -> Result<()> {
     match cli.task {
         Task::Ci => ci(&root),
         Task::Hil(o) => hil::hil(&root, &o),
+        Task::Deploy(o) => deploy::deploy(&root, &o),
+        Task::DeployTest => deploy_test::deploy_test(&root),
         Task::Bench { quick, json } => bench(&root, quick, json),
         Task::Build { board } => cross::build(&root, &board).map(|_| ()),
         Task::Qemu { ticks, timeout_s, drive_only } => qemu::qemu(
@@ -202,6 +213,8 @@ fn ci(root: &Path) -> Result<()> {
     )?;
     step("the reference Python rig (tools/rtvla_rig.py, standard library) drives the binary over a keyed link");
     hil::python_client_check(root)?;
+    step("deploy against a real sshd on loopback: healthy → unhealthy release rolled back → bad inputs; unit checks");
+    deploy_test::deploy_test(root)?;
     step("end-to-end: bad input exits 2 with one line");
     bad_input_checks(root)?;
     step("distillation smoke: tiny dataset, a few steps per stage, export, parity (models/distill)");
