@@ -78,16 +78,26 @@ fn board(
     port: u16,
     edit: &dyn Fn(String) -> String,
 ) -> Result<PathBuf> {
+    let deploy = format!(
+        "host = \"127.0.0.1\"\nuser = \"root\"\nport = {port}\ninstall_dir = {:?}\nservice = \"script\"\nkeep_releases = 2\n",
+        install_dir.display().to_string()
+    );
+    host_sim_board(root, dir, name, &deploy, edit)
+}
+
+/// boards/host-sim.toml with the model path made absolute, `edit` applied, and this `[deploy]` section.
+pub(crate) fn host_sim_board(
+    root: &Path,
+    dir: &Path,
+    name: &str,
+    deploy: &str,
+    edit: &dyn Fn(String) -> String,
+) -> Result<PathBuf> {
     let model = root.join("models/student/student.toml");
     let text = std::fs::read_to_string(root.join("boards/host-sim.toml"))?
         .replace("\"../models/student/student.toml\"", &format!("{:?}", model.display().to_string()));
-    let text = edit(text)
-        + &format!(
-            "\n[deploy]\nhost = \"127.0.0.1\"\nuser = \"root\"\nport = {port}\ninstall_dir = {:?}\nservice = \"script\"\nkeep_releases = 2\n",
-            install_dir.display().to_string()
-        );
     let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, text)?;
+    std::fs::write(&p, edit(text) + "\n[deploy]\n" + deploy)?;
     Ok(p)
 }
 

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod cross;
 mod deploy;
 mod deploy_test;
+mod deploy_vm;
 mod eval;
 mod first_contact;
 mod hil;
@@ -80,8 +81,14 @@ enum Task {
     Deploy(deploy::DeployOptions),
     /// The deploy path tested for real: an OpenSSH server (Debian's) on loopback with a temporary key and root;
     /// deploy → healthy → a release that fails its health check → rolled back; bad inputs; the unit's
-    /// `systemd-analyze verify` and `security` exposure.
-    DeployTest,
+    /// `systemd-analyze verify` and `security` exposure. `--vm`: the whole path with systemd as PID 1 in a Debian VM.
+    DeployTest {
+        /// Also (or with --vm-only, only) the systemd VM: unit, watchdog restart, rollback.
+        #[arg(long)]
+        vm: bool,
+        #[arg(long)]
+        vm_only: bool,
+    },
     /// Check the bundled models as CI does: `rtvla model check` on every manifest in models/student, and the
     /// student's closed-loop driving score on the model card's held-out runs against its card value.
     ModelsCheck,
@@ -122,7 +129,15 @@ fn main() -> Result<()> {
         Task::Ci => ci(&root),
         Task::Hil(o) => hil::hil(&root, &o),
         Task::Deploy(o) => deploy::deploy(&root, &o),
-        Task::DeployTest => deploy_test::deploy_test(&root),
+        Task::DeployTest { vm, vm_only } => {
+            if !vm_only {
+                deploy_test::deploy_test(&root)?;
+            }
+            if vm || vm_only {
+                deploy_vm::deploy_vm_test(&root)?;
+            }
+            Ok(())
+        }
         Task::Bench { quick, json } => bench(&root, quick, json),
         Task::Build { board } => cross::build(&root, &board).map(|_| ()),
         Task::Qemu { ticks, timeout_s, drive_only } => qemu::qemu(
@@ -215,6 +230,10 @@ fn ci(root: &Path) -> Result<()> {
     hil::python_client_check(root)?;
     step("deploy against a real sshd on loopback: healthy → unhealthy release rolled back → bad inputs; unit checks");
     deploy_test::deploy_test(root)?;
+    step("deploy with systemd as PID 1: a Debian VM (cached rootfs): unit, watchdog restart of a hung loop, rollback");
+    let t = std::time::Instant::now();
+    deploy_vm::deploy_vm_test(root)?;
+    eprintln!("systemd VM deploy test: {:.0} s", t.elapsed().as_secs_f64());
     step("end-to-end: bad input exits 2 with one line");
     bad_input_checks(root)?;
     step("distillation smoke: tiny dataset, a few steps per stage, export, parity (models/distill)");

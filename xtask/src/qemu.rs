@@ -248,20 +248,26 @@ fn initramfs(root: &Path, cache: &Path, bin: &Path, modules: &Path, opts: &QemuO
     let manifest = root.join("models/student/student.toml");
     std::fs::copy(&manifest, dir.join("rtvla/models/student/student.toml"))?;
     std::fs::copy(root.join("models/student/student.onnx"), dir.join("rtvla/models/student/student.onnx"))?;
-    let init = dir.join("init");
-    std::fs::write(&init, init_script(opts.ticks, opts.drive_only))?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
     let img = cache.join("initrd.cpio.gz");
+    pack_initramfs(&dir, &init_script(opts.ticks, opts.drive_only), &img)?;
+    Ok(img)
+}
+
+/// Write `init` (mode 755) into the staged tree `dir` and pack the tree as a gzip'd newc cpio at `img`.
+pub(crate) fn pack_initramfs(dir: &Path, init: &str, img: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("init");
+    std::fs::write(&path, init)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     let status = Command::new("sh")
-        .current_dir(&dir)
+        .current_dir(dir)
         .arg("-c")
         .arg(format!("find . | cpio -o -H newc --quiet | gzip -1 > {}", img.display()))
         .status()?;
     if !status.success() {
-        bail!("building the initramfs failed");
+        bail!("building the initramfs {} failed", img.display());
     }
-    Ok(img)
+    Ok(())
 }
 
 /// Boot the VM, stream its console to stderr and into a log file, return the console text.

@@ -146,18 +146,8 @@ fn initramfs(
     for f in ["student.toml", "student.onnx"] {
         std::fs::copy(root.join("models/student").join(f), stage.join("rtvla/models/student").join(f))?;
     }
-    let init = stage.join("init");
-    std::fs::write(&init, init_script(episodes))?;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
     let img = dir.join("initrd-hil.cpio.gz");
-    let status = Command::new("sh")
-        .current_dir(&stage)
-        .arg("-c")
-        .arg(format!("find . | cpio -o -H newc --quiet | gzip -1 > {}", img.display()))
-        .status()?;
-    if !status.success() {
-        bail!("building the HIL initramfs failed");
-    }
+    qemu::pack_initramfs(&stage, &init_script(episodes), &img)?;
     Ok(img)
 }
 

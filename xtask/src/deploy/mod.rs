@@ -234,9 +234,13 @@ fn deploy_to(
     dev.run("publish the release", &format!("mv -T {} {}", incoming.display(), rel.display()))?;
     let previous = dev.run("previous release", &format!("readlink {}/current || true", dir.display()))?;
     let previous = previous.trim().to_string();
-    switch_and_restart(dev, dir, &rel, service)?;
-    step(&format!("health check: rtvla status on the device, up to {} s", o.health_timeout_s));
-    match health(dev, dir, &rel, service, o.health_timeout_s) {
+    // A release that cannot even start (systemd's restart job fails when a Type=notify service exits before
+    // READY=1) is unhealthy like one that starts and does not tick: both roll back.
+    let checked = switch_and_restart(dev, dir, &rel, service).and_then(|_| {
+        step(&format!("health check: rtvla status on the device, up to {} s", o.health_timeout_s));
+        health(dev, dir, &rel, service, o.health_timeout_s)
+    });
+    match checked {
         Ok(msg) => {
             eprintln!("healthy: {msg}");
             prune(dev, dir, &rel, &previous, keep)?;
