@@ -93,8 +93,12 @@ fn lossy_wire_real_time_keeps_rate_stops_when_stale_and_recovers() {
     }
     let faults = &r["faults"];
     assert!(faults["stale_frame"].as_u64().unwrap_or(0) + faults["no_frame"].as_u64().unwrap_or(0) > 0, "{r}");
-    assert!(r["fallbacks"].as_u64().unwrap() >= 1, "the blackout must stop the car: {r}");
-    assert!(r["nominal_ticks_at_end"].as_u64().unwrap() > 0, "driving again after the frames returned: {r}");
+    // Stopped more than once means it drove again in between: frames returned after a stale spell (the blackout,
+    // and the spells 10 % loss makes: a frame of ~7 chunks arrives whole about half the time). And it drove a good
+    // part of the run, not only stopped.
+    let (ticks, held) = (r["ticks"].as_u64().unwrap(), r["fallback_ticks"].as_u64().unwrap());
+    assert!(r["fallbacks"].as_u64().unwrap() >= 2, "stops when stale, drives again when frames return: {r}");
+    assert!(ticks - held >= 20, "drove {} of {ticks} ticks: {r}", ticks - held);
     assert_eq!(link(&r, "auth_failed"), 0);
     // The wire's receive thread does the work; the loop thread allocates nothing per tick.
     assert_eq!(r["allocs_per_tick_outside_inference"], 0.0, "{r}");
