@@ -234,12 +234,15 @@ def cache_teacher_targets(teacher: Teacher, data: DrivingData, bs: int = 64) -> 
 
 
 def train_student_driving(student: Student, teacher: Teacher | None, data: DrivingData, tr, va, out: str, cfg: dict,
-                          name: str = "student_s1", cached: dict | None = None) -> dict:
-    """Stage 1. `cached`: `cache_teacher_targets` of `data` to read instead of running the teacher (same targets)."""
+                          name: str = "student_s1", cached: dict | None = None,
+                          heads: DistillHeads | None = None) -> dict:
+    """Stage 1. `cached`: `cache_teacher_targets` of `data` to read instead of running the teacher (same targets).
+    `heads`: the distillation projections to train (closed-loop rounds carry them from round to round); default new."""
     rng = np.random.default_rng(cfg.get("seed", 1))
     it = batches(tr, cfg["batch"], rng)
     drv = student.driving
-    heads = DistillHeads(drv.cfg["feat_dim"], drv.cfg["dim"], teacher.dim) if teacher is not None else None
+    if heads is None and teacher is not None:
+        heads = DistillHeads(drv.cfg["feat_dim"], drv.cfg["dim"], teacher.dim)
     modules = {"driving": drv}
     params = list(drv.parameters())
     if heads is not None:

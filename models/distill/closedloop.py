@@ -1,0 +1,362 @@
+"""Closed-loop training (issue 22): DAgger for the teacher, on-policy distillation for the student.
+
+Offline behaviour cloning never sees the states its own small errors lead to. Here the model drives (`rtvla sim
+dataset --model M --beta B`: the model's command is applied each tick, the expert's with probability B) and the states
+it reaches are labelled:
+
+* **DAgger (teacher)** -- round r rolls out the current teacher (beta-mixed with the expert in early rounds), the
+  privileged expert labels every visited state (waypoints, commentary: the dataset's records), the rollouts are
+  aggregated with the expert's offline data, and the teacher is fine-tuned on the aggregate. Held-out DS is measured
+  after every round (`rtvla sim eval` on seeds disjoint from the final evaluation's); rounds stop when it stops rising,
+  and the best round's teacher is kept.
+* **On-policy distillation (student)** -- the student drives (beta 0 by default: no privileged expert on a real car),
+  the **teacher** labels the frames it saw: its own greedy commentary, then waypoints conditioned on it, its ViT
+  tokens and waypoint query states (the targets of the four distillation levels); aggregated over rounds with the
+  offline frames (where the teacher reads the ground-truth commentary, as in stage 1), the student is fine-tuned.
+
+Every step of a round is resumable: rollouts are written to `<dir>.tmp` and renamed, teacher labels saved atomically,
+training checkpoints as in distill.py, per-round results in `<run>/closedloop.json`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data import PAD, DrivingData, template_key
+from distill import (DistillHeads, cache_teacher_targets, eval_driving, eval_teacher, load_ckpt, pool_tokens,
+                     train_student_driving, train_teacher)
+from export import TeacherVisionOnly, export_driving
+
+STATE = "closedloop.json"
+
+
+# ------------------------------------------------------------------------------------------------------------ data
+class ConcatData(DrivingData):
+    """Several dataset directories as one (DAgger's aggregate), with DrivingData's interface. `part[i]` says which
+    directory frame i came from (0 = the first, the expert's offline data)."""
+
+    FIELDS = ("speed", "speed_prev", "target_points", "path", "speed_wps", "tokens", "action", "object")
+
+    def __init__(self, parts: list[DrivingData]) -> None:  # noqa: D107 -- no DrivingData.__init__: nothing to read
+        self.root = parts[0].root
+        self.roots = [p.root for p in parts]
+        self.records = [r for p in parts for r in p.records]
+        self.shards = [s for p in parts for s in p.shards]
+        offsets = np.cumsum([0] + [len(p.shards) for p in parts])[:-1]
+        self.shard_idx = np.concatenate([p.shard_idx + o for p, o in zip(parts, offsets)])
+        self.frame_idx = np.concatenate([p.frame_idx for p in parts])
+        for k in self.FIELDS:
+            setattr(self, k, torch.cat([getattr(p, k) for p in parts]))
+        self.seeds = sorted({x["seed"] for x in self.records})
+        self.part = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])
+        self.template_labels = dict(parts[0].template_labels)
+        for p in parts[1:]:
+            for k, v in p.template_labels.items():
+                self.template_labels.setdefault(k, v)
+
+
+def aggregate_indices(base_tr: np.ndarray, data: ConcatData, onpolicy_frac: float) -> np.ndarray:
+    """Training indices of the aggregate: the offline training frames + every on-policy frame, the on-policy ones
+    repeated so that they make about `onpolicy_frac` of the samples (a few hundred fine-tuning steps would otherwise
+    see them rarely: they are a small part of the aggregate)."""
+    on = np.nonzero(data.part > 0)[0]
+    if len(on) == 0 or onpolicy_frac <= 0:
+        return base_tr
+    want = onpolicy_frac / max(1e-6, 1 - onpolicy_frac) * len(base_tr)
+    rep = max(1, int(round(want / len(on))))
+    return np.concatenate([base_tr, np.tile(on, rep)])
+
+
+# ------------------------------------------------------------------------------------------------------------ rust side
+def rollout(rtvla: str, manifest: str, out: str, frames: int, seeds: str, every: int, beta: float) -> dict:
+    """The model of `manifest` drives (beta-mixed with the expert); frames + the expert's labels land in `out`."""
+    if os.path.exists(os.path.join(out, "data_card.json")):
+        print(f"[rollout] {out} exists, reusing")
+    else:
+        tmp = out + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [rtvla, "sim", "dataset", "--out", tmp, "--frames", str(frames), "--seeds", seeds, "--scenarios", "all",
+               "--every", str(every), "--noise", "0", "--model", manifest, "--beta", str(beta)]
+        print("[rollout]", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        os.replace(tmp, out)
+    with open(os.path.join(out, "data_card.json")) as f:
+        return json.load(f)
+
+
+def eval_ds(rtvla: str, manifest: str | None, out_json: str, scenarios: str, seeds: str, policy: str = "model") -> dict:
+    """Closed-loop held-out driving score through the runtime (`rtvla sim eval --policy model`; or a built-in policy,
+    e.g. `blind`, with `manifest` None)."""
+    if not os.path.exists(out_json):
+        cmd = [rtvla, "sim", "eval", "--policy", policy] + (["--model", manifest] if manifest else []) + [
+            "--scenarios", scenarios, "--seeds", seeds, "--json", out_json + ".tmp"]
+        print("[eval]", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        os.replace(out_json + ".tmp", out_json)
+    with open(out_json) as f:
+        r = json.load(f)
+    return {"driving_score": r["driving_score"], "route_completion": r["route_completion"], "runs": len(r["runs"])}
+
+
+def export_policy(model, out_dir: str, name: str, kind: str, desc: str) -> str:
+    """A round's driving graph (ONNX + sealed manifest) for the rollout and the round's evaluation."""
+    manifest = os.path.join(out_dir, f"{name}.toml")
+    if not os.path.exists(manifest):
+        tmp = out_dir + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        export_driving(model, tmp, name, {"preset": "closed-loop round", "trained": True}, kind=kind, description=desc)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------------- teacher labels
+@torch.no_grad()
+def teacher_labels(teacher, data: DrivingData, bs: int = 32) -> dict:
+    """What the teacher says about frames it was not given any label for (the real-world labeller): its greedy
+    commentary (tokens in the dataset's [BOS .. EOS PAD..] layout), then -- teacher-forced on that commentary, i.e.
+    language in the loop -- its waypoints, pooled ViT tokens and query states (distill.teacher_targets' form)."""
+    teacher.eval()
+    out: dict = {}
+    for i in tqdm(range(0, len(data), bs), desc="teacher labels", dynamic_ncols=True, mininterval=2.0):
+        b = data.batch(np.arange(i, min(len(data), i + bs)))
+        text, _, _ = teacher.generate(b["image"], b["speed"], b["target_points"])
+        t = teacher(b["image"], b["speed"], b["target_points"], text)
+        tokens = torch.cat([text, torch.full((text.shape[0], 1), PAD, dtype=torch.long)], 1)
+        parts = {"tokens": tokens, "path": t["path"], "speed_wps": t["speed_wps"],
+                 "feat": pool_tokens(t["features"], teacher.grid).half(),
+                 "query": F.layer_norm(t["queries"], (teacher.dim,)).half()}
+        for k, v in parts.items():
+            out.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def cached(path: str, make):
+    """torch.load(path), or make() saved there atomically."""
+    if os.path.exists(path):
+        return torch.load(path, map_location="cpu", weights_only=False)
+    v = make()
+    torch.save(v, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return v
+
+
+# ------------------------------------------------------------------------------------------------------------- state
+def load_state(run_dir: str) -> dict:
+    p = os.path.join(run_dir, STATE)
+    if os.path.exists(p):
+        with open(p) as f:
+            return json.load(f)
+    return {}
+
+
+def save_state(run_dir: str, state: dict) -> None:
+    p = os.path.join(run_dir, STATE)
+    with open(p + ".tmp", "w") as f:
+        json.dump(state, f, indent=2)
+    os.replace(p + ".tmp", p)
+
+
+def rising(ds: list[float], patience: int, min_gain: float) -> bool:
+    """Has the held-out DS risen by > min_gain over the best before within the last `patience` rounds?"""
+    if len(ds) <= patience:
+        return True
+    best_before = max(ds[: len(ds) - patience])
+    return max(ds[len(ds) - patience:]) > best_before + min_gain
+
+
+def beta_at(r: int, beta0: float, decay: float) -> float:
+    """beta of round r (1-based): beta0, then geometric decay; below 0.05 it is 0 (the model alone)."""
+    b = beta0 * decay ** (r - 1)
+    return 0.0 if b < 0.05 else round(b, 3)
+
+
+# ----------------------------------------------------------------------------------------------------------- DAgger
+def dagger_teacher(teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla: str, cfg: dict) -> list[dict]:
+    """DAgger rounds for the teacher (module docstring). `teacher` holds the round-0 (offline) teacher on entry and the
+    best round's on return. Returns one dict per evaluated round (DS, beta, frames, minutes)."""
+    root = os.path.join(run_dir, "dagger")
+    os.makedirs(root, exist_ok=True)
+    state = load_state(run_dir)
+    rounds: list[dict] = []
+    parts = [base]
+    ckpts = [os.path.join(run_dir, "teacher.pt")]
+
+    def evaluate(r: int, t0: float) -> dict:
+        pol = export_policy(TeacherVisionOnly(teacher), os.path.join(root, f"r{r}", "policy"), "teacher", "teacher",
+                            f"DAgger round {r} teacher, vision-only (closed-loop training policy)")
+        ev = eval_ds(rtvla, pol, os.path.join(root, f"r{r}", "eval.json"), cfg["round_eval_scenarios"],
+                     cfg["round_eval_seeds"])
+        prev = state.get("teacher", [])
+        row = dict(prev[r] if r < len(prev) else {}, round=r, policy=pol, val_wp_l2_m=eval_teacher(teacher, base, va), **ev)
+        row.setdefault("minutes", round((time.time() - t0) / 60, 2))
+        print(f"[dagger] round {r}: held-out DS {ev['driving_score']:.1f} over {ev['runs']} runs", flush=True)
+        return row
+
+    t0 = time.time()
+    rounds.append(evaluate(0, t0))
+    for r in range(1, cfg["dagger_rounds"] + 1):
+        if not rising([x["driving_score"] for x in rounds], cfg["patience"], cfg["min_gain"]):
+            print(f"[dagger] DS stopped rising after round {r - 1}, stopping")
+            break
+        t0 = time.time()
+        beta = beta_at(r, cfg["dagger_beta0"], cfg["beta_decay"])
+        seeds = f"{cfg['rollout_seed0'] + 1000 * r}..{cfg['rollout_seed0'] + 1000 * (r + 1)}"
+        card = rollout(rtvla, rounds[-1]["policy"], os.path.join(root, f"r{r}", "data"), cfg["dagger_frames"], seeds,
+                       cfg["rollout_every"], beta)
+        parts.append(DrivingData(os.path.join(root, f"r{r}", "data")))
+        agg = ConcatData(parts)
+        tr = aggregate_indices(base_tr, agg, cfg["onpolicy_frac"])
+        out = os.path.join(root, f"r{r}")
+        timing = train_teacher(teacher, agg, tr, va, out, dict(
+            steps=cfg["dagger_steps"], batch=cfg["batch"], lr=cfg["dagger_lr"], eval_every=cfg["eval_every"],
+            ckpt_every=cfg["ckpt_every"], start_boost=cfg["start_boost"], seed=100 + r))
+        ckpts.append(os.path.join(out, "teacher.pt"))
+        row = evaluate(r, t0)
+        row.update(beta=beta, rollout_seeds=seeds, rollout_frames=card["frames"], rollout_ticks=card.get("ticks"),
+                   rollout_model_ticks=card.get("model_ticks"), rollout_ds=card.get("expert_mean_driving_score"),
+                   aggregate_frames=len(agg), train_s=round(timing["elapsed_s"], 1))
+        rounds.append(row)
+        state["teacher"] = rounds
+        save_state(run_dir, state)
+    state["teacher"] = rounds
+    best = int(np.argmax([x["driving_score"] for x in rounds]))
+    state["teacher_best_round"] = best
+    save_state(run_dir, state)
+    if best != len(rounds) - 1:
+        load_ckpt(ckpts[best], {"teacher": teacher})
+    print(f"[dagger] keeping round {best}'s teacher (held-out DS {rounds[best]['driving_score']:.1f})")
+    return rounds
+
+
+# --------------------------------------------------------------------------------------------- on-policy distillation
+def with_teacher_labels(data: DrivingData, labels: dict) -> DrivingData:
+    """`data` whose targets are the teacher's (waypoints, commentary tokens) instead of the expert's: on a real car
+    nothing else labels the student's drives. The expert's action/object labels stay (scoring only)."""
+    data.path, data.speed_wps, data.tokens = labels["path"].float(), labels["speed_wps"].float(), labels["tokens"]
+    return data
+
+
+def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla: str, cfg: dict,
+                     base_targets: dict, heads: DistillHeads) -> tuple[list[dict], ConcatData, np.ndarray]:
+    """On-policy distillation rounds (module docstring). `student.driving` holds stage 1 (offline) on entry and the
+    best round's on return. Returns (rounds, the aggregate with the teacher's labels, its training indices)."""
+    root = os.path.join(run_dir, "onpolicy")
+    os.makedirs(root, exist_ok=True)
+    state = load_state(run_dir)
+    rounds: list[dict] = []
+    parts, targets = [base], [base_targets]
+    ckpts = [os.path.join(run_dir, "student_s1.pt")]
+
+    def evaluate(r: int, t0: float) -> dict:
+        pol = export_policy(student.driving, os.path.join(root, f"r{r}", "policy"), "student", "student",
+                            f"On-policy distillation round {r} student (closed-loop training policy)")
+        ev = eval_ds(rtvla, pol, os.path.join(root, f"r{r}", "eval.json"), cfg["round_eval_scenarios"],
+                     cfg["round_eval_seeds"])
+        prev = state.get("student", [])
+        row = dict(prev[r] if r < len(prev) else {}, round=r, policy=pol,
+                   val_wp_l2_m=eval_driving(student.driving, base, va), **ev)
+        row.setdefault("minutes", round((time.time() - t0) / 60, 2))
+        print(f"[on-policy] round {r}: held-out DS {ev['driving_score']:.1f} over {ev['runs']} runs", flush=True)
+        return row
+
+    t0 = time.time()
+    rounds.append(evaluate(0, t0))
+    agg, tr = ConcatData(parts), base_tr
+    for r in range(1, cfg["onpolicy_rounds"] + 1):
+        if not rising([x["driving_score"] for x in rounds], cfg["patience"], cfg["min_gain"]):
+            print(f"[on-policy] DS stopped rising after round {r - 1}, stopping")
+            break
+        t0 = time.time()
+        beta = beta_at(r, cfg["student_beta0"], cfg["beta_decay"])
+        seeds = f"{cfg['rollout_seed0'] + 50_000 + 1000 * r}..{cfg['rollout_seed0'] + 50_000 + 1000 * (r + 1)}"
+        d = os.path.join(root, f"r{r}")
+        card = rollout(rtvla, rounds[-1]["policy"], os.path.join(d, "data"), cfg["onpolicy_frames"], seeds,
+                       cfg["rollout_every"], beta)
+        part = DrivingData(os.path.join(d, "data"))
+        lab = cached(os.path.join(d, "teacher_labels.pt"), lambda: teacher_labels(teacher, part))
+        expert_agree = float(np.mean([template_key(x["commentary"]) == template_key(s)
+                                      for x, s in zip(part.records, _decode_all(lab["tokens"]))]))
+        parts.append(with_teacher_labels(part, lab))
+        targets.append({k: lab[k] for k in ("path", "speed_wps", "feat", "query")})
+        agg = ConcatData(parts)
+        tr = aggregate_indices(base_tr, agg, cfg["onpolicy_frac"])
+        cache = {k: torch.cat([t[k] for t in targets]) for k in ("path", "speed_wps", "feat", "query")}
+        timing = train_student_driving(student, teacher, agg, tr, va, d, dict(
+            steps=cfg["onpolicy_steps"], batch=cfg["batch"], lr=cfg["onpolicy_lr"], eval_every=cfg["eval_every"],
+            ckpt_every=cfg["ckpt_every"], seed=200 + r), name="student_s1", cached=cache, heads=heads)
+        ckpts.append(os.path.join(d, "student_s1.pt"))
+        row = evaluate(r, t0)
+        row.update(beta=beta, rollout_seeds=seeds, rollout_frames=card["frames"], rollout_ticks=card.get("ticks"),
+                   rollout_model_ticks=card.get("model_ticks"), rollout_ds=card.get("expert_mean_driving_score"),
+                   teacher_commentary_matches_expert_template=round(expert_agree, 3), aggregate_frames=len(agg),
+                   train_s=round(timing["elapsed_s"], 1))
+        rounds.append(row)
+        state["student"] = rounds
+        save_state(run_dir, state)
+    state["student"] = rounds
+    best = int(np.argmax([x["driving_score"] for x in rounds]))
+    state["student_best_round"] = best
+    save_state(run_dir, state)
+    if best != len(rounds) - 1:
+        load_ckpt(ckpts[best], {"driving": student.driving, "heads": heads})
+    print(f"[on-policy] keeping round {best}'s student (held-out DS {rounds[best]['driving_score']:.1f})")
+    return rounds, agg, tr
+
+
+def _decode_all(tokens) -> list[str]:
+    from data import VOCAB
+    return [VOCAB.decode(t) for t in tokens]
+
+
+# ------------------------------------------------------------------------------------------------------------- plot
+def plot_rounds(run_dir: str, series: dict[str, list[dict]], refs: dict[str, float] | None = None) -> str:
+    """ds_rounds.svg: held-out DS per round, one line per series (teacher DAgger, student on-policy), written as plain
+    SVG like losses.svg; `refs` (e.g. the blind expert) as dashed horizontal lines."""
+    colours = ["#1f6fd1", "#d13a1f", "#2a9d4a", "#8e44ad"]
+    w, h, pad = 420, 240, 40
+    n = max([len(v) for v in series.values()] + [2])
+    fx = lambda j: pad + j / max(1, n - 1) * (w - pad - 10)  # noqa: E731
+    fy = lambda y: 20 + (100 - min(100.0, max(0.0, y))) / 100 * (h - 60)  # noqa: E731
+    parts = [f'<rect x="{pad}" y="20" width="{w - pad - 10}" height="{h - 60}" fill="#fafafa" stroke="#ddd"/>',
+             '<text x="4" y="14" font-weight="bold">held-out DS per closed-loop round</text>']
+    for y in (0, 25, 50, 75, 100):
+        parts.append(f'<text x="8" y="{fy(y) + 3:.1f}">{y}</text>'
+                     f'<line x1="{pad}" x2="{w - 10}" y1="{fy(y):.1f}" y2="{fy(y):.1f}" stroke="#eee"/>')
+    for j in range(n):
+        parts.append(f'<text x="{fx(j) - 3:.1f}" y="{h - 28}">{j}</text>')
+    parts.append(f'<text x="{pad}" y="{h - 14}">round (0 = offline training)</text>')
+    legend = []
+    for c, (k, rows) in zip(colours, series.items()):
+        pts = [(fx(j), fy(r["driving_score"])) for j, r in enumerate(rows)]
+        if pts:
+            parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
+                         + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
+            parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{c}"/>' for x, y in pts]
+        legend.append(f'<tspan fill="{c}">{k}</tspan>')
+    for k, v in (refs or {}).items():
+        parts.append(f'<line x1="{pad}" x2="{w - 10}" y1="{fy(v):.1f}" y2="{fy(v):.1f}" stroke="#888" '
+                     f'stroke-dasharray="4 3"/><text x="{w - 120}" y="{fy(v) - 3:.1f}" fill="#888">{k} {v:.1f}</text>')
+    parts.append(f'<text x="{pad}" y="{h - 2}">{" · ".join(legend)}</text>')
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" '
+           f'font-size="10">{"".join(parts)}</svg>\n')
+    out = os.path.join(run_dir, "ds_rounds.svg")
+    with open(out, "w") as f:
+        f.write(svg)
+    print(f"[plot] {out}")
+    return out
+
+
+def ablation_steps(cfg: dict) -> int:
+    """The ablation's stage-1 steps: the distilled student's offline steps + every planned on-policy round's (same
+    compute for both arms)."""
+    return cfg["s1_steps"] + cfg.get("onpolicy_rounds", 0) * cfg.get("onpolicy_steps", 0)
+
