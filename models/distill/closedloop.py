@@ -92,18 +92,36 @@ def rollout(rtvla: str, manifest: str, out: str, frames: int, seeds: str, every:
         return json.load(f)
 
 
-def eval_ds(rtvla: str, manifest: str | None, out_json: str, scenarios: str, seeds: str, policy: str = "model") -> dict:
+class Eval:
     """Closed-loop held-out driving score through the runtime (`rtvla sim eval --policy model`; or a built-in policy,
-    e.g. `blind`, with `manifest` None)."""
-    if not os.path.exists(out_json):
-        cmd = [rtvla, "sim", "eval", "--policy", policy] + (["--model", manifest] if manifest else []) + [
-            "--scenarios", scenarios, "--seeds", seeds, "--json", out_json + ".tmp"]
-        print("[eval]", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        os.replace(out_json + ".tmp", out_json)
-    with open(out_json) as f:
-        r = json.load(f)
-    return {"driving_score": r["driving_score"], "route_completion": r["route_completion"], "runs": len(r["runs"])}
+    e.g. `blind`, with `manifest` None), run in the background: a round's rollout of the same policy runs meanwhile
+    (each is one single-threaded process). `result()` waits for it."""
+
+    def __init__(self, rtvla: str, manifest: str | None, out_json: str, scenarios: str, seeds: str,
+                 policy: str = "model") -> None:
+        self.out_json, self.t0, self.proc = out_json, time.time(), None
+        if not os.path.exists(out_json):
+            cmd = [rtvla, "sim", "eval", "--policy", policy] + (["--model", manifest] if manifest else []) + [
+                "--scenarios", scenarios, "--seeds", seeds, "--json", out_json + ".tmp"]
+            print("[eval]", " ".join(cmd), flush=True)
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def result(self) -> dict:
+        if self.proc is not None:
+            rc = self.proc.wait()
+            if rc != 0:
+                raise subprocess.CalledProcessError(rc, f"rtvla sim eval -> {self.out_json}")
+            os.replace(self.out_json + ".tmp", self.out_json)
+            self.proc = None
+        with open(self.out_json) as f:
+            r = json.load(f)
+        return {"driving_score": r["driving_score"], "route_completion": r["route_completion"], "runs": len(r["runs"]),
+                "eval_wall_s": round(time.time() - self.t0, 1)}
+
+
+def eval_ds(rtvla: str, manifest: str | None, out_json: str, scenarios: str, seeds: str, policy: str = "model") -> dict:
+    """`Eval(...).result()`: the held-out DS, waiting for it."""
+    return Eval(rtvla, manifest, out_json, scenarios, seeds, policy).result()
 
 
 def export_policy(model, out_dir: str, name: str, kind: str, desc: str) -> str:
@@ -180,60 +198,92 @@ def beta_at(r: int, beta0: float, decay: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------------- DAgger
+def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0: float, seed0: int, frames: int,
+            export, val_err, learn) -> list[dict]:
+    """The round loop shared by DAgger and on-policy distillation. Round 0 is the offline model. Round r: the policy of
+    round r-1 drives (rollout, beta-mixed) while its held-out DS is measured in the background; if the DS is still
+    rising, `learn(r, rollout_dir)` trains on the aggregate and round r's policy is exported and evaluated. Per-round
+    results go to `<run>/closedloop.json` under `kind`; each step is skipped when its output exists (resumable)."""
+    root = os.path.join(run_dir, "dagger" if kind == "teacher" else "onpolicy")
+    os.makedirs(root, exist_ok=True)
+    prev = load_state(run_dir).get(kind, [])
+    rounds: list[dict] = []
+
+    def start(r: int) -> tuple[str, Eval]:
+        pol = export(os.path.join(root, f"r{r}", "policy"), r)
+        return pol, Eval(rtvla, pol, os.path.join(root, f"r{r}", "eval.json"), cfg["round_eval_scenarios"],
+                         cfg["round_eval_seeds"])
+
+    def finish(r: int, pol: str, ev: Eval, extra: dict) -> None:
+        res = ev.result()
+        row = dict(extra, round=r, policy=pol, val_wp_l2_m=val_err(), **res)
+        row["eval_s"] = row.pop("eval_wall_s")
+        if r < len(prev):  # a resumed run keeps the first measurement of each step's time
+            row.update({k: prev[r][k] for k in ("rollout_s", "train_s", "eval_s") if k in prev[r]})
+        if r > 0:  # what the round cost: its rollout, training and evaluation (the evaluation overlaps the next rollout)
+            row["minutes"] = round((row["rollout_s"] + row["train_s"] + row["eval_s"]) / 60, 2)
+        rounds.append(row)
+        state = load_state(run_dir)
+        state[kind] = rounds
+        save_state(run_dir, state)
+        print(f"[{kind} rounds] round {r}: held-out DS {res['driving_score']:.1f} over {res['runs']} runs", flush=True)
+
+    pol, ev = start(0)
+    extra: dict = {}
+    for r in range(1, n_rounds + 1):
+        t0 = time.time()
+        beta = beta_at(r, beta0, cfg["beta_decay"])
+        seeds = f"{seed0 + 1000 * r}..{seed0 + 1000 * (r + 1)}"
+        d = os.path.join(root, f"r{r}")
+        card = rollout(rtvla, pol, os.path.join(d, "data"), frames, seeds, cfg["rollout_every"], beta)
+        rollout_s = time.time() - t0
+        finish(r - 1, pol, ev, extra)
+        if not rising([x["driving_score"] for x in rounds], cfg["patience"], cfg["min_gain"]):
+            print(f"[{kind} rounds] held-out DS stopped rising after round {r - 1}: stopping (round {r}'s rollout unused)")
+            ev = None
+            break
+        info = learn(r, d)
+        extra = dict(info, beta=beta, rollout_seeds=seeds, rollout_frames=card["frames"], rollout_ticks=card.get("ticks"),
+                     rollout_model_ticks=card.get("model_ticks"), rollout_ds=card.get("expert_mean_driving_score"),
+                     rollout_s=round(rollout_s, 1))
+        pol, ev = start(r)
+    if ev is not None:
+        finish(len(rounds), pol, ev, extra)
+    best = int(np.argmax([x["driving_score"] for x in rounds]))
+    state = load_state(run_dir)
+    state[f"{kind}_best_round"] = best
+    save_state(run_dir, state)
+    print(f"[{kind} rounds] keeping round {best} (held-out DS {rounds[best]['driving_score']:.1f})")
+    return rounds
+
+
 def dagger_teacher(teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla: str, cfg: dict) -> list[dict]:
     """DAgger rounds for the teacher (module docstring). `teacher` holds the round-0 (offline) teacher on entry and the
     best round's on return. Returns one dict per evaluated round (DS, beta, frames, minutes)."""
-    root = os.path.join(run_dir, "dagger")
-    os.makedirs(root, exist_ok=True)
-    state = load_state(run_dir)
-    rounds: list[dict] = []
     parts = [base]
     ckpts = [os.path.join(run_dir, "teacher.pt")]
 
-    def evaluate(r: int, t0: float) -> dict:
-        pol = export_policy(TeacherVisionOnly(teacher), os.path.join(root, f"r{r}", "policy"), "teacher", "teacher",
-                            f"DAgger round {r} teacher, vision-only (closed-loop training policy)")
-        ev = eval_ds(rtvla, pol, os.path.join(root, f"r{r}", "eval.json"), cfg["round_eval_scenarios"],
-                     cfg["round_eval_seeds"])
-        prev = state.get("teacher", [])
-        row = dict(prev[r] if r < len(prev) else {}, round=r, policy=pol, val_wp_l2_m=eval_teacher(teacher, base, va), **ev)
-        row.setdefault("minutes", round((time.time() - t0) / 60, 2))
-        print(f"[dagger] round {r}: held-out DS {ev['driving_score']:.1f} over {ev['runs']} runs", flush=True)
-        return row
+    def export(out_dir: str, r: int) -> str:
+        return export_policy(TeacherVisionOnly(teacher), out_dir, "teacher", "teacher",
+                             f"DAgger round {r} teacher, vision-only (closed-loop training policy)")
 
-    t0 = time.time()
-    rounds.append(evaluate(0, t0))
-    for r in range(1, cfg["dagger_rounds"] + 1):
-        if not rising([x["driving_score"] for x in rounds], cfg["patience"], cfg["min_gain"]):
-            print(f"[dagger] DS stopped rising after round {r - 1}, stopping")
-            break
-        t0 = time.time()
-        beta = beta_at(r, cfg["dagger_beta0"], cfg["beta_decay"])
-        seeds = f"{cfg['rollout_seed0'] + 1000 * r}..{cfg['rollout_seed0'] + 1000 * (r + 1)}"
-        card = rollout(rtvla, rounds[-1]["policy"], os.path.join(root, f"r{r}", "data"), cfg["dagger_frames"], seeds,
-                       cfg["rollout_every"], beta)
-        parts.append(DrivingData(os.path.join(root, f"r{r}", "data")))
+    def learn(r: int, d: str) -> dict:
+        parts.append(DrivingData(os.path.join(d, "data")))
         agg = ConcatData(parts)
         tr = aggregate_indices(base_tr, agg, cfg["onpolicy_frac"])
-        out = os.path.join(root, f"r{r}")
-        timing = train_teacher(teacher, agg, tr, va, out, dict(
+        timing = train_teacher(teacher, agg, tr, va, d, dict(
             steps=cfg["dagger_steps"], batch=cfg["batch"], lr=cfg["dagger_lr"], eval_every=cfg["eval_every"],
             ckpt_every=cfg["ckpt_every"], start_boost=cfg["start_boost"], seed=100 + r))
-        ckpts.append(os.path.join(out, "teacher.pt"))
-        row = evaluate(r, t0)
-        row.update(beta=beta, rollout_seeds=seeds, rollout_frames=card["frames"], rollout_ticks=card.get("ticks"),
-                   rollout_model_ticks=card.get("model_ticks"), rollout_ds=card.get("expert_mean_driving_score"),
-                   aggregate_frames=len(agg), train_s=round(timing["elapsed_s"], 1))
-        rounds.append(row)
-        state["teacher"] = rounds
-        save_state(run_dir, state)
-    state["teacher"] = rounds
+        ckpts.append(os.path.join(d, "teacher.pt"))
+        teacher.eval()
+        return {"aggregate_frames": len(agg), "train_s": round(timing["elapsed_s"], 1)}
+
+    rounds = _rounds("teacher", run_dir, rtvla, cfg, cfg["dagger_rounds"], cfg["dagger_beta0"], cfg["rollout_seed0"],
+                     cfg["dagger_frames"], export, lambda: eval_teacher(teacher, base, va), learn)
     best = int(np.argmax([x["driving_score"] for x in rounds]))
-    state["teacher_best_round"] = best
-    save_state(run_dir, state)
     if best != len(rounds) - 1:
         load_ckpt(ckpts[best], {"teacher": teacher})
-    print(f"[dagger] keeping round {best}'s teacher (held-out DS {rounds[best]['driving_score']:.1f})")
+    teacher.eval()
     return rounds
 
 
@@ -248,43 +298,20 @@ def with_teacher_labels(data: DrivingData, labels: dict) -> DrivingData:
 def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla: str, cfg: dict,
                      base_targets: dict, heads: DistillHeads) -> tuple[list[dict], ConcatData, np.ndarray]:
     """On-policy distillation rounds (module docstring). `student.driving` holds stage 1 (offline) on entry and the
-    best round's on return. Returns (rounds, the aggregate with the teacher's labels, its training indices)."""
-    root = os.path.join(run_dir, "onpolicy")
-    os.makedirs(root, exist_ok=True)
-    state = load_state(run_dir)
-    rounds: list[dict] = []
+    best round's on return. Returns (rounds, the aggregate with the teacher's labels up to the kept round, its
+    training indices)."""
     parts, targets = [base], [base_targets]
     ckpts = [os.path.join(run_dir, "student_s1.pt")]
 
-    def evaluate(r: int, t0: float) -> dict:
-        pol = export_policy(student.driving, os.path.join(root, f"r{r}", "policy"), "student", "student",
-                            f"On-policy distillation round {r} student (closed-loop training policy)")
-        ev = eval_ds(rtvla, pol, os.path.join(root, f"r{r}", "eval.json"), cfg["round_eval_scenarios"],
-                     cfg["round_eval_seeds"])
-        prev = state.get("student", [])
-        row = dict(prev[r] if r < len(prev) else {}, round=r, policy=pol,
-                   val_wp_l2_m=eval_driving(student.driving, base, va), **ev)
-        row.setdefault("minutes", round((time.time() - t0) / 60, 2))
-        print(f"[on-policy] round {r}: held-out DS {ev['driving_score']:.1f} over {ev['runs']} runs", flush=True)
-        return row
+    def export(out_dir: str, r: int) -> str:
+        return export_policy(student.driving, out_dir, "student", "student",
+                             f"On-policy distillation round {r} student (closed-loop training policy)")
 
-    t0 = time.time()
-    rounds.append(evaluate(0, t0))
-    agg, tr = ConcatData(parts), base_tr
-    for r in range(1, cfg["onpolicy_rounds"] + 1):
-        if not rising([x["driving_score"] for x in rounds], cfg["patience"], cfg["min_gain"]):
-            print(f"[on-policy] DS stopped rising after round {r - 1}, stopping")
-            break
-        t0 = time.time()
-        beta = beta_at(r, cfg["student_beta0"], cfg["beta_decay"])
-        seeds = f"{cfg['rollout_seed0'] + 50_000 + 1000 * r}..{cfg['rollout_seed0'] + 50_000 + 1000 * (r + 1)}"
-        d = os.path.join(root, f"r{r}")
-        card = rollout(rtvla, rounds[-1]["policy"], os.path.join(d, "data"), cfg["onpolicy_frames"], seeds,
-                       cfg["rollout_every"], beta)
+    def learn(r: int, d: str) -> dict:
         part = DrivingData(os.path.join(d, "data"))
         lab = cached(os.path.join(d, "teacher_labels.pt"), lambda: teacher_labels(teacher, part))
-        expert_agree = float(np.mean([template_key(x["commentary"]) == template_key(s)
-                                      for x, s in zip(part.records, _decode_all(lab["tokens"]))]))
+        agree = float(np.mean([template_key(x["commentary"]) == template_key(s)
+                               for x, s in zip(part.records, _decode_all(lab["tokens"]))]))
         parts.append(with_teacher_labels(part, lab))
         targets.append({k: lab[k] for k in ("path", "speed_wps", "feat", "query")})
         agg = ConcatData(parts)
@@ -294,22 +321,17 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
             steps=cfg["onpolicy_steps"], batch=cfg["batch"], lr=cfg["onpolicy_lr"], eval_every=cfg["eval_every"],
             ckpt_every=cfg["ckpt_every"], seed=200 + r), name="student_s1", cached=cache, heads=heads)
         ckpts.append(os.path.join(d, "student_s1.pt"))
-        row = evaluate(r, t0)
-        row.update(beta=beta, rollout_seeds=seeds, rollout_frames=card["frames"], rollout_ticks=card.get("ticks"),
-                   rollout_model_ticks=card.get("model_ticks"), rollout_ds=card.get("expert_mean_driving_score"),
-                   teacher_commentary_matches_expert_template=round(expert_agree, 3), aggregate_frames=len(agg),
-                   train_s=round(timing["elapsed_s"], 1))
-        rounds.append(row)
-        state["student"] = rounds
-        save_state(run_dir, state)
-    state["student"] = rounds
+        return {"teacher_commentary_matches_expert_template": round(agree, 3), "aggregate_frames": len(agg),
+                "train_s": round(timing["elapsed_s"], 1)}
+
+    rounds = _rounds("student", run_dir, rtvla, cfg, cfg["onpolicy_rounds"], cfg["student_beta0"],
+                     cfg["rollout_seed0"] + 50_000, cfg["onpolicy_frames"], export,
+                     lambda: eval_driving(student.driving, base, va), learn)
     best = int(np.argmax([x["driving_score"] for x in rounds]))
-    state["student_best_round"] = best
-    save_state(run_dir, state)
     if best != len(rounds) - 1:
         load_ckpt(ckpts[best], {"driving": student.driving, "heads": heads})
-    print(f"[on-policy] keeping round {best}'s student (held-out DS {rounds[best]['driving_score']:.1f})")
-    return rounds, agg, tr
+    agg = ConcatData(parts[: best + 1])  # stage 2 reads the drives up to the kept round
+    return rounds, agg, aggregate_indices(base_tr, agg, cfg["onpolicy_frac"])
 
 
 def _decode_all(tokens) -> list[str]:
