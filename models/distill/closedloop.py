@@ -317,6 +317,8 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
         agg = ConcatData(parts)
         tr = aggregate_indices(base_tr, agg, cfg["onpolicy_frac"])
         cache = {k: torch.cat([t[k] for t in targets]) for k in ("path", "speed_wps", "feat", "query")}
+        if any("has" in t for t in targets):
+            cache["has"] = torch.cat([t.get("has", torch.ones(len(t["path"]))) for t in targets])
         timing = train_student_driving(student, teacher, agg, tr, va, d, dict(
             steps=cfg["onpolicy_steps"], batch=cfg["batch"], lr=cfg["onpolicy_lr"], eval_every=cfg["eval_every"],
             ckpt_every=cfg["ckpt_every"], seed=200 + r), name="student_s1", cached=cache, heads=heads)
@@ -375,6 +377,15 @@ def plot_rounds(run_dir: str, series: dict[str, list[dict]], refs: dict[str, flo
         f.write(svg)
     print(f"[plot] {out}")
     return out
+
+
+def no_teacher_targets(n: int, teacher_dim: int, grid: tuple[int, int] = (4, 8), n_q: int = 30) -> dict:
+    """Placeholder targets for `n` offline frames the teacher did not label (`has` = 0): with
+    `onpolicy_base_targets = "none"` the offline frames keep the expert's ground truth only and the teacher's
+    terms come from the student's own drives (cheap: no teacher pass over the offline data)."""
+    return {"path": torch.zeros(n, 20, 2), "speed_wps": torch.zeros(n, 10, 2),
+            "feat": torch.zeros(n, teacher_dim, *grid, dtype=torch.half),
+            "query": torch.zeros(n, n_q, teacher_dim, dtype=torch.half), "has": torch.zeros(n)}
 
 
 def ablation_steps(cfg: dict) -> int:

@@ -44,7 +44,10 @@ from distill import DistillHeads, cache_teacher_targets, save_ckpt  # noqa: E402
 CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger_lr=2e-4, dagger_beta0=0.5,
                    beta_decay=0.5, onpolicy_rounds=4, onpolicy_frames=4000, onpolicy_steps=300, onpolicy_lr=5e-4,
                    student_beta0=0.0, onpolicy_frac=0.5, rollout_every=5, rollout_seed0=30000,
-                   round_eval_scenarios="held-out", round_eval_seeds="1000100..1000102", patience=1, min_gain=0.0)
+                   round_eval_scenarios="held-out", round_eval_seeds="1000100..1000102", patience=1, min_gain=0.0,
+                   # "teacher": the teacher's targets on every offline frame (a teacher pass over them, cached);
+                   # "none": offline frames keep the expert's ground truth only (stage 1 is then the ablation's)
+                   onpolicy_base_targets="teacher")
 
 PRESETS = {
     # CI smoke: tiny data, a few steps per stage, one tiny closed-loop round of each kind; checks the pipeline end to
@@ -302,7 +305,9 @@ def main() -> None:
     student = Student()
     heads = DistillHeads(student.driving.cfg["feat_dim"], student.driving.cfg["dim"], teacher.dim)
     base_targets = None
-    if cfg["onpolicy_rounds"] > 0:  # the teacher's targets on the offline frames, once (stage 1 and every round)
+    if cfg["onpolicy_rounds"] > 0 and cfg["onpolicy_base_targets"] == "none":
+        base_targets = cl.no_teacher_targets(len(data), teacher.dim)
+    elif cfg["onpolicy_rounds"] > 0:  # the teacher's targets on the offline frames, once (stage 1 and every round)
         base_targets = cl.cached(os.path.join(run_dir, f"teacher_targets{teacher_tag}.pt"),
                                  lambda: cache_teacher_targets(teacher, data))
     timings["student_s1"] = train_student_driving(student, teacher, data, tr, va, run_dir,

@@ -128,3 +128,34 @@ def test_plot_rounds_draws_one_line_per_series(tmp_path):
 def test_ablation_gets_the_distilled_arms_steps():
     assert cl.ablation_steps({"s1_steps": 600, "onpolicy_rounds": 3, "onpolicy_steps": 300}) == 1500
     assert cl.ablation_steps({"s1_steps": 600}) == 600
+
+
+def test_stage1_teacher_terms_only_on_frames_the_teacher_labelled(tiny_dataset, tmp_path):
+    """`has` in the cached targets: 1 everywhere = the plain cached loss; 0 everywhere = no teacher term at all (the
+    offline frames of `onpolicy_base_targets = "none"`)."""
+    import csv
+    from distill import cache_teacher_targets, train_student_driving
+    from student import Student
+    torch.manual_seed(0)
+    data = DrivingData(tiny_dataset)
+    t = Teacher(**SMALL_TEACHER).eval()
+    full = cache_teacher_targets(t, data, bs=16)
+    n = len(data)
+    rows = []
+    for name, c in [("plain", full), ("ones", dict(full, has=torch.ones(n))),
+                    ("zeros", cl.no_teacher_targets(n, t.dim))]:
+        torch.manual_seed(1)
+        s = Student()
+        out = tmp_path / name
+        out.mkdir()
+        cfg = {"steps": 1, "batch": 4, "lr": 1e-3, "eval_every": 10**9, "ckpt_every": 10**9}
+        train_student_driving(s, t, data, np.arange(n), np.arange(4), str(out), cfg, cached=c)
+        with open(out / "student_s1.csv") as f:
+            rows.append({k: float(v) for k, v in next(csv.DictReader(f)).items() if k in ("gt", "teacher_wp", "feat",
+                                                                                         "query")})
+    plain, ones, zeros = rows
+    for k in plain:
+        assert ones[k] == pytest.approx(plain[k], rel=1e-4), k
+    assert zeros["gt"] == pytest.approx(plain["gt"], rel=1e-4)
+    assert zeros["teacher_wp"] == zeros["feat"] == zeros["query"] == 0.0
+    assert plain["teacher_wp"] > 0 and plain["feat"] > 0
