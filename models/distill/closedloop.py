@@ -219,9 +219,10 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
         row = dict(extra, round=r, policy=pol, val_wp_l2_m=val_err(), **res)
         row["eval_s"] = row.pop("eval_wall_s")
         if r < len(prev):  # a resumed run keeps the first measurement of each step's time
-            row.update({k: prev[r][k] for k in ("rollout_s", "train_s", "eval_s") if k in prev[r]})
-        if r > 0:  # what the round cost: its rollout, training and evaluation (the evaluation overlaps the next rollout)
-            row["minutes"] = round((row["rollout_s"] + row["train_s"] + row["eval_s"]) / 60, 2)
+            row.update({k: prev[r][k] for k in ("rollout_s", "learn_s", "train_s", "eval_s") if k in prev[r]})
+        if r > 0:  # what the round cost: rollout, learning (teacher labels + training) and evaluation (the evaluation
+            # overlaps the next rollout)
+            row["minutes"] = round((row["rollout_s"] + row.get("learn_s", row["train_s"]) + row["eval_s"]) / 60, 2)
         rounds.append(row)
         state = load_state(run_dir)
         state[kind] = rounds
@@ -242,8 +243,9 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
             print(f"[{kind} rounds] held-out DS stopped rising after round {r - 1}: stopping (round {r}'s rollout unused)")
             ev = None
             break
+        t1 = time.time()
         info = learn(r, d)
-        extra = dict(info, beta=beta, rollout_seeds=seeds, rollout_frames=card["frames"], rollout_ticks=card.get("ticks"),
+        extra = dict(info, learn_s=round(time.time() - t1, 1), beta=beta, rollout_seeds=seeds, rollout_frames=card["frames"], rollout_ticks=card.get("ticks"),
                      rollout_model_ticks=card.get("model_ticks"), rollout_ds=card.get("expert_mean_driving_score"),
                      rollout_s=round(rollout_s, 1))
         pol, ev = start(r)
