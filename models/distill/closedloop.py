@@ -360,18 +360,17 @@ def plot_rounds(run_dir: str, series: dict[str, list[dict]], refs: dict[str, flo
     for j in range(n):
         parts.append(f'<text x="{fx(j) - 3:.1f}" y="{h - 28}">{j}</text>')
     parts.append(f'<text x="{pad}" y="{h - 14}">round (0 = offline training)</text>')
-    legend = []
+    for i, (c, k) in enumerate(zip(colours, series)):  # legend: one line per series, inside the plot's top left
+        parts.append(f'<text x="{pad + 6}" y="{32 + 12 * i}" fill="{c}">{k}</text>')
     for c, (k, rows) in zip(colours, series.items()):
         pts = [(fx(j), fy(r["driving_score"])) for j, r in enumerate(rows)]
         if pts:
             parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
                          + " ".join(f"{x:.1f},{y:.1f}" for x, y in pts) + '"/>')
             parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.5" fill="{c}"/>' for x, y in pts]
-        legend.append(f'<tspan fill="{c}">{k}</tspan>')
     for k, v in (refs or {}).items():
         parts.append(f'<line x1="{pad}" x2="{w - 10}" y1="{fy(v):.1f}" y2="{fy(v):.1f}" stroke="#888" '
                      f'stroke-dasharray="4 3"/><text x="{w - 120}" y="{fy(v) - 3:.1f}" fill="#888">{k} {v:.1f}</text>')
-    parts.append(f'<text x="{pad}" y="{h - 2}">{" · ".join(legend)}</text>')
     svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" '
            f'font-size="10">{"".join(parts)}</svg>\n')
     out = os.path.join(run_dir, "ds_rounds.svg")
