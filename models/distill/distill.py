@@ -234,12 +234,16 @@ def cache_teacher_targets(teacher: Teacher, data: DrivingData, bs: int = 64) -> 
 
 
 def train_student_driving(student: Student, teacher: Teacher | None, data: DrivingData, tr, va, out: str, cfg: dict,
-                          name: str = "student_s1", cached: dict | None = None) -> dict:
-    """Stage 1. `cached`: `cache_teacher_targets` of `data` to read instead of running the teacher (same targets)."""
+                          name: str = "student_s1", cached: dict | None = None,
+                          heads: DistillHeads | None = None) -> dict:
+    """Stage 1. `cached`: `cache_teacher_targets` of `data` to read instead of running the teacher (same targets); with
+    a `has` entry (1/0 per frame) only the frames that have teacher targets get the teacher's terms.
+    `heads`: the distillation projections to train (closed-loop rounds carry them from round to round); default new."""
     rng = np.random.default_rng(cfg.get("seed", 1))
     it = batches(tr, cfg["batch"], rng)
     drv = student.driving
-    heads = DistillHeads(drv.cfg["feat_dim"], drv.cfg["dim"], teacher.dim) if teacher is not None else None
+    if heads is None and teacher is not None:
+        heads = DistillHeads(drv.cfg["feat_dim"], drv.cfg["dim"], teacher.dim)
     modules = {"driving": drv}
     params = list(drv.parameters())
     if heads is not None:
@@ -262,9 +266,21 @@ def train_student_driving(student: Student, teacher: Teacher | None, data: Drivi
                 t = {k: v[torch.as_tensor(idx)].float() for k, v in cached.items()}
             else:
                 t = teacher_targets(teacher, b)
-            losses["teacher_wp"] = wp_loss(path, sw, t["path"], t["speed_wps"])
-            losses["feat"] = F.mse_loss(pool_tokens(heads.feat(feats), StudentEncoder.GRID), t["feat"])
-            losses["query"] = F.mse_loss(F.layer_norm(heads.query(q), (teacher.dim,)), t["query"])
+            if "has" not in t:
+                losses["teacher_wp"] = wp_loss(path, sw, t["path"], t["speed_wps"])
+                losses["feat"] = F.mse_loss(pool_tokens(heads.feat(feats), StudentEncoder.GRID), t["feat"])
+                losses["query"] = F.mse_loss(F.layer_norm(heads.query(q), (teacher.dim,)), t["query"])
+            else:  # cached targets for some frames only (`has`): the teacher's terms average over those rows
+                m = t["has"]
+                n = m.sum().clamp(min=1.0)
+
+                def rows(x, y):
+                    return ((x - y) ** 2).flatten(1).mean(1)
+
+                losses["teacher_wp"] = ((rows(path / WP_SCALE, t["path"] / WP_SCALE)
+                                         + rows(sw / WP_SCALE, t["speed_wps"] / WP_SCALE)) * m).sum() / n
+                losses["feat"] = (rows(pool_tokens(heads.feat(feats), StudentEncoder.GRID), t["feat"]) * m).sum() / n
+                losses["query"] = (rows(F.layer_norm(heads.query(q), (teacher.dim,)), t["query"]) * m).sum() / n
         loss = sum(w[k] * v for k, v in losses.items())
         loss.backward()
         r = {k: v.item() for k, v in losses.items()}

@@ -1,12 +1,15 @@
-"""One command: dataset -> teacher -> student (distilled: stage 1 driving, stage 2 language) -> ablation (no distillation)
--> export + parity.  Resumable: rerun the same command and finished stages are skipped, a killed stage resumes from
-its last checkpoint (every `ckpt_every` steps).
+"""One command: dataset -> teacher -> DAgger rounds (teacher) -> student (distilled: stage 1 driving, on-policy rounds
+labelled by the teacher, stage 2 language) -> ablation (no distillation, expert's offline data, same steps) -> export +
+parity.  Resumable: rerun the same command and finished stages are skipped, a killed stage resumes from its last
+checkpoint (every `ckpt_every` steps); closed-loop rounds resume at their last finished step (closedloop.py).
 
     python pipeline.py --smoke                      # ~300 frames, a few steps per stage (CI smoke, < 2 min)
     python pipeline.py --preset full --run-dir /work/distill-runs/full   # the planned <= 2 h run (see README.md)
 
 Outputs under --run-dir: dataset/, teacher.pt, student_s1.pt, student_s2.pt, ablation_s1.pt, ablation_s2.pt, *.csv loss
-logs, losses.svg (loss curves), timings.json, export/ (student.onnx/.toml, language_*, student_nodistill.*).
+logs, losses.svg (loss curves), timings.json, export/ (student.onnx/.toml, language_*, student_nodistill.*);
+closed loop: dagger/r<k>/, onpolicy/r<k>/ (rollout data, policy export, eval.json, checkpoints), closedloop.json (DS,
+beta, minutes per round), ds_rounds.svg (held-out DS per round).
 """
 from __future__ import annotations
 
@@ -32,19 +35,46 @@ from export import (TeacherLanguageInTheLoop, TeacherVisionOnly, export_driving,
                     ort_latency, quantize_driving, raw_val_frames)
 from student import Student  # noqa: E402
 from teacher import Teacher  # noqa: E402
+import closedloop as cl  # noqa: E402
+from distill import DistillHeads, cache_teacher_targets, save_ckpt  # noqa: E402
+
+# Closed-loop training (closedloop.py, issue 22): DAgger rounds for the teacher, on-policy distillation rounds for the
+# student. Rollout seeds: training range, disjoint from the offline data's (rollout_seed0 + 1000 r, + 50 000 for the
+# student); each round's held-out DS on round_eval_seeds, disjoint from `cargo xtask eval`'s 1 000 000..1 000 004.
+CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger_lr=2e-4, dagger_beta0=0.5,
+                   beta_decay=0.5, onpolicy_rounds=4, onpolicy_frames=4000, onpolicy_steps=300, onpolicy_lr=5e-4,
+                   student_beta0=0.0, onpolicy_frac=0.5, rollout_every=5, rollout_seed0=30000,
+                   round_eval_scenarios="held-out", round_eval_seeds="1000100..1000102", patience=1, min_gain=0.0,
+                   # "teacher": the teacher's targets on every offline frame (a teacher pass over them, cached);
+                   # "none": offline frames keep the expert's ground truth only (stage 1 is then the ablation's)
+                   onpolicy_base_targets="teacher")
 
 PRESETS = {
-    # CI smoke: tiny data, a few steps per stage; checks the pipeline end to end, not the model quality.
-    "smoke": dict(frames=300, seeds="0..40", every=2, batch=4, teacher_steps=3, s1_steps=3, s2_steps=2,
-                  eval_every=1000, ckpt_every=1000, lr_teacher=5e-4, lr_student=1e-3, val_limit=8),
+    # CI smoke: tiny data, a few steps per stage, one tiny closed-loop round of each kind; checks the pipeline end to
+    # end, not the model quality.
+    "smoke": dict(CLOSED_LOOP, frames=300, seeds="0..40", every=2, batch=4, teacher_steps=3, s1_steps=3, s2_steps=2,
+                  eval_every=1000, ckpt_every=1000, lr_teacher=5e-4, lr_student=1e-3, val_limit=8,
+                  dagger_rounds=1, dagger_frames=12, dagger_steps=2, onpolicy_rounds=1, onpolicy_frames=12,
+                  onpolicy_steps=2, rollout_every=4, round_eval_scenarios="lane_keep",
+                  round_eval_seeds="1000100..1000101"),
+    # A reduced closed-loop run (2026-11-30, what fit before a deadline): start from a trained teacher
+    # (--init-teacher models/student/teacher.pt), 2 DAgger rounds, a shorter offline stage 1, 3 on-policy rounds, a
+    # short stage 2; per-round DS over 12 held-out runs.
+    "closedloop-lite": dict(CLOSED_LOOP, frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600,
+                            s1_steps=600, s2_steps=300, eval_every=200, ckpt_every=50, lr_teacher=5e-4,
+                            lr_student=1e-3, val_limit=256, dagger_rounds=2, dagger_frames=1600, dagger_steps=150,
+                            onpolicy_rounds=3, onpolicy_frames=2000, onpolicy_steps=300,
+                            round_eval_seeds="1000100..1000101"),
     # A medium run (~35 min at the rates measured on this loaded 2-core machine) to see the losses move.
-    "medium": dict(frames=4000, seeds="0..2000", every=4, batch=32, teacher_steps=80, s1_steps=50, s2_steps=20,
-                   eval_every=40, ckpt_every=10, lr_teacher=5e-4, lr_student=1e-3, val_limit=128),
+    "medium": dict(CLOSED_LOOP, frames=4000, seeds="0..2000", every=4, batch=32, teacher_steps=80, s1_steps=50, s2_steps=20,
+                   eval_every=40, ckpt_every=10, lr_teacher=5e-4, lr_student=1e-3, val_limit=128,
+                   dagger_rounds=1, dagger_frames=400, dagger_steps=20, onpolicy_rounds=1, onpolicy_frames=400,
+                   onpolicy_steps=20),
     # The full run, sized for <= 2 h on this 2-core machine when it is quiet (timing.py, idle box: teacher 1.26 s/step,
     # student stage 1 0.88, stage 2 0.56, ablation 0.39 / 0.20 at batch 32 -> ~67 min of steps + dataset/eval/export).
     # Stage 2 runs 2 500 steps since 2026-11-26 (was 1 000; an A/B with cross-entropy alone: commentary 76.8 -> 78.8 %
     # held-out).
-    "full": dict(frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=2500,
+    "full": dict(CLOSED_LOOP, frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600, s1_steps=1200, s2_steps=2500,
                  eval_every=200, ckpt_every=50, lr_teacher=5e-4, lr_student=1e-3, val_limit=256),
 }
 
@@ -148,8 +178,19 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
 
     prov = {"dataset_seeds": cfg["seeds"], "dataset_frames": len(data), "preset": preset, "trained": preset != "smoke",
             **trained("teacher", "student_s1", "student_s2")}
-    prov_ablation = dict(prov, **trained("ablation_s1", "ablation_s2"))
     prov_teacher = dict(prov, **trained("teacher"))
+    for key, stage in (("dagger_teacher", "teacher"), ("onpolicy_student", "student")):
+        rounds = (timings.get(key) or {}).get("rounds") or []
+        if len(rounds) > 1:  # closed-loop rounds ran (closedloop.py): say how many, which was kept, its round DS
+            best = int(np.argmax([r["driving_score"] for r in rounds]))
+            summary = {f"{key}_rounds": len(rounds) - 1, f"{key}_kept_round": best,
+                       f"{key}_round_ds": round(float(rounds[best]["driving_score"]), 1),
+                       f"{key}_s": round(timings[key]["elapsed_s"], 1)}
+            prov.update(summary)
+            if stage == "teacher":
+                prov_teacher.update(summary)
+    prov_ablation = {k: v for k, v in prov.items() if not k.startswith(("onpolicy", "dagger"))}
+    prov_ablation.update(trained("ablation_s1", "ablation_s2"))
     real = [data.batch(va[i : i + 1]) for i in range(min(4, len(va)))]
     raw = raw_val_frames(data, va[: min(3, len(va))])
     r = export_driving(student.driving, exp, "student", dict(prov, distilled=True), real_inputs=real,
@@ -183,6 +224,18 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
             "int8_vs_f32_max_abs_diff_m": rq["int8_vs_f32_max_abs_diff"], "ort_latency_ms": lat}
 
 
+def init_teacher(src: str, ckpt: str, steps: int) -> None:
+    """A trained teacher (an export's teacher.pt: config, weights, vocabulary) as this run's finished teacher stage."""
+    t = torch.load(src, map_location="cpu", weights_only=False)
+    if t.get("vocab") is not None and list(t["vocab"]) != VOCAB.itos:
+        raise SystemExit(f"{src}: its vocabulary differs from data.TEMPLATES' ({len(t['vocab'])} vs {len(VOCAB)})")
+    teacher = Teacher(**t["cfg"])
+    teacher.load_state_dict(t["state"])
+    save_ckpt(ckpt, steps, {"teacher": teacher}, None, extra={"teacher_cfg": dict(t["cfg"]), "elapsed_s": 0.0,
+                                                               "init_from": os.path.abspath(src)})
+    print(f"[teacher] starting from {src} (as {ckpt}, stage marked done at {steps} steps)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="same as --preset smoke")
@@ -192,6 +245,8 @@ def main() -> None:
     ap.add_argument("--rtvla", help="rtvla binary used to generate the dataset")
     ap.add_argument("--export-to", help="also copy the whole export (students, language branches, teacher) here, e.g. models/student")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    ap.add_argument("--init-teacher", help="start from this trained teacher (an export's teacher.pt) instead of "
+                                           "training one: it becomes round 0 of DAgger")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
     a = ap.parse_args()
     preset = "smoke" if a.smoke else a.preset
@@ -225,23 +280,63 @@ def main() -> None:
                 "ckpt_every": cfg["ckpt_every"], **extra}
 
     # 2. teacher (a reused checkpoint is rebuilt with the config it was trained with)
+    if a.init_teacher and not os.path.exists(os.path.join(run_dir, "teacher.pt")):
+        init_teacher(a.init_teacher, os.path.join(run_dir, "teacher.pt"), cfg["teacher_steps"])
     teacher = Teacher(**teacher_config_of(os.path.join(run_dir, "teacher.pt"), TEACHER))
     if not teacher.lm_aligned:
         print("[teacher] checkpoint from before teacher configs were saved: legacy language head (lm_aligned=False)")
     timings["teacher"] = train_teacher(teacher, data, tr, va, run_dir, stage_cfg(cfg["teacher_steps"], cfg["lr_teacher"],
                                                                         start_boost=cfg["start_boost"]))
     teacher.eval()
-    # 3. distilled student: stage 1 driving, stage 2 language (driving frozen)
+    closed = cfg["dagger_rounds"] > 0 or cfg["onpolicy_rounds"] > 0
+    rtvla = find_rtvla(a.rtvla) if closed else None
+    round_series: dict = {}
+    # 2b. DAgger: the teacher drives, the expert labels, aggregate, fine-tune; keeps the best round's teacher
+    teacher_tag = ""
+    if cfg["dagger_rounds"] > 0:
+        t0 = time.time()
+        rounds = cl.dagger_teacher(teacher, data, tr, va, run_dir, rtvla, cfg)
+        timings["dagger_teacher"] = {"rounds": rounds, "minutes_per_round": [r.get("minutes") for r in rounds],
+                                     "elapsed_s": time.time() - t0}
+        round_series["teacher (DAgger)"] = rounds
+        teacher_tag = f"_dagger{cl.load_state(run_dir)['teacher_best_round']}"
+        teacher.eval()
+    # 3. distilled student: stage 1 driving (offline), on-policy rounds, stage 2 language (driving frozen)
     student = Student()
+    heads = DistillHeads(student.driving.cfg["feat_dim"], student.driving.cfg["dim"], teacher.dim)
+    base_targets = None
+    if cfg["onpolicy_rounds"] > 0 and cfg["onpolicy_base_targets"] == "none":
+        base_targets = cl.no_teacher_targets(len(data), teacher.dim)
+    elif cfg["onpolicy_rounds"] > 0:  # the teacher's targets on the offline frames, once (stage 1 and every round)
+        base_targets = cl.cached(os.path.join(run_dir, f"teacher_targets{teacher_tag}.pt"),
+                                 lambda: cache_teacher_targets(teacher, data))
     timings["student_s1"] = train_student_driving(student, teacher, data, tr, va, run_dir,
-                                                  stage_cfg(cfg["s1_steps"], cfg["lr_student"]), name="student_s1")
-    timings["student_s2"] = train_student_language(student, teacher, data, tr, va, run_dir,
+                                                  stage_cfg(cfg["s1_steps"], cfg["lr_student"]), name="student_s1",
+                                                  cached=base_targets, heads=heads)
+    lang_data, lang_tr = data, tr
+    if cfg["onpolicy_rounds"] > 0:
+        t0 = time.time()
+        rounds, lang_data, lang_tr = cl.onpolicy_student(student, teacher, data, tr, va, run_dir, rtvla, cfg,
+                                                         base_targets, heads)
+        timings["onpolicy_student"] = {"rounds": rounds, "minutes_per_round": [r.get("minutes") for r in rounds],
+                                       "elapsed_s": time.time() - t0}
+        round_series["student (on-policy)"] = rounds
+    if round_series:
+        refs = {"blind expert": cl.eval_ds(rtvla, None, os.path.join(run_dir, "blind_eval.json"),
+                                           cfg["round_eval_scenarios"], cfg["round_eval_seeds"],
+                                           policy="blind")["driving_score"]}
+        timings["round_eval_blind_expert_ds"] = refs["blind expert"]
+        cl.plot_rounds(run_dir, round_series, refs)
+    # stage 2 on the aggregate: on the student's own drives the targets are the teacher's commentary and logits
+    timings["student_s2"] = train_student_language(student, teacher, lang_data, lang_tr, va, run_dir,
                                                    stage_cfg(cfg["s2_steps"], cfg["lr_student"]), name="student_s2")
-    # 4. ablation: same student, ground truth only
+    # 4. ablation: same student, ground truth only, the expert's offline data, as many steps as the distilled arm's
+    # offline + on-policy stage 1 (same compute)
     torch.manual_seed(0)
     ablation = Student()
     timings["ablation_s1"] = train_student_driving(ablation, None, data, tr, va, run_dir,
-                                                   stage_cfg(cfg["s1_steps"], cfg["lr_student"]), name="ablation_s1")
+                                                   stage_cfg(cl.ablation_steps(cfg), cfg["lr_student"]),
+                                                   name="ablation_s1")
     timings["ablation_s2"] = train_student_language(ablation, None, data, tr, va, run_dir,
                                                     stage_cfg(cfg["s2_steps"], cfg["lr_student"]), name="ablation_s2")
     # 5. validation summary

@@ -110,6 +110,12 @@ pub enum SimCommand {
         /// Probability per tick to start a steering perturbation (recovery data).
         #[arg(long, default_value_t = 0.01)]
         noise: f32,
+        /// Closed-loop training data: this driving model (manifest) drives, the expert labels every state it reaches.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// With --model: per-tick probability of applying the expert's command instead of the model's (DAgger's β).
+        #[arg(long, default_value_t = 0.0)]
+        beta: f32,
     },
     /// Write a self-contained HTML replay (bird's-eye + camera) of one episode.
     Replay {
@@ -277,7 +283,13 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
             let rep = evaluate_with_progress(&policy, &names, seeds, &mut *runner, verbose);
             finish_eval(&rep, json.as_deref())
         }
-        SimCommand::Dataset { out, frames, seeds, scenarios, width, height, every, shard, noise } => {
+        SimCommand::Dataset { out, frames, seeds, scenarios, width, height, every, shard, noise, model, beta } => {
+            if !(0.0..=1.0).contains(&beta) || (beta != 0.0 && model.is_none()) {
+                return Err(BadInput(format!("--beta {beta}: a probability in 0..=1, and only with --model")).into());
+            }
+            if let Some(m) = &model {
+                crate::model::Manifest::load(m)?;
+            }
             let names = bad(eval::resolve_scenarios(&scenarios))?;
             let seeds = match seeds {
                 Some(s) => bad(eval::parse_seeds(&s))?,
@@ -294,6 +306,7 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
                 shard: shard.max(1),
                 noise,
                 progress: true,
+                policy: model.map(|model| super::dataset::PolicyMix { model, beta }),
             };
             let card = super::dataset::write_dataset(&opts)?;
             println!("wrote {} frames in {} shards to {}", card.frames, card.shards, opts.out.display());

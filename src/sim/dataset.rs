@@ -4,6 +4,11 @@
 //! - `images_XXXX.npy`: uint8 array N×H×W×3 (RGB), one per shard (numpy `np.load(mmap_mode="r")` friendly);
 //! - `index.jsonl`: one JSON object per frame (shard, index, scenario, seed, step, inputs, targets, labels, Q&A);
 //! - `DATA_CARD.md` and `data_card.json`: counts per scenario / action / object and provenance.
+//!
+//! Who drives: the privileged expert (default), or — for closed-loop training (DAgger, on-policy distillation) — a
+//! model given by its manifest ([`PolicyMix`]), optionally β-mixed with the expert: each tick the expert's command is
+//! applied with probability β, else the model's. Either way every record holds the **expert's** labels (waypoints,
+//! commentary, Q&A) for the state the driving policy reached, and the camera frame the model saw.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -32,6 +37,17 @@ pub struct DatasetOptions {
     /// Per-tick probability of starting a steering perturbation.
     pub noise: f32,
     pub progress: bool,
+    /// Drive a model (β-mixed with the expert) instead of the expert; `None`: the expert drives.
+    pub policy: Option<PolicyMix>,
+}
+
+/// A model that drives while the expert labels (DAgger-style data collection).
+#[derive(Clone, Debug)]
+pub struct PolicyMix {
+    /// Driving-graph manifest (student or teacher), run through tract as the runtime runs it.
+    pub model: PathBuf,
+    /// Per-tick probability that the expert's command is applied instead of the model's (0: the model alone).
+    pub beta: f32,
 }
 
 /// Summary written as `data_card.json`.
@@ -53,6 +69,22 @@ pub struct DataCard {
     pub per_time_of_day: BTreeMap<String, usize>,
     pub expert_mean_driving_score: f32,
     pub expert_episodes_completed: usize,
+    /// `expert`, or `model` when a model drove (β-mixed); absent (= expert) in datasets before 2026-11-30.
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// The model that drove: its manifest path and ONNX sha256.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub model_sha256: Option<String>,
+    /// Per-tick probability that the expert's command was applied (model-driven datasets).
+    #[serde(default)]
+    pub beta: Option<f32>,
+    /// Control ticks simulated, and of those the ticks whose applied command was the model's.
+    #[serde(default)]
+    pub ticks: usize,
+    #[serde(default)]
+    pub model_ticks: usize,
 }
 
 /// Ticks between a frame and the `speed_prev` recorded with it (0.5 s at the simulator's 20 Hz).
@@ -89,6 +121,40 @@ pub struct FrameRecord {
     pub time_of_day: u8,
     pub rain: bool,
     pub fog: bool,
+    /// Who drove this tick: `expert` or `model` (absent in expert datasets written before 2026-11-30).
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// The driving model's own plan on this frame (model-driven datasets only).
+    #[serde(default)]
+    pub model_path: Option<Vec<[f32; 2]>>,
+    #[serde(default)]
+    pub model_speed_wps: Option<Vec<[f32; 2]>>,
+}
+
+/// The model side of a [`PolicyMix`]: tract student, the runtime's preprocess and controller.
+struct ModelDriver {
+    student: crate::model::TractStudent,
+    pre: crate::preprocess::Preprocessor,
+    beta: f32,
+}
+
+impl ModelDriver {
+    fn load(mix: &PolicyMix, width: usize, height: usize) -> anyhow::Result<ModelDriver> {
+        use crate::model::Student;
+        anyhow::ensure!((0.0..=1.0).contains(&mix.beta), "--beta {} must be in 0..=1", mix.beta);
+        let student = crate::model::TractStudent::load(&mix.model)?;
+        let [_, h, w] = student.image_shape();
+        // The runtime's camera crop (host-sim board: 256x144 -> drop the bottom 16 rows -> 256x128): the rows kept
+        // are those that give the model's aspect ratio at the camera's width.
+        let kept = width * h / w;
+        anyhow::ensure!(
+            kept > 0 && kept <= height,
+            "camera {width}x{height} cannot feed the model's {w}x{h} input (no crop keeps its aspect ratio)"
+        );
+        let pre =
+            crate::preprocess::Preprocessor::new(width, height, height - kept, w, h, &student.manifest().preprocess);
+        Ok(ModelDriver { student, pre, beta: mix.beta })
+    }
 }
 
 /// Write an `.npy` header for a uint8 array of the given shape.
@@ -135,6 +201,20 @@ pub fn write_dataset(o: &DatasetOptions) -> anyhow::Result<DataCard> {
         seeds: [o.seeds.start, o.seeds.end],
         ..Default::default()
     };
+    let mut model = match &o.policy {
+        Some(mix) => {
+            let m = ModelDriver::load(mix, o.width, o.height)?;
+            card.driver = Some("model".into());
+            card.model = Some(mix.model.display().to_string());
+            card.model_sha256 = Some(m.student.manifest().model.sha256.clone());
+            card.beta = Some(mix.beta);
+            Some(m)
+        }
+        None => {
+            card.driver = Some("expert".into());
+            None
+        }
+    };
     let mut renderer = Renderer::new(o.width, o.height);
     let mut img = vec![0u8; frame_bytes];
     let pb = if o.progress { indicatif::ProgressBar::new(o.frames as u64) } else { indicatif::ProgressBar::hidden() };
@@ -154,6 +234,9 @@ pub fn write_dataset(o: &DatasetOptions) -> anyhow::Result<DataCard> {
         let mut w = World::new(sc, seed)?;
         let mut ctl = ExpertController::new();
         let mut rng = Pcg32::seed_from_u64(seed.wrapping_mul(31) ^ 0xDA7A);
+        // The model's own controller, and the β coin (a stream of its own: expert datasets stay bit-identical).
+        let mut model_ctl = ExpertController::new();
+        let mut mix_rng = Pcg32::seed_from_u64(seed.wrapping_mul(131) ^ 0xBE7A);
         let mut perturb_left = 0u32;
         let mut perturb_steer = 0.0f32;
         // Ego speed of the last SPEED_PREV_STEPS ticks, by tick modulo (spawn speed until filled).
@@ -169,18 +252,41 @@ pub fn write_dataset(o: &DatasetOptions) -> anyhow::Result<DataCard> {
                 None => w.expert_plan().waypoints,
             };
             let clean = ctl.step(&plan_wps, w.ego.speed);
+            // Model-driven: the model sees this tick's frame (rendered once, also recorded) and proposes a command;
+            // the expert's is applied instead with probability β.
+            let mut base = clean;
+            let mut model_plan = None;
+            let mut driver = "expert";
+            if let Some(md) = model.as_mut() {
+                use crate::model::Student;
+                w.render(&mut renderer, &mut img);
+                let ego = w.ego();
+                let image = md.pre.run(&img).ok_or_else(|| anyhow::anyhow!("camera frame size mismatch"))?;
+                let inf = md.student.infer(&crate::model::PolicyInput { image, ego: &ego, privileged: None })?;
+                let wps = inf.waypoints;
+                let proposed = model_ctl.step(&wps, w.ego.speed);
+                if !(md.beta > 0.0 && mix_rng.random::<f32>() < md.beta) {
+                    base = proposed;
+                    driver = "model";
+                    card.model_ticks += 1;
+                }
+                model_plan = Some(wps);
+            }
+            card.ticks += 1;
             if perturb_left == 0 && o.noise > 0.0 && w.ego.speed > 2.0 && rng.random::<f32>() < o.noise {
                 perturb_left = rng.random_range(8..25);
                 perturb_steer = rng.random_range(0.08..0.3) * if rng.random::<bool>() { 1.0 } else { -1.0 };
             }
-            let mut applied = clean;
+            let mut applied = base;
             let perturbed = perturb_left > 0;
             if perturbed {
                 applied.steer = (applied.steer + perturb_steer).clamp(-1.0, 1.0);
                 perturb_left -= 1;
             }
             if let Some(x) = out {
-                w.render(&mut renderer, &mut img);
+                if model.is_none() {
+                    w.render(&mut renderer, &mut img);
+                }
                 shard_buf.extend_from_slice(&img);
                 let rec = FrameRecord {
                     shard: shard_k,
@@ -206,6 +312,9 @@ pub fn write_dataset(o: &DatasetOptions) -> anyhow::Result<DataCard> {
                     time_of_day: w.env.time_of_day,
                     rain: w.env.rain > 0.0,
                     fog: w.env.fog_density > 0.005,
+                    driver: Some(driver.to_string()),
+                    model_path: model_plan.map(|p| p.path.to_vec()),
+                    model_speed_wps: model_plan.map(|p| p.speed_wps.to_vec()),
                 };
                 serde_json::to_writer(&mut index, &rec)?;
                 index.write_all(b"\n")?;
@@ -257,6 +366,19 @@ fn card_markdown(c: &DataCard, o: &DatasetOptions) -> String {
         c.frames, c.width, c.height, c.shards, c.every_ticks, c.control_hz, c.episodes, c.seeds[0], c.seeds[1],
         super::TRAIN_SEEDS, super::HELD_OUT_SEEDS
     ));
+    if let (Some("model"), Some(m)) = (c.driver.as_deref(), &c.model) {
+        s.push_str(&format!(
+            "**Model-driven (closed-loop training data):** `{}` (onnx sha256 {}) drove, β-mixed with the expert \
+             (β = {}: per tick, the expert's command applied with that probability); the model's command was applied \
+             on {} of {} ticks. Every label is the privileged expert's, for the state the mix reached; each record's \
+             `driver` says who drove that tick, `model_path` / `model_speed_wps` hold the model's own plan.\n\n",
+            m,
+            c.model_sha256.as_deref().unwrap_or("?"),
+            c.beta.unwrap_or(0.0),
+            c.model_ticks,
+            c.ticks
+        ));
+    }
     s.push_str(
         "Files: `images_XXXX.npy` (uint8 N×H×W×3), `index.jsonl` (one record per frame: `shard`, `index`, inputs \
                 `speed`, `target_points`; targets `path` (20 points, 1 m), `speed_wps` (10 points, 0.25 s); `command`, \
@@ -270,7 +392,8 @@ fn card_markdown(c: &DataCard, o: &DatasetOptions) -> String {
         o.noise
     ));
     s.push_str(&format!(
-        "Expert mean driving score over the {} completed episodes (with perturbations): {:.1}\n\n",
+        "Mean driving score of the driving policy (the expert, or the model mix above) over the {} completed \
+         episodes (with perturbations): {:.1}\n\n",
         c.expert_episodes_completed, c.expert_mean_driving_score
     ));
     for (title, m) in [
@@ -298,5 +421,51 @@ mod tests {
         assert_eq!(h.len() % 64, 0);
         let text = std::str::from_utf8(&h[10..]).unwrap();
         assert!(text.contains("'shape': (3, 4, 5, 3)") && text.ends_with('\n'));
+    }
+
+    fn records(dir: &Path) -> Vec<FrameRecord> {
+        let idx = std::fs::read_to_string(dir.join("index.jsonl")).unwrap();
+        idx.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_model_drives_beta_mixed_and_the_expert_labels() {
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/models/fixture/student_fixture.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let opts = |beta: f32, sub: &str| DatasetOptions {
+            out: dir.path().join(sub),
+            frames: 40,
+            seeds: 3..4,
+            scenarios: vec!["following"],
+            width: 256,
+            height: 144,
+            every: 2,
+            shard: 64,
+            noise: 0.0,
+            progress: false,
+            policy: Some(PolicyMix { model: fixture.into(), beta }),
+        };
+        // β = 1: the expert drives every tick, exactly as without a model; the model's plan is still recorded.
+        write_dataset(&DatasetOptions { policy: None, ..opts(1.0, "expert") }).unwrap();
+        let c1 = write_dataset(&opts(1.0, "beta1")).unwrap();
+        let (e, m1) = (records(&dir.path().join("expert")), records(&dir.path().join("beta1")));
+        assert_eq!(c1.model_ticks, 0);
+        assert_eq!(e.len(), m1.len());
+        for (a, b) in e.iter().zip(&m1) {
+            assert_eq!((a.applied, a.command, a.step), (b.applied, b.command, b.step));
+            assert_eq!(b.driver.as_deref(), Some("expert"));
+            assert_eq!(b.model_path.as_ref().map(Vec::len), Some(20));
+        }
+        // β = 0: the model alone drives; the labels stay the expert's (its command differs from the applied one).
+        let c0 = write_dataset(&opts(0.0, "beta0")).unwrap();
+        let m0 = records(&dir.path().join("beta0"));
+        assert!(c0.ticks > 0 && c0.model_ticks == c0.ticks, "{} of {}", c0.model_ticks, c0.ticks);
+        assert!(m0.iter().all(|r| r.driver.as_deref() == Some("model")));
+        assert!(m0.iter().any(|r| r.applied != r.command), "the fixture drove exactly like the expert?");
+        assert_eq!(c0.driver.as_deref(), Some("model"));
+        // β = 0.5: both drive, about half the ticks each.
+        let ch = write_dataset(&opts(0.5, "beta05")).unwrap();
+        let frac = ch.model_ticks as f32 / ch.ticks as f32;
+        assert!((0.25..0.75).contains(&frac), "model drove {frac} of the ticks at beta 0.5");
     }
 }

@@ -148,6 +148,7 @@ fn dataset_replay_and_eval_outputs() {
         shard: 5,
         noise: 0.05,
         progress: false,
+        policy: None,
     };
     let card = dataset::write_dataset(&o).unwrap();
     assert_eq!((card.frames, card.shards), (12, 3));

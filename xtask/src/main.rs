@@ -535,10 +535,10 @@ fn train(root: &Path, smoke: bool, args: &[String]) -> Result<()> {
     }
     cmd.args(args);
     if std::env::var_os("RTVLA_BIN").is_none() {
-        if !release_bin(root).exists() {
-            step("building the release binary (the pipeline generates its dataset with `rtvla sim dataset`)");
-            run(cargo().args(["build", "--release"]))?;
-        }
+        // Always (incremental: seconds when up to date): the pipeline needs this tree's `rtvla sim dataset`, whose
+        // closed-loop mode (`--model`, `--beta`) an older binary lacks, and `rtvla sim eval` for each round's DS.
+        step("building the release binary (the pipeline generates its datasets with `rtvla sim dataset`)");
+        run(cargo().args(["build", "--release"]))?;
         cmd.env("RTVLA_BIN", release_bin(root));
     }
     step("models/distill/pipeline.py");
