@@ -53,7 +53,7 @@ fn cache_dir(root: &Path) -> PathBuf {
     crate::target_dir(root).join("qemu")
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("starting {shown}"))?;
     if !out.status.success() {
@@ -62,14 +62,14 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Download (once, into the cache) and unpack an arm64 Debian package into `dest`.
-fn fetch_deb(cache: &Path, pkg: &str, dest: &Path) -> Result<()> {
+/// Download (once, into the cache) and unpack a Debian package (`name` or `name:arch`) into `dest`.
+pub(crate) fn fetch_deb(cache: &Path, pkg: &str, dest: &Path) -> Result<()> {
     let debs = cache.join("debs");
     std::fs::create_dir_all(&debs)?;
     let have = |d: &Path| -> Option<PathBuf> {
         std::fs::read_dir(d).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
             p.file_name()
-                .map(|n| n.to_string_lossy().starts_with(&format!("{}_", pkg.trim_end_matches(":arm64"))))
+                .map(|n| n.to_string_lossy().starts_with(&format!("{}_", pkg.split(':').next().unwrap_or(pkg))))
                 .unwrap_or(false)
         })
     };
@@ -117,7 +117,7 @@ fn kernel(cache: &Path) -> Result<(PathBuf, PathBuf)> {
 
 /// Copy the `names` modules (`<name>.ko`, or `.ko.xz` decompressed: busybox insmod takes plain files) from the
 /// modules tree into `out_dir`, in one walk of the tree.
-fn copy_modules(modules: &Path, names: &[&str], out_dir: &Path) -> Result<()> {
+pub(crate) fn copy_modules(modules: &Path, names: &[&str], out_dir: &Path) -> Result<()> {
     let mut found: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
     let mut stack = vec![modules.join("kernel")];
     while let Some(d) = stack.pop() {
