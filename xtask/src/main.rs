@@ -17,6 +17,7 @@ mod models_check;
 mod powercut;
 mod qemu;
 mod report_check;
+mod rss;
 mod soak;
 
 #[derive(Parser)]
@@ -70,11 +71,23 @@ enum Task {
         #[arg(long, default_value = "every_record", value_parser = ["every_record", "never"])]
         fsync: String,
         /// The cut comes uniformly within this many seconds after a boot's first record.
-        #[arg(long, default_value_t = 3.0)]
+        #[arg(long, default_value_t = 2.0)]
         max_cut_s: f64,
         /// Seed of the cut times (default: from the clock; printed either way).
         #[arg(long)]
         seed: Option<u64>,
+    },
+    /// Memory over a long run: a host-sim drive in simulated time (--fast, episodes repeating, snapshots recorded);
+    /// prints RSS against ticks and fails if it still grows after the warm-up (the first tenth).
+    Rss {
+        #[arg(long, default_value_t = 1_000_000)]
+        ticks: u64,
+        /// model (the student: tract inference every tick) or expert (no inference: about 20x faster).
+        #[arg(long, default_value = "expert", value_parser = ["model", "expert"])]
+        policy: String,
+        /// Allowed RSS growth after the warm-up, KiB.
+        #[arg(long, default_value_t = 256)]
+        max_growth_kib: u64,
     },
     /// Soak: a long real-time host-sim drive (episodes repeat) with a manual trigger every few seconds; checks
     /// 0 deadline misses and that every snapshot written is listed and verifies.
@@ -135,6 +148,9 @@ fn main() -> Result<()> {
             &powercut::PowercutOptions { cycles, fsync_never: fsync == "never", max_cut_s, seed, build: true },
         )
         .map(|_| ()),
+        Task::Rss { ticks, policy, max_growth_kib } => {
+            rss::rss(&root, &rss::RssOptions { ticks, policy, build: true, max_growth_kib })
+        }
         Task::Soak { minutes, trigger_every_s } => soak::soak(&root, &soak::SoakOptions { minutes, trigger_every_s }),
         Task::TestAarch64 => cross::test_aarch64(&root),
         Task::ModelsCheck => {
@@ -175,6 +191,11 @@ fn run(cmd: &mut Command) -> Result<()> {
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
+
+/// Power cuts in `cargo xtask ci` (about 8 s each on this kind of machine; `cargo xtask powercut` runs 50).
+const CI_POWERCUT_CYCLES: u32 = 30;
+/// Ticks of CI's RSS check (`cargo xtask rss` runs 1 M).
+const CI_RSS_TICKS: u64 = 300_000;
 
 fn ci(root: &Path) -> Result<()> {
     let t0 = std::time::Instant::now();
@@ -223,6 +244,24 @@ fn ci(root: &Path) -> Result<()> {
     eprintln!("aarch64 unit tests: {:.0} s", t.elapsed().as_secs_f64());
     step("QEMU system test: arm64 kernel + vivid V4L2 camera, rtvla drive + camera error paths");
     qemu::qemu(root, &qemu::QemuOptions { ticks: 8, timeout: std::time::Duration::from_secs(900), drive_only: false })?;
+    step(&format!(
+        "power cut: x86_64 VM with the store on ext4, SIGKILLed mid-write and rebooted, {CI_POWERCUT_CYCLES} cycles"
+    ));
+    let pc = |cycles, fsync_never| powercut::PowercutOptions {
+        cycles,
+        fsync_never,
+        max_cut_s: 2.0,
+        seed: None,
+        build: false,
+    };
+    powercut::powercut(root, &release_bin(root), &pc(CI_POWERCUT_CYCLES, false))?;
+    step("power cut with fsync = never: must lose records (the test can fail)");
+    powercut::powercut(root, &release_bin(root), &pc(5, true))?;
+    step(&format!("memory: RSS over {CI_RSS_TICKS} ticks in simulated time levels off"));
+    rss::rss(
+        root,
+        &rss::RssOptions { ticks: CI_RSS_TICKS, policy: "expert".into(), build: false, max_growth_kib: 256 },
+    )?;
     eprintln!("\nxtask ci: all checks passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
