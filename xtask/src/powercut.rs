@@ -83,7 +83,15 @@ fn cache_dir(root: &Path) -> PathBuf {
 
 /// The versioned image package behind `linux-image-cloud-amd64`.
 fn kernel_package() -> Result<String> {
-    let deps = output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))?;
+    let depends = || output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
+    let deps = match depends() {
+        Ok(d) => d,
+        Err(_) => {
+            // No package lists yet (a fresh image): fetch them once.
+            run(crate::cross::apt_get().args(["update", "-qq"]))?;
+            depends()?
+        }
+    };
     deps.lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
         .map(|p| p.trim().to_string())
