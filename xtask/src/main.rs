@@ -85,8 +85,8 @@ enum Task {
         /// model (the student: tract inference every tick) or expert (no inference: about 20x faster).
         #[arg(long, default_value = "expert", value_parser = ["model", "expert"])]
         policy: String,
-        /// Allowed RSS growth after the warm-up, KiB.
-        #[arg(long, default_value_t = 256)]
+        /// Allowed RSS growth after the warm-up (end against warm-up end, and second-half peak against first), KiB.
+        #[arg(long, default_value_t = 512)]
         max_growth_kib: u64,
     },
     /// Soak: a long real-time host-sim drive (episodes repeat) with a manual trigger every few seconds; checks
@@ -195,7 +195,7 @@ fn cargo() -> Command {
 /// Power cuts in `cargo xtask ci` (about 8 s each on this kind of machine; `cargo xtask powercut` runs 50).
 const CI_POWERCUT_CYCLES: u32 = 30;
 /// Ticks of CI's RSS check (`cargo xtask rss` runs 1 M).
-const CI_RSS_TICKS: u64 = 300_000;
+const CI_RSS_TICKS: u64 = 100_000;
 
 fn ci(root: &Path) -> Result<()> {
     let t0 = std::time::Instant::now();
@@ -260,7 +260,7 @@ fn ci(root: &Path) -> Result<()> {
     step(&format!("memory: RSS over {CI_RSS_TICKS} ticks in simulated time levels off"));
     rss::rss(
         root,
-        &rss::RssOptions { ticks: CI_RSS_TICKS, policy: "expert".into(), build: false, max_growth_kib: 256 },
+        &rss::RssOptions { ticks: CI_RSS_TICKS, policy: "expert".into(), build: false, max_growth_kib: 512 },
     )?;
     eprintln!("\nxtask ci: all checks passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())

@@ -125,9 +125,22 @@ pub fn rss(root: &Path, o: &RssOptions) -> Result<()> {
     }
     let growth = last.1 as i64 - warm.1 as i64;
     let second_half = last.1 as i64 - mid.1 as i64;
+    // Peaks, so the allocator's ups and downs (a few hundred KiB) are not taken for growth: a leak keeps setting
+    // new highs in the second half.
+    let peak_of = |from: u64, to: u64| samples.iter().filter(|s| s.0 >= from && s.0 <= to).map(|s| s.1).max();
+    let peak_first = peak_of(warm.0, mid.0).unwrap_or(warm.1);
+    let peak_second = peak_of(mid.0 + 1, last.0).unwrap_or(last.1);
+    let new_high = peak_second as i64 - peak_first as i64;
+    // Least-squares slope after the warm-up, KiB per 100k ticks (for the record).
+    let after: Vec<(f64, f64)> = samples.iter().filter(|s| s.0 >= warm.0).map(|&(t, k)| (t as f64, k as f64)).collect();
+    let n = after.len() as f64;
+    let (mx, my) = (after.iter().map(|p| p.0).sum::<f64>() / n, after.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxx: f64 = after.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let slope = if sxx > 0.0 { after.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / sxx * 1e5 } else { 0.0 };
     eprintln!(
         "RSS: {} KiB at tick {} (first sample), {} KiB at {} (warm-up end), {} KiB at {} (middle), {} KiB at {} \
-         (end), peak {peak} KiB; after warm-up {growth:+} KiB, second half {second_half:+} KiB; {:.0} ticks/s",
+         (end), peak {peak} KiB; after warm-up {growth:+} KiB, second half {second_half:+} KiB; peak of the second \
+         half {new_high:+} KiB over the first's; trend {slope:+.1} KiB per 100k ticks; {} samples, {:.0} ticks/s",
         first.1,
         first.0,
         warm.1,
@@ -136,11 +149,18 @@ pub fn rss(root: &Path, o: &RssOptions) -> Result<()> {
         mid.0,
         last.1,
         last.0,
+        samples.len(),
         last.0 as f64 / secs
     );
-    if growth > o.max_growth_kib as i64 {
+    let csv = crate::target_dir(root).join("rss.csv");
+    let text: String = samples.iter().map(|(t, k)| format!("{t},{k}\n")).collect();
+    if std::fs::write(&csv, format!("ticks,rss_kib\n{text}")).is_ok() {
+        eprintln!("samples: {}", csv.display());
+    }
+    if growth > o.max_growth_kib as i64 || new_high > o.max_growth_kib as i64 {
         bail!(
-            "RSS still grows after the warm-up: {growth:+} KiB from tick {} to {} (allowed {} KiB)",
+            "RSS still grows after the warm-up: {growth:+} KiB from tick {} to {}, second-half peak {new_high:+} KiB \
+             over the first's (allowed {} KiB)",
             warm.0,
             last.0,
             o.max_growth_kib
