@@ -44,6 +44,8 @@ fn sample_drive(root: &Path, o: &RssOptions, store: &Path) -> Result<(Vec<(u64, 
         .args(["--log", "info", "drive", "--fast", "--repeat", "--quiet", "--board", "boards/host-sim.toml"])
         .args(["--policy", &o.policy, "--ticks", &o.ticks.to_string(), "--store"])
         .arg(store)
+        .arg("--report-json")
+        .arg(store.with_extension("json"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -104,11 +106,13 @@ pub fn rss(root: &Path, o: &RssOptions) -> Result<()> {
     }
     let dir = std::env::temp_dir().join(format!("rtvla-rss-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
     step(&format!(
         "RSS over {} ticks of host-sim in simulated time (--fast --repeat, policy {}, SIGUSR1 every 2 s)",
         o.ticks, o.policy
     ));
     let (samples, secs) = sample_drive(root, o, &dir.join("store"))?;
+    let report = crate::read_json(&dir.join("store.json"))?;
     let _ = std::fs::remove_dir_all(&dir);
     if samples.len() < 4 {
         bail!("only {} RSS samples in {secs:.0} s: run more ticks (a sample every 5 s)", samples.len());
@@ -151,6 +155,12 @@ pub fn rss(root: &Path, o: &RssOptions) -> Result<()> {
         last.0,
         samples.len(),
         last.0 as f64 / secs
+    );
+    // What accumulates by design over such a run: the simulator keeps one metrics record per finished episode
+    // (the report's mean driving score), the store one entry per segment.
+    eprintln!(
+        "the run: {} simulator episodes (--repeat), {} snapshots written",
+        report["episodes"], report["events_written"]
     );
     let csv = crate::target_dir(root).join("rss.csv");
     let text: String = samples.iter().map(|(t, k)| format!("{t},{k}\n")).collect();
