@@ -88,6 +88,9 @@ enum Task {
         /// Allowed RSS growth after the warm-up (end against warm-up end, and second-half peak against first), KiB.
         #[arg(long, default_value_t = 512)]
         max_growth_kib: u64,
+        /// Record no snapshots (tells the store's share of any growth from the loop's and the simulator's).
+        #[arg(long)]
+        no_store: bool,
     },
     /// Soak: a long real-time host-sim drive (episodes repeat) with a manual trigger every few seconds; checks
     /// 0 deadline misses and that every snapshot written is listed and verifies.
@@ -148,8 +151,8 @@ fn main() -> Result<()> {
             &powercut::PowercutOptions { cycles, fsync_never: fsync == "never", max_cut_s, seed, build: true },
         )
         .map(|_| ()),
-        Task::Rss { ticks, policy, max_growth_kib } => {
-            rss::rss(&root, &rss::RssOptions { ticks, policy, build: true, max_growth_kib })
+        Task::Rss { ticks, policy, max_growth_kib, no_store } => {
+            rss::rss(&root, &rss::RssOptions { ticks, policy, build: true, max_growth_kib, no_store })
         }
         Task::Soak { minutes, trigger_every_s } => soak::soak(&root, &soak::SoakOptions { minutes, trigger_every_s }),
         Task::TestAarch64 => cross::test_aarch64(&root),
@@ -260,7 +263,13 @@ fn ci(root: &Path) -> Result<()> {
     step(&format!("memory: RSS over {CI_RSS_TICKS} ticks in simulated time levels off"));
     rss::rss(
         root,
-        &rss::RssOptions { ticks: CI_RSS_TICKS, policy: "expert".into(), build: false, max_growth_kib: 512 },
+        &rss::RssOptions {
+            ticks: CI_RSS_TICKS,
+            policy: "expert".into(),
+            build: false,
+            max_growth_kib: 512,
+            no_store: false,
+        },
     )?;
     eprintln!("\nxtask ci: all checks passed in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())

@@ -26,6 +26,8 @@ pub struct RssOptions {
     pub build: bool,
     /// Allowed growth after the warm-up (the first tenth of the ticks), KiB.
     pub max_growth_kib: u64,
+    /// Record no snapshots (to tell the store's share of any growth from the loop's and the simulator's).
+    pub no_store: bool,
 }
 
 /// Resident set of a process, KiB.
@@ -42,8 +44,8 @@ fn sample_drive(root: &Path, o: &RssOptions, store: &Path) -> Result<(Vec<(u64, 
     let t0 = Instant::now();
     let mut child = Command::new(release_bin(root))
         .args(["--log", "info", "drive", "--fast", "--repeat", "--quiet", "--board", "boards/host-sim.toml"])
-        .args(["--policy", &o.policy, "--ticks", &o.ticks.to_string(), "--store"])
-        .arg(store)
+        .args(["--policy", &o.policy, "--ticks", &o.ticks.to_string()])
+        .args(if o.no_store { vec!["--no-store".into()] } else { vec!["--store".into(), store.as_os_str().to_owned()] })
         .arg("--report-json")
         .arg(store.with_extension("json"))
         .stdout(Stdio::null())
