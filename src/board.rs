@@ -70,6 +70,12 @@ pub struct CameraConfig {
     /// A frame older than this at tick time is stale: the supervisor stops the car.
     #[serde(default = "default_stale_ms")]
     pub stale_after_ms: u32,
+    /// V4L2 controls set on the device when it is opened (and again after every reconnect), by name as the driver
+    /// gives it or as `v4l2-ctl -l` prints it (case and punctuation ignored), e.g.
+    /// `controls = { exposure_time_absolute = 100, auto_exposure = 1 }`. A name the device lacks is refused
+    /// before the first tick, naming the controls it has.
+    #[serde(default)]
+    pub controls: std::collections::BTreeMap<String, i64>,
 }
 
 fn default_format() -> PixelFormat {
@@ -283,6 +289,9 @@ impl Board {
         }
         if self.vehicle.pacing == PacingConfig::Lockstep && self.camera.source != CameraSource::Net {
             return Err("vehicle.pacing = \"lockstep\" needs camera.source = \"net\" (the rig paces the frames)".into());
+        }
+        if self.camera.source != CameraSource::V4l2 && !self.camera.controls.is_empty() {
+            return Err("camera.controls are V4L2 controls: they need camera.source = \"v4l2\"".into());
         }
         if self.camera.source == CameraSource::V4l2 && self.camera.device.is_empty() {
             return Err("camera.device is required when camera.source = \"v4l2\"".into());

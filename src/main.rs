@@ -14,7 +14,8 @@ static ALLOC: CountingAlloc = CountingAlloc;
 #[derive(Parser)]
 #[command(name = "rtvla", version, about = "Real-time VLA driving runtime: drive, simulate, inspect", long_about = None)]
 struct Cli {
-    /// Log level filter (also RUST_LOG), e.g. info, debug, rtvla=trace.
+    /// Log level filter (also RUST_LOG), e.g. info, debug, rtvla=trace; `info,rtvla::store::commit=debug` adds a
+    /// line per record the store writer appended (seq, event id, durable = written and fsynced).
     #[arg(long, global = true, default_value = "info")]
     log: String,
     #[command(subcommand)]
@@ -85,7 +86,13 @@ enum StoreCmd {
         json: bool,
     },
     /// Check every record (CRC, framing, snapshot decode); exit 1 on corruption, naming file and offset.
-    Verify { dir: PathBuf },
+    Verify {
+        dir: PathBuf,
+        /// Print the findings as one JSON object (segments, records_ok, snapshots_ok, corrupt, torn_tail,
+        /// not_segments) instead of text; the exit code is the same.
+        #[arg(long)]
+        json: bool,
+    },
     /// Export the events: `--mcap FILE` (opens in Foxglove) and/or `--json FILE`.
     Export {
         dir: PathBuf,
@@ -298,9 +305,13 @@ fn store(cmd: StoreCmd) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        StoreCmd::Verify { dir } => {
+        StoreCmd::Verify { dir, json } => {
             let report = store::verify(&dir)?;
-            print!("{}", report.render());
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
             Ok(if report.is_ok() { 0 } else { 1 })
         }
         StoreCmd::Export { dir, mcap, json } => {

@@ -37,6 +37,8 @@ pub struct V4l2Config {
     pub frame_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Controls set at every open (name as the driver or `v4l2-ctl -l` gives it, value); see [`control_key`].
+    pub controls: Vec<(String, i64)>,
 }
 
 impl V4l2Config {
@@ -51,6 +53,7 @@ impl V4l2Config {
             frame_timeout: Duration::from_secs(2),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
+            controls: Vec::new(),
         }
     }
 }
@@ -147,6 +150,7 @@ fn open_session(cfg: &V4l2Config) -> anyhow::Result<Session> {
         let i = p.interval;
         (i.numerator > 0).then(|| i.denominator as f64 / i.numerator as f64)
     });
+    set_controls(&dev, &path, &caps.card, &cfg.controls)?;
     let mut stream = Stream::with_buffers(&dev, Type::VideoCapture, cfg.buffers)
         .map_err(|e| anyhow::anyhow!("camera {path}: mmap streaming: {e}"))?;
     stream.set_timeout(cfg.frame_timeout);
@@ -160,6 +164,88 @@ fn open_session(cfg: &V4l2Config) -> anyhow::Result<Session> {
         fps,
     };
     Ok(Session { stream, info, _dev: dev })
+}
+
+/// A control name compared without case and punctuation: the driver's "Percentage of Dropped Buffers" and
+/// `v4l2-ctl -l`'s `percentage_of_dropped_buffers` are the same key.
+pub fn control_key(name: &str) -> String {
+    let mut key = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            key.push(c.to_ascii_lowercase());
+        } else if !key.is_empty() && !key.ends_with('_') {
+            key.push('_');
+        }
+    }
+    key.trim_end_matches('_').to_string()
+}
+
+/// The device's integer-valued controls (integer, boolean, menu, integer menu): (id, name, min, max). Enumerated
+/// with VIDIOC_QUERY_EXT_CTRL directly, skipping types this runtime cannot set (the `v4l` crate's
+/// `query_controls` panics on a control type it does not know, and vivid has several).
+fn integer_controls(dev: &Device) -> std::io::Result<Vec<(u32, String, i64, i64)>> {
+    use v4l::sys::*;
+    let fd = dev.handle().fd();
+    let mut out = Vec::new();
+    // SAFETY: a zeroed query struct is valid input; the kernel fills it.
+    let mut q: v4l2_query_ext_ctrl = unsafe { std::mem::zeroed() };
+    loop {
+        q.id |= V4L2_CTRL_FLAG_NEXT_CTRL | V4L2_CTRL_FLAG_NEXT_COMPOUND;
+        // SAFETY: VIDIOC_QUERY_EXT_CTRL reads and writes the v4l2_query_ext_ctrl we pass, on our open device.
+        match unsafe {
+            v4l::v4l2::ioctl(fd, v4l::v4l2::vidioc::VIDIOC_QUERY_EXT_CTRL, &mut q as *mut _ as *mut std::ffi::c_void)
+        } {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(out), // past the last control
+            Err(e) => return Err(e),
+        }
+        let integer = [
+            v4l2_ctrl_type_V4L2_CTRL_TYPE_INTEGER,
+            v4l2_ctrl_type_V4L2_CTRL_TYPE_BOOLEAN,
+            v4l2_ctrl_type_V4L2_CTRL_TYPE_MENU,
+            v4l2_ctrl_type_V4L2_CTRL_TYPE_INTEGER_MENU,
+        ];
+        let settable = integer.contains(&q.type_) && q.flags & V4L2_CTRL_FLAG_DISABLED == 0 && q.nr_of_dims == 0;
+        if settable {
+            // SAFETY: the kernel NUL-terminates the 32-byte name.
+            let name = unsafe { std::ffi::CStr::from_ptr(q.name.as_ptr()) }.to_string_lossy().into_owned();
+            out.push((q.id, name, q.minimum, q.maximum));
+        }
+    }
+}
+
+/// Set the board's controls by name (VIDIOC_S_CTRL); a name the device lacks is bad input naming those it has.
+fn set_controls(dev: &Device, path: &str, card: &str, controls: &[(String, i64)]) -> anyhow::Result<()> {
+    if controls.is_empty() {
+        return Ok(());
+    }
+    let have = integer_controls(dev).map_err(|e| anyhow::anyhow!("camera {path}: listing controls: {e}"))?;
+    for (name, value) in controls {
+        let Some((id, dname, min, max)) = have.iter().find(|c| control_key(&c.1) == control_key(name)) else {
+            let names: Vec<String> = have.iter().map(|c| control_key(&c.1)).collect();
+            return Err(bad_input(format!(
+                "camera {path} ({card}): no control {name:?} (controls: {})",
+                names.join(", ")
+            )));
+        };
+        if value < min || value > max {
+            return Err(bad_input(format!(
+                "camera {path} ({card}): control {name} = {value} is outside {min}..={max}"
+            )));
+        }
+        let mut c = v4l::sys::v4l2_control { id: *id, value: *value as i32 };
+        // SAFETY: VIDIOC_S_CTRL reads and writes the v4l2_control we pass, on our open device.
+        unsafe {
+            v4l::v4l2::ioctl(
+                dev.handle().fd(),
+                v4l::v4l2::vidioc::VIDIOC_S_CTRL,
+                &mut c as *mut _ as *mut std::ffi::c_void,
+            )
+        }
+        .map_err(|e| anyhow::anyhow!("camera {path}: setting control {name} = {value}: {e}"))?;
+        tracing::info!("camera {path}: control {dname:?} = {value}");
+    }
+    Ok(())
 }
 
 /// Map a driver CLOCK_MONOTONIC timestamp onto `Instant` (also CLOCK_MONOTONIC on Linux); implausible ones → now.
@@ -330,6 +416,14 @@ mod tests {
     fn a_non_v4l2_file_is_refused() {
         let err = V4l2Camera::open(V4l2Config::new("/dev/null", PixelFormat::Yuyv, 64, 48, 30)).err().unwrap();
         assert!(format!("{err:#}").contains("not a V4L2 device"), "{err:#}");
+    }
+
+    #[test]
+    fn control_names_match_without_case_or_punctuation() {
+        assert_eq!(control_key("Percentage of Dropped Buffers"), "percentage_of_dropped_buffers");
+        assert_eq!(control_key("percentage_of_dropped_buffers"), "percentage_of_dropped_buffers");
+        assert_eq!(control_key("Exposure Time, Absolute"), "exposure_time_absolute");
+        assert_eq!(control_key("  White Balance (auto) "), "white_balance_auto");
     }
 
     #[test]

@@ -162,6 +162,7 @@ fn open_v4l2(board: &Board) -> anyhow::Result<(Box<dyn FrameSource>, String)> {
     let mut c = crate::camera::v4l2::V4l2Config::new(&cam.device, cam.format, cam.width, cam.height, cam.fps);
     // Declare the device lost a little after the loop would call the frame stale.
     c.frame_timeout = Duration::from_millis(cam.stale_after_ms as u64).max(Duration::from_millis(500)) * 2;
+    c.controls = cam.controls.iter().map(|(k, v)| (k.clone(), *v)).collect();
     let camera = crate::camera::v4l2::V4l2Camera::open(c)?;
     let desc = camera.info().to_string();
     tracing::info!("camera format negotiated: {desc}");

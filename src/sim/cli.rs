@@ -196,7 +196,7 @@ pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<Ep
     }
 }
 
-/// Policies that run the student go through the runtime (`crate::runtime::sim_episode`): the same path as
+/// Policies that run the student go through the runtime (`super::plant::sim_episode`): the same path as
 /// `rtvla drive` on the host-sim board, in virtual time.
 fn runtime_episode(
     policy: &str,

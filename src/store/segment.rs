@@ -9,6 +9,11 @@
 //! is incomplete (a write cut by power loss). Any other frame that fails its checks is corruption: it stays on disk,
 //! is reported with file and offset, and is skipped by readers, which resynchronise on the next valid record. Every allocation driven by an on-disk length is bounded by
 //! [`MAX_PAYLOAD`].
+//!
+//! Each frame is written with one `write()`, so a killed writer process leaves a whole record or none (the page
+//! cache outlives it) — except when a SIGKILL lands while the kernel copies a multi-page frame (Linux checks for a
+//! fatal signal between pages and returns short). Torn tails are otherwise what losing the machine leaves;
+//! `cargo xtask powercut` cuts a VM's power to exercise them (docs/ARCHITECTURE.md §3, §5).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -12,6 +12,12 @@ use super::segment::{RecoveryReport, SegmentStore, StoreConfig};
 use crate::events::snapshot::{JPEG_BUDGET_BYTES, MAX_SNAPSHOT_BYTES};
 use crate::events::{SlotSink, SnapshotSlot};
 
+/// Tracing target of the writer's one line per appended record, logged once `append` returned: `store append
+/// seq=N event=E durable=true|false` (`durable`: write and fsync returned, the record is committed). Off by
+/// default; `rtvla --log info,rtvla::store::commit=debug drive ...` turns it on. The power-cut test
+/// (`cargo xtask powercut`) reads it from the VM's console to know which records were committed before the cut.
+pub const COMMIT_LOG_TARGET: &str = "rtvla::store::commit";
+
 /// Writer counters (shared with the loop / report through `Arc`).
 #[derive(Debug, Default)]
 pub struct WriterCounters {
@@ -239,6 +245,14 @@ fn writer_main(cfg: WriterConfig, mut sink: SlotSink, stop: Arc<AtomicBool>, c: 
                     }
                     Some(s) => match s.append_event(bytes, slot.snap.event_id) {
                         Ok(a) => {
+                            // After write (and fsync, when `durable`) returned: a power-cut test reads these.
+                            tracing::debug!(
+                                target: COMMIT_LOG_TARGET,
+                                seq = a.seq,
+                                event = slot.snap.event_id,
+                                durable = a.durable,
+                                "store append"
+                            );
                             c.written.fetch_add(1, Ordering::Relaxed);
                             c.bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                             c.evicted_segments.fetch_add(a.evicted as u64, Ordering::Relaxed);

@@ -26,7 +26,7 @@ fn installed(pkg: &str) -> bool {
 }
 
 /// `apt-get` as root, or through sudo when not root.
-fn apt_get() -> Command {
+pub(crate) fn apt_get() -> Command {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let mut c = if root {

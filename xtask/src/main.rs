@@ -18,9 +18,11 @@ mod hil;
 mod install;
 mod mcap_check;
 mod models_check;
+mod powercut;
 mod qemu;
 mod qemu_hil;
 mod report_check;
+mod rss;
 mod soak;
 
 #[derive(Parser)]
@@ -62,6 +64,38 @@ enum Task {
         /// Only the drive, not the no-device / bad-format / unplug checks.
         #[arg(long)]
         drive_only: bool,
+    },
+    /// Power really lost: an x86_64 VM (qemu, TCG) with the event store on ext4 on a virtio disk, killed
+    /// (SIGKILL) a random moment after it started writing snapshots, rebooted, checked; every record the writer
+    /// reported committed must be listed and `store verify` must find 0 corrupt (see xtask/src/powercut.rs).
+    Powercut {
+        /// Power cuts (one boot each, plus a last boot that only checks).
+        #[arg(long, default_value_t = 50)]
+        cycles: u32,
+        /// The board's fsync policy: every_record (the test), or never (must lose records: shows the test can fail).
+        #[arg(long, default_value = "every_record", value_parser = ["every_record", "never"])]
+        fsync: String,
+        /// The cut comes uniformly within this many seconds after a boot's first record.
+        #[arg(long, default_value_t = 2.0)]
+        max_cut_s: f64,
+        /// Seed of the cut times (default: from the clock; printed either way).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Memory over a long run: a host-sim drive in simulated time (--fast, episodes repeating, snapshots recorded);
+    /// prints RSS against ticks and fails if it still grows after the warm-up (the first tenth).
+    Rss {
+        #[arg(long, default_value_t = 1_000_000)]
+        ticks: u64,
+        /// model (the student: tract inference every tick) or expert (no inference: about 20x faster).
+        #[arg(long, default_value = "expert", value_parser = ["model", "expert"])]
+        policy: String,
+        /// Allowed RSS growth after the warm-up (end against warm-up end, and second-half peak against first), KiB.
+        #[arg(long, default_value_t = 512)]
+        max_growth_kib: u64,
+        /// Record no snapshots (tells the store's share of any growth from the loop's and the simulator's).
+        #[arg(long)]
+        no_store: bool,
     },
     /// Soak: a long real-time host-sim drive (episodes repeat) with a manual trigger every few seconds; checks
     /// 0 deadline misses and that every snapshot written is listed and verifies.
@@ -144,6 +178,15 @@ fn main() -> Result<()> {
             &root,
             &qemu::QemuOptions { ticks, timeout: std::time::Duration::from_secs(timeout_s), drive_only },
         ),
+        Task::Powercut { cycles, fsync, max_cut_s, seed } => powercut::powercut(
+            &root,
+            &release_bin(&root),
+            &powercut::PowercutOptions { cycles, fsync_never: fsync == "never", max_cut_s, seed, build: true },
+        )
+        .map(|_| ()),
+        Task::Rss { ticks, policy, max_growth_kib, no_store } => {
+            rss::rss(&root, &rss::RssOptions { ticks, policy, build: true, max_growth_kib, no_store })
+        }
         Task::Soak { minutes, trigger_every_s } => soak::soak(&root, &soak::SoakOptions { minutes, trigger_every_s }),
         Task::TestAarch64 => cross::test_aarch64(&root),
         Task::ModelsCheck => {
@@ -184,6 +227,11 @@ fn run(cmd: &mut Command) -> Result<()> {
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
+
+/// Power cuts in `cargo xtask ci` (the issue asks for at least 50; about 8 s each on this kind of machine).
+const CI_POWERCUT_CYCLES: u32 = 50;
+/// Ticks of CI's RSS check (`cargo xtask rss` runs 1 M).
+const CI_RSS_TICKS: u64 = 100_000;
 
 fn ci(root: &Path) -> Result<()> {
     let t0 = std::time::Instant::now();
@@ -262,6 +310,30 @@ fn ci(root: &Path) -> Result<()> {
             seeds: "1000000".into(),
             pacing: "lockstep".into(),
             json: None,
+        },
+    )?;
+    step(&format!(
+        "power cut: x86_64 VM with the store on ext4, SIGKILLed mid-write and rebooted, {CI_POWERCUT_CYCLES} cycles"
+    ));
+    let pc = |cycles, fsync_never| powercut::PowercutOptions {
+        cycles,
+        fsync_never,
+        max_cut_s: 2.0,
+        seed: None,
+        build: false,
+    };
+    powercut::powercut(root, &release_bin(root), &pc(CI_POWERCUT_CYCLES, false))?;
+    step("power cut with fsync = never: must lose records (the test can fail)");
+    powercut::powercut(root, &release_bin(root), &pc(5, true))?;
+    step(&format!("memory: RSS over {CI_RSS_TICKS} ticks in simulated time levels off"));
+    rss::rss(
+        root,
+        &rss::RssOptions {
+            ticks: CI_RSS_TICKS,
+            policy: "expert".into(),
+            build: false,
+            max_growth_kib: 512,
+            no_store: false,
         },
     )?;
     eprintln!("\nxtask ci: all checks passed in {:.0} s", t0.elapsed().as_secs_f64());

@@ -5,6 +5,8 @@
 //! between markers on the serial console; this side parses them and fails with the first check that did not hold:
 //! 1. a drive of N ticks with the bundled student on /dev/video0 (format negotiated, ticks done, a manual snapshot
 //!    requested with `kill -USR1` and written, `rtvla store verify` clean, `store ls` count = events_written);
+//!    then a drive with vivid's "Percentage of Dropped Buffers" control at 50 % (set through the board's
+//!    `camera.controls`): the report must count about that share of the frames as dropped (V4L2 sequence gaps);
 //! 2. no such device → exit code and one-line error;
 //! 3. a format the device does not offer → exit 2 naming the offered formats;
 //! 4. the device vanishes mid-run (vivid unbound, then bound again through sysfs) → stale-frame fault (safe stop),
@@ -39,6 +41,12 @@ const MODULES: &[&str] = &[
     "vivid",
 ];
 
+/// vivid's "Percentage of Dropped Buffers" error-injection control for the frame-drop check: that share of
+/// capture buffers is skipped by the driver (their sequence numbers too), so the V4L2 source must count drops.
+const DROP_PERCENT: u32 = 50;
+/// Ticks of the frame-drop drive (0.2 Hz: 15 s of capture at the board's 10 fps).
+const DROP_TICKS: u64 = 3;
+
 #[derive(Clone, Debug)]
 pub struct QemuOptions {
     pub ticks: u64,
@@ -53,7 +61,7 @@ pub(crate) fn cache_dir(root: &Path) -> PathBuf {
     crate::target_dir(root).join("qemu")
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("starting {shown}"))?;
     if !out.status.success() {
@@ -62,14 +70,14 @@ fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Download (once, into the cache) and unpack an arm64 Debian package into `dest`.
-fn fetch_deb(cache: &Path, pkg: &str, dest: &Path) -> Result<()> {
+/// Download (once, into the cache) and unpack a Debian package (`name` or `name:arch`) into `dest`.
+pub(crate) fn fetch_deb(cache: &Path, pkg: &str, dest: &Path) -> Result<()> {
     let debs = cache.join("debs");
     std::fs::create_dir_all(&debs)?;
     let have = |d: &Path| -> Option<PathBuf> {
         std::fs::read_dir(d).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
             p.file_name()
-                .map(|n| n.to_string_lossy().starts_with(&format!("{}_", pkg.trim_end_matches(":arm64"))))
+                .map(|n| n.to_string_lossy().starts_with(&format!("{}_", pkg.split(':').next().unwrap_or(pkg))))
                 .unwrap_or(false)
         })
     };
@@ -154,6 +162,7 @@ pub(crate) fn copy_modules(modules: &Path, names: &[&str], out_dir: &Path) -> Re
 fn init_script(ticks: u64, drive_only: bool) -> String {
     let modules = MODULES.join(" ");
     let unplug_ticks = 10;
+    let drop_ticks = DROP_TICKS;
     let checks = if drive_only {
         String::new()
     } else {
@@ -216,6 +225,12 @@ echo "@@RTVLA verify-exit $?"
 echo "@@RTVLA ls-json-begin"
 ./rtvla store ls /store --json
 echo "@@RTVLA ls-json-end"
+
+./rtvla drive --quiet --board boards/qemu-virt-drops.toml --ticks {drop_ticks} --no-store --report-json /tmp/drops.json
+echo "@@RTVLA drops-exit $?"
+echo "@@RTVLA drops-json-begin"
+cat /tmp/drops.json
+echo "@@RTVLA drops-json-end"
 {checks}
 echo "@@RTVLA done"
 poweroff -f
@@ -239,6 +254,14 @@ fn initramfs(root: &Path, cache: &Path, bin: &Path, modules: &Path, opts: &QemuO
     std::fs::write(
         dir.join("rtvla/boards/qemu-virt-nodev.toml"),
         board.replace("device = \"/dev/video0\"", "device = \"/dev/video9\""),
+    )?;
+    std::fs::write(
+        dir.join("rtvla/boards/qemu-virt-drops.toml"),
+        board.replacen(
+            "[camera]\n",
+            &format!("[camera]\ncontrols = {{ percentage_of_dropped_buffers = {DROP_PERCENT} }}\n"),
+            1,
+        ),
     )?;
     std::fs::write(
         dir.join("rtvla/boards/qemu-virt-mjpeg.toml"),
@@ -414,6 +437,7 @@ pub fn check_log(log: &str, ticks: u64, drive_only: bool) -> Result<Vec<String>>
         r["deadline_misses"],
         r["events_written"]
     ));
+    lines.push(drops_check(log, &r)?);
     if drive_only {
         return Ok(lines);
     }
@@ -472,6 +496,41 @@ pub fn check_log(log: &str, ticks: u64, drive_only: bool) -> Result<Vec<String>>
         bail!("the VM script did not reach its end");
     }
     Ok(lines)
+}
+
+/// The frame-drop drive: with vivid dropping DROP_PERCENT % of its buffers, the report counts dropped frames
+/// (sequence gaps) near that share of all frames the driver produced, well above the plain drive's share.
+fn drops_check(log: &str, plain: &serde_json::Value) -> Result<String> {
+    let exit = exit_of(log, "drops").context("the frame-drop drive never finished (no drops-exit marker)")?;
+    if exit != 0 {
+        let errors: Vec<&str> = log.lines().filter(|l| l.starts_with("error:")).collect();
+        bail!("rtvla drive with vivid dropping buffers exited {exit}: {}", errors.join(" | "));
+    }
+    let d = json_of(log, "drops-json")?;
+    let share = |r: &serde_json::Value| {
+        let (got, dropped) =
+            (r["frames_captured"].as_u64().unwrap_or(0) as f64, r["frames_dropped"].as_u64().unwrap_or(0) as f64);
+        (got, dropped, if got + dropped > 0.0 { dropped / (got + dropped) } else { 0.0 })
+    };
+    let (got, dropped, frac) = share(&d);
+    let (_, _, plain_frac) = share(plain);
+    let want = f64::from(DROP_PERCENT) / 100.0;
+    if dropped == 0.0 || frac < want * 0.6 || frac < plain_frac + 0.2 {
+        bail!(
+            "vivid dropping {DROP_PERCENT} % of buffers: the report counts {dropped} dropped of {} frames ({:.0} %; \
+             without drops {:.0} %): the V4L2 sequence-gap count is off",
+            got + dropped,
+            frac * 100.0,
+            plain_frac * 100.0
+        );
+    }
+    Ok(format!(
+        "frame drops: vivid's percentage_of_dropped_buffers = {DROP_PERCENT} (set by the board's camera.controls) -> \
+         {dropped} of {} frames counted dropped ({:.0} %; {:.0} % without it)",
+        got + dropped,
+        frac * 100.0,
+        plain_frac * 100.0
+    ))
 }
 
 /// `cargo xtask qemu`.
