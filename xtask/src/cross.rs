@@ -172,6 +172,10 @@ pub fn test_aarch64(_root: &Path) -> Result<()> {
     step(&format!("unit tests for {triple} under qemu-aarch64 (user mode)"));
     let mut cmd = cargo();
     cmd.args(["test", "--profile", "board", "--lib", "--target", triple]);
+    // Host-side training tooling, not board code: a model-driven `sim dataset` takes 0.8 s natively but did not
+    // finish in 10 min under qemu-aarch64 (2026-11-30; not yet understood, see the closing note). Skipped here by
+    // name, run by the host test suite.
+    cmd.args(["--", "--skip", "sim::dataset::tests::a_model_drives_beta_mixed_and_the_expert_labels"]);
     cross_env(&mut cmd, triple);
     run(&mut cmd)
 }

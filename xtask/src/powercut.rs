@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cross::ensure_apt;
-use crate::qemu::{copy_modules, fetch_deb, output};
+use crate::qemu::{copy_modules, output};
 use crate::{run, step};
 
 /// Host packages: the x86 system emulator, cpio for the initramfs, mkfs.ext4 for the disk.
@@ -101,23 +101,7 @@ fn kernel_package() -> Result<String> {
 
 /// Unpacked kernel + busybox (cached): (vmlinuz, modules dir, busybox).
 fn kernel(cache: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    let root = cache.join("kernel-root");
-    let stamp = root.join(".rtvla-unpacked");
-    if !stamp.exists() {
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root)?;
-        let pkg = kernel_package()?;
-        fetch_deb(cache, &pkg, &root)?;
-        fetch_deb(cache, "busybox-static", &root)?;
-        std::fs::write(&stamp, pkg)?;
-    }
-    let vmlinuz = std::fs::read_dir(root.join("boot"))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
-        .context("no /boot/vmlinuz-* in the kernel package")?;
-    let version = vmlinuz.file_name().unwrap().to_string_lossy().trim_start_matches("vmlinuz-").to_string();
-    Ok((vmlinuz, root.join("lib/modules").join(version), root.join("bin/busybox")))
+    crate::qemu::unpack_kernel(cache, &kernel_package, "busybox-static")
 }
 
 /// The shared libraries `ldd` names for `bin` (absolute paths, the dynamic loader included).
@@ -142,15 +126,9 @@ fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>> {
 /// The script /init runs: check the store the last cut left, then (rtvla.mode=drive) drive until killed.
 fn init_script() -> String {
     let modules = MODULES.join(" ");
+    let prologue = crate::qemu::INIT_PROLOGUE;
     format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
-for m in {modules}; do insmod /lib/modules/$m.ko || echo "@@RTVLA insmod-failed $m"; done
+        r#"{prologue}for m in {modules}; do insmod /lib/modules/$m.ko || echo "@@RTVLA insmod-failed $m"; done
 mount -t ext4 -o ro /dev/vdb /rtvla || {{ echo "@@RTVLA mount-failed tools"; poweroff -f; }}
 mount -t ext4 /dev/vda /store || {{ echo "@@RTVLA mount-failed store"; poweroff -f; }}
 echo "@@RTVLA mounted $(cut -d' ' -f1 /proc/uptime)"

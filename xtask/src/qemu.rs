@@ -104,14 +104,26 @@ fn kernel_package() -> Result<String> {
 
 /// Unpacked kernel: (vmlinuz, modules dir of that version).
 pub(crate) fn kernel(cache: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (vmlinuz, modules, _) =
+        unpack_kernel(cache, &|| Ok(format!("{}:arm64", kernel_package()?)), "busybox-static:arm64")?;
+    Ok((vmlinuz, modules))
+}
+
+/// A Debian kernel image package and busybox, unpacked once into `cache/kernel-root`:
+/// (vmlinuz, modules dir of that version, busybox). `kernel_pkg` is asked only when nothing is cached yet.
+pub(crate) fn unpack_kernel(
+    cache: &Path,
+    kernel_pkg: &dyn Fn() -> Result<String>,
+    busybox_pkg: &str,
+) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let root = cache.join("kernel-root");
     let stamp = root.join(".rtvla-unpacked");
     if !stamp.exists() {
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root)?;
-        let pkg = kernel_package()?;
-        fetch_deb(cache, &format!("{pkg}:arm64"), &root)?;
-        fetch_deb(cache, "busybox-static:arm64", &root)?;
+        let pkg = kernel_pkg()?;
+        fetch_deb(cache, &pkg, &root)?;
+        fetch_deb(cache, busybox_pkg, &root)?;
         std::fs::write(&stamp, pkg)?;
     }
     let vmlinuz = std::fs::read_dir(root.join("boot"))?
@@ -120,8 +132,18 @@ pub(crate) fn kernel(cache: &Path) -> Result<(PathBuf, PathBuf)> {
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
         .context("no /boot/vmlinuz-* in the kernel package")?;
     let version = vmlinuz.file_name().unwrap().to_string_lossy().trim_start_matches("vmlinuz-").to_string();
-    Ok((vmlinuz, root.join("lib/modules").join(version)))
+    Ok((vmlinuz, root.join("lib/modules").join(version), root.join("bin/busybox")))
 }
+
+/// The start of every initramfs /init here: busybox's applets, and /proc, /sys, /dev, /tmp mounted.
+pub(crate) const INIT_PROLOGUE: &str = "#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+";
 
 /// Copy the `names` modules (`<name>.ko`, or `.ko.xz` decompressed: busybox insmod takes plain files) from the
 /// modules tree into `out_dir`, in one walk of the tree.
@@ -196,14 +218,7 @@ echo "@@RTVLA unplug-json-end"
         )
     };
     format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
-echo "@@RTVLA kernel $(uname -r) $(uname -m), $(grep -c ^processor /proc/cpuinfo) cpus"
+        r#"{INIT_PROLOGUE}echo "@@RTVLA kernel $(uname -r) $(uname -m), $(grep -c ^processor /proc/cpuinfo) cpus"
 for m in {modules}; do
   if [ "$m" = vivid ]; then insmod /lib/modules/$m.ko n_devs=1 node_types=0x1 || echo "@@RTVLA insmod-failed $m";
   else insmod /lib/modules/$m.ko || echo "@@RTVLA insmod-failed $m"; fi

@@ -84,15 +84,9 @@ fn episode_count(root: &Path, o: &HilOptions) -> Result<usize> {
 /// What /init runs: bring up the NIC, then one `rtvla drive` per run, each report between markers.
 fn init_script(episodes: usize) -> String {
     let modules = NET_MODULES.join(" ");
+    let prologue = qemu::INIT_PROLOGUE;
     format!(
-        r#"#!/bin/busybox sh
-/bin/busybox --install -s /bin
-export PATH=/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
-echo "@@RTVLA kernel $(uname -r) $(uname -m), $(grep -c ^processor /proc/cpuinfo) cpus"
+        r#"{prologue}echo "@@RTVLA kernel $(uname -r) $(uname -m), $(grep -c ^processor /proc/cpuinfo) cpus"
 for m in {modules}; do insmod /lib/modules/$m.ko || echo "@@RTVLA insmod-failed $m"; done
 ip link set lo up
 ip link set eth0 up && ip addr add {GUEST_IP}/24 dev eth0 && ip route add default via {HOST_IP}
