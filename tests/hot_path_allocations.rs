@@ -12,7 +12,7 @@ const BOARD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/boards/host-sim.toml")
 
 #[test]
 fn zero_allocations_per_tick_outside_inference() {
-    let r = drive(&sim_drive_options(BOARD.as_ref(), PolicyKind::Model, None, following(), Some(120), None)).unwrap();
+    let r = drive(&sim_drive_options(BOARD.as_ref(), PolicyKind::Model, None, following(), Some(120))).unwrap();
     assert_eq!(r.ticks, 120);
     assert!(r.measured_ticks >= 100, "warm-up must leave most ticks measured: {}", r.measured_ticks);
     assert_eq!(r.allocs_per_tick_outside_inference, Some(0.0));
@@ -24,7 +24,7 @@ fn zero_allocations_per_tick_outside_inference() {
 
 #[test]
 fn expert_policy_also_allocates_nothing_per_tick() {
-    let r = drive(&sim_drive_options(BOARD.as_ref(), PolicyKind::Expert, None, following(), Some(60), None)).unwrap();
+    let r = drive(&sim_drive_options(BOARD.as_ref(), PolicyKind::Expert, None, following(), Some(60))).unwrap();
     assert_eq!(r.allocs_per_tick_outside_inference, Some(0.0));
 }
 

@@ -93,17 +93,17 @@ impl StatusServer {
 
     /// Called by the monitor every ~200 ms: answer waiting clients, tell systemd the loop is alive.
     pub fn poll(&mut self, live: &LiveStats) {
-        let status = self.status(live);
+        // The full status (the writer's counters, a JSON line) only for a client that asks.
         if let Some((l, _)) = &self.listener {
             while let Ok((mut s, _)) = l.accept() {
                 let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
-                if let Ok(mut line) = serde_json::to_string(&status) {
+                if let Ok(mut line) = serde_json::to_string(&self.status(live)) {
                     line.push('\n');
                     let _ = s.write_all(line.as_bytes());
                 }
             }
         }
-        if self.notify && status.ticking {
+        if self.notify && self.tick_age_ms(live).is_some_and(|a| a <= self.ticking_limit_ms()) {
             let mut msgs = vec![sd_notify::NotifyState::Watchdog];
             if !self.ready_sent {
                 msgs.push(sd_notify::NotifyState::Ready);
@@ -113,12 +113,21 @@ impl StatusServer {
         }
     }
 
-    fn status(&self, live: &LiveStats) -> Status {
+    /// Milliseconds since the last tick ended; `None` before the first.
+    fn tick_age_ms(&self, live: &LiveStats) -> Option<u64> {
         let ticks = live.ticks.load(Ordering::Relaxed);
         let last = live.last_tick_end_us.load(Ordering::Relaxed);
-        let now = live.since_us();
-        let age_ms = (ticks > 0).then(|| now.saturating_sub(last) / 1000);
-        let limit_ms = ((5000.0 / self.info.rate_hz) as u64).max(1000);
+        (ticks > 0).then(|| live.since_us().saturating_sub(last) / 1000)
+    }
+
+    /// "Ticking": the last tick ended within five periods (at least one second).
+    fn ticking_limit_ms(&self) -> u64 {
+        ((5000.0 / self.info.rate_hz) as u64).max(1000)
+    }
+
+    fn status(&self, live: &LiveStats) -> Status {
+        let ticks = live.ticks.load(Ordering::Relaxed);
+        let age_ms = self.tick_age_ms(live);
         let w = self.info.writer.as_ref().map(|w| w.get());
         Status {
             pid: std::process::id(),
@@ -128,7 +137,7 @@ impl StatusServer {
             model_sha256: self.info.model_sha256.clone(),
             run_id: self.info.run_id.clone(),
             rate_hz: self.info.rate_hz,
-            ticking: age_ms.is_some_and(|a| a <= limit_ms),
+            ticking: age_ms.is_some_and(|a| a <= self.ticking_limit_ms()),
             ticks,
             last_tick_age_ms: age_ms,
             deadline_misses: live.deadline_misses.load(Ordering::Relaxed),

@@ -160,6 +160,16 @@ pub fn sim_drive_options(
     model: Option<&Path>,
     run: SimRun,
     ticks: Option<u64>,
+) -> DriveOptions {
+    episode_options(board, policy, model, run, ticks, None)
+}
+
+fn episode_options(
+    board: &Path,
+    policy: PolicyKind,
+    model: Option<&Path>,
+    run: SimRun,
+    ticks: Option<u64>,
     out: Option<EpisodesOut>,
 ) -> DriveOptions {
     let mut o = DriveOptions::new(board);
@@ -177,12 +187,16 @@ pub fn sim_eval_board() -> anyhow::Result<PathBuf> {
     crate::bundle::find("boards/host-sim.toml")
 }
 
-/// Drive one run through the runtime and return its report and the simulator's episodes.
-pub fn drive_with_metrics(opts: &DriveOptions, run: SimRun) -> anyhow::Result<(RunReport, Vec<EpisodeMetrics>)> {
+/// Drive one episode on the host-sim board through the runtime (simulated time, until it ends); its report and
+/// the simulator's episodes.
+pub fn drive_episode(
+    policy: PolicyKind,
+    model: Option<&Path>,
+    run: SimRun,
+) -> anyhow::Result<(RunReport, Vec<EpisodeMetrics>)> {
     let out: EpisodesOut = Arc::default();
-    let mut o = opts.clone();
-    o.plant = Some(factory(run, Some(out.clone())));
-    let report = crate::runtime::drive(&o)?;
+    let opts = episode_options(&sim_eval_board()?, policy, model, run, None, Some(out.clone()));
+    let report = crate::runtime::drive(&opts)?;
     let episodes = out.lock().map(|v| v.clone()).unwrap_or_default();
     Ok((report, episodes))
 }
@@ -198,7 +212,6 @@ pub fn sim_episode(policy: &str, model: Option<&Path>, scenario: &str, seed: u64
         }
     };
     let run = SimRun { scenario: Some(scenario.into()), seed: Some(seed), ..SimRun::default() };
-    let opts = sim_drive_options(&sim_eval_board()?, policy, model, run.clone(), None, None);
-    let (_, mut episodes) = drive_with_metrics(&opts, run)?;
+    let (_, mut episodes) = drive_episode(policy, model, run)?;
     episodes.pop().ok_or_else(|| anyhow::anyhow!("the simulator returned no metrics"))
 }

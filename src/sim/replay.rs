@@ -104,16 +104,13 @@ pub fn model_replay(
             *f.lock().unwrap_or_else(|e| e.into_inner()) = Some(e.to_string());
         }
     });
-    let board = super::plant::sim_eval_board()?;
     let run = super::plant::SimRun {
         scenario: Some(scenario.into()),
         seed: Some(seed),
         repeat: false,
         observer: Some(observer),
     };
-    let opts =
-        super::plant::sim_drive_options(&board, crate::runtime::PolicyKind::Model, model, run.clone(), None, None);
-    let (report, mut episodes) = super::plant::drive_with_metrics(&opts, run)?;
+    let (report, mut episodes) = super::plant::drive_episode(crate::runtime::PolicyKind::Model, model, run)?;
     let m = episodes.pop().ok_or_else(|| anyhow::anyhow!("the simulator returned no metrics"))?;
     if let Some(e) = failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
         anyhow::bail!("replay page: {e}");

@@ -299,9 +299,3 @@ pub fn runtime_does_not_import_sim(root: &Path) -> Result<()> {
     eprintln!("{checked} runtime files checked: none imports the simulator");
     Ok(())
 }
-
-/// UTC time as `YYYYMMDDTHHMMSSmmmZ` (release names, log files; milliseconds keep two quick deploys apart).
-pub(crate) fn now_stamp() -> String {
-    let out = Command::new("date").args(["-u", "+%Y%m%dT%H%M%S%3NZ"]).output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_else(|_| "now".into())
-}

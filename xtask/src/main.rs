@@ -659,3 +659,9 @@ fn distill_smoke(root: &Path) -> Result<()> {
     eprintln!("distillation smoke: {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
+
+/// UTC time as `YYYYMMDDTHHMMSSmmmZ` (release names, log files; milliseconds keep two quick deploys apart).
+fn now_stamp() -> String {
+    let out = Command::new("date").args(["-u", "+%Y%m%dT%H%M%S%3NZ"]).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_else(|_| "now".into())
+}

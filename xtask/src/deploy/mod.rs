@@ -173,7 +173,7 @@ pub fn deploy(root: &Path, o: &DeployOptions) -> Result<()> {
     let result = deploy_to(root, o, &board, &board_path, &install_dir, keep, &service, &mut dev);
     let log_dir = crate::target_dir(root).join("deploy");
     std::fs::create_dir_all(&log_dir)?;
-    let log = log_dir.join(format!("deploy-{}.log", crate::hil::now_stamp()));
+    let log = log_dir.join(format!("deploy-{}.log", crate::now_stamp()));
     std::fs::write(&log, dev.log.join("\n") + "\n")?;
     eprintln!("deploy log: {} ({:.1} s)", log.display(), t0.elapsed().as_secs_f64());
     result
@@ -391,7 +391,7 @@ fn release_version(root: &Path) -> String {
     };
     let sha = git(&["rev-parse", "--short", "HEAD"]).filter(|s| !s.is_empty()).unwrap_or_else(|| "nogit".into());
     let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
-    format!("{}-{sha}{}-{}", env!("CARGO_PKG_VERSION"), if dirty { "-dirty" } else { "" }, crate::hil::now_stamp())
+    format!("{}-{sha}{}-{}", env!("CARGO_PKG_VERSION"), if dirty { "-dirty" } else { "" }, crate::now_stamp())
 }
 
 fn du_kib(dir: &Path) -> Result<u64> {
