@@ -133,6 +133,9 @@ enum ModelCmd {
         /// runs it tick after tick (the models still alternate, so load changes hit all alike).
         #[arg(long, default_value_t = 1)]
         block: usize,
+        /// Threads for tract's matrix products (the drive loop always runs one; more is for comparison).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         /// Also write the rows as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -428,14 +431,15 @@ fn model(cmd: ModelCmd) -> anyhow::Result<i32> {
             }
             Ok(if r.passed { 0 } else { 1 })
         }
-        ModelCmd::Bench { manifests, iters, warmup, block, json } => {
+        ModelCmd::Bench { manifests, iters, warmup, block, threads, json } => {
             let bar = indicatif::ProgressBar::new((iters + warmup) as u64);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} runs per model")
                     .expect("static template"),
             );
             bar.set_message("tract latency");
-            let rows = tools::bench(&manifests, iters.max(1), warmup, block, |i, _| bar.set_position(i as u64))?;
+            let rows =
+                tools::bench(&manifests, iters.max(1), warmup, block, threads, |i, _| bar.set_position(i as u64))?;
             bar.finish_and_clear();
             print!("{}", tools::render_bench(&rows));
             if let Some(p) = json {

@@ -76,6 +76,27 @@ impl TractStudent {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
+
+    /// Multiply-accumulates per inference by tract's own cost model (conv, matmul and einsum nodes of the optimised
+    /// graph): what achieved GFLOP/s are computed from, and what an ARM instruction count is divided by.
+    pub fn macs(&self) -> u64 {
+        graph_macs(self.state.model())
+    }
+}
+
+/// Sum of the `FMA` costs of every node whose cost has a concrete size.
+pub fn graph_macs(model: &TypedModel) -> u64 {
+    let mut total = 0u64;
+    for node in model.nodes() {
+        let Ok(inputs) = model.node_input_facts(node.id) else { continue };
+        let Ok(costs) = node.op.cost(&inputs) else { continue };
+        for (cost, count) in costs {
+            if let (tract_onnx::tract_core::ops::Cost::FMA(_), Ok(n)) = (cost, count.to_i64()) {
+                total += n.max(0) as u64;
+            }
+        }
+    }
+    total
 }
 
 /// Parse the ONNX bytes, pin the manifest's input shapes, check graph I/O against the manifest, optimise.

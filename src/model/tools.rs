@@ -141,6 +141,11 @@ pub struct BenchRow {
     pub mean_ms: f64,
     /// This model's median over the first model's median.
     pub ratio_to_first: f64,
+    /// Threads tract's matrix products ran on.
+    pub threads: usize,
+    /// Multiply-accumulates per inference (tract's cost model) and what the median achieved: 2 FLOP per MAC.
+    pub macs: u64,
+    pub gflops: f64,
 }
 
 /// Time `iters` inferences of every model after `warmup` each, rotating between the models so that load changes hit
@@ -152,11 +157,13 @@ pub fn bench(
     iters: usize,
     warmup: usize,
     block: usize,
+    threads: usize,
     mut progress: impl FnMut(usize, usize),
 ) -> anyhow::Result<Vec<BenchRow>> {
     if manifests.is_empty() {
         return Err(bad_input("model bench: give at least one manifest"));
     }
+    set_matmul_threads(threads)?;
     let mut models = Vec::new();
     for m in manifests {
         let s = TractStudent::load(m).with_context(|| format!("loading {}", m.display()))?;
@@ -189,6 +196,7 @@ pub fn bench(
         let mean = times.iter().map(|d| ms(*d)).sum::<f64>() / times.len() as f64;
         let first = *first_median.get_or_insert(median);
         let m = &s.manifest().model;
+        let macs = s.macs();
         rows.push(BenchRow {
             model: m.name.clone(),
             manifest: path.display().to_string(),
@@ -198,21 +206,49 @@ pub fn bench(
             p90_ms: p90,
             mean_ms: mean,
             ratio_to_first: median / first,
+            threads,
+            macs,
+            gflops: 2.0 * macs as f64 / (median * 1e-3) / 1e9,
         });
     }
     Ok(rows)
 }
 
+/// tract runs single-threaded unless a multi-threaded executor is installed (matrix products only; the rest of a
+/// graph stays on the calling thread). The drive loop never calls this: one inference thread is the design.
+fn set_matmul_threads(threads: usize) -> anyhow::Result<()> {
+    use tract_linalg::multithread::{set_default_executor, Executor};
+    match threads {
+        0 => Err(bad_input("model bench: --threads must be at least 1")),
+        1 => {
+            set_default_executor(Executor::SingleThread);
+            Ok(())
+        }
+        n => {
+            set_default_executor(Executor::multithread(n));
+            Ok(())
+        }
+    }
+}
+
 /// A small fixed-width table of bench rows.
 pub fn render_bench(rows: &[BenchRow]) -> String {
     let mut s = format!(
-        "{:<28} {:<8} {:<6} {:>10} {:>9} {:>9} {:>9}\n",
-        "model", "kind", "prec", "median ms", "p90 ms", "mean ms", "× first"
+        "{:<28} {:<8} {:<6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+        "model", "kind", "prec", "median ms", "p90 ms", "mean ms", "× first", "MMAC", "GFLOP/s"
     );
     for r in rows {
         s += &format!(
-            "{:<28} {:<8} {:<6} {:>10.2} {:>9.2} {:>9.2} {:>9.2}\n",
-            r.model, r.kind, r.precision, r.median_ms, r.p90_ms, r.mean_ms, r.ratio_to_first
+            "{:<28} {:<8} {:<6} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>9.1} {:>8.2}\n",
+            r.model,
+            r.kind,
+            r.precision,
+            r.median_ms,
+            r.p90_ms,
+            r.mean_ms,
+            r.ratio_to_first,
+            r.macs as f64 / 1e6,
+            r.gflops
         );
     }
     s
@@ -292,10 +328,15 @@ mod tests {
     #[test]
     fn bench_reports_every_model_with_ratios_to_the_first() {
         let m = PathBuf::from(FIXTURE);
-        let rows = bench(&[m.clone(), m], 3, 1, 2, |_, _| {}).unwrap();
+        let rows = bench(&[m.clone(), m.clone()], 3, 1, 2, 1, |_, _| {}).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].ratio_to_first, 1.0);
         assert!(rows.iter().all(|r| r.median_ms > 0.0 && r.p90_ms >= r.median_ms));
+        // The fixture's convolutions and head cost the same MACs in both rows, and they are not zero.
+        assert!(rows[0].macs > 0 && rows[0].macs == rows[1].macs, "{:?}", rows[0].macs);
+        assert!(rows.iter().all(|r| r.gflops.is_finite() && r.gflops > 0.0 && r.threads == 1));
         assert!(render_bench(&rows).lines().count() == 3);
+        let e = bench(&[m], 3, 1, 1, 0, |_, _| {}).unwrap_err();
+        assert_eq!(crate::error::exit_code(&e), 2, "{e:#}");
     }
 }
