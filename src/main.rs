@@ -16,7 +16,8 @@ static ALLOC: CountingAlloc = CountingAlloc;
 struct Cli {
     /// Log level filter (also RUST_LOG), e.g. info, debug, rtvla=trace; `info,rtvla::store::commit=debug` adds a
     /// line per record the store writer appended (seq, event id, durable = written and fsynced).
-    #[arg(long, global = true, default_value = "info")]
+    /// The default keeps tract's kernel-selection notes (e.g. its FMA-port probe) out of the user's way.
+    #[arg(long, global = true, default_value = "info,tract_linalg=warn,tract_core=warn")]
     log: String,
     #[command(subcommand)]
     cmd: Cmd,
