@@ -8,7 +8,7 @@
 mod cold_start;
 mod control_loop;
 mod monitor;
-mod os;
+pub mod os;
 mod report;
 pub mod status;
 mod wiring;
