@@ -188,6 +188,8 @@ struct DriveArgs {
 }
 
 fn main() -> ExitCode {
+    // The origin of the cold start a drive reports (issue 21): before anything else runs.
+    rtvla::runtime::mark_process_start();
     // SIGUSR1 asks a running `drive` for a manual snapshot; its default action is to kill the process. Until the
     // recorder takes it over, a request has nothing to record and must not end the process.
     let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, Default::default());

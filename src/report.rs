@@ -96,6 +96,80 @@ pub struct RunReport {
     /// Simulator: episodes driven (each route end starts the next seed with `--repeat`).
     pub episodes: Option<usize>,
     pub wall_s: f64,
+    /// From exec to the first command from the model, and its parts (the first drive of a process only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold_start_ms: Option<ColdStartMs>,
+}
+
+/// Where a cold start's time went, ms. The named parts and `other` add up to `total` (from the process's start to
+/// the first command the model produced went to the vehicle link).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct ColdStartMs {
+    pub total: f64,
+    /// Exec to `main` (the kernel's process start time has 10 ms resolution).
+    pub pre_main: f64,
+    /// Read and check the board profile.
+    pub board_load: f64,
+    /// Build the in-process world (simulator boards).
+    pub plant: f64,
+    /// Read the model file, verify its sha256, parse the ONNX, type it with the manifest's shapes.
+    pub model_load: f64,
+    /// tract's into_optimized + into_runnable and the inference state.
+    pub optimise: f64,
+    /// CPU affinity, SCHED_FIFO, mlockall (mlockall faults every mapped page in).
+    pub realtime_setup: f64,
+    /// Event recorder (its ring and snapshot slots) and the store writer (scan of the existing segments).
+    pub store_open: f64,
+    /// The frame source and the vehicle link (a V4L2 device, the wire, or the simulator's world thread).
+    pub camera_open: f64,
+    /// The first inference call that produced the command.
+    pub first_inference: f64,
+    /// The rest of the loop until that command went out (waiting for a frame, preprocess, controller).
+    pub first_tick_rest: f64,
+    /// Everything else (argument parsing, logging, the status socket and monitor, ...).
+    pub other: f64,
+}
+
+impl ColdStartMs {
+    /// The named parts (all but `total` and `other`).
+    pub fn named_sum(&self) -> f64 {
+        self.parts().iter().filter(|(k, _)| *k != "other").map(|(_, v)| v).sum()
+    }
+
+    /// Every part, by name, in start-up order.
+    pub fn parts(&self) -> [(&'static str, f64); 11] {
+        [
+            ("pre_main", self.pre_main),
+            ("board_load", self.board_load),
+            ("plant", self.plant),
+            ("model_load", self.model_load),
+            ("optimise", self.optimise),
+            ("realtime_setup", self.realtime_setup),
+            ("store_open", self.store_open),
+            ("camera_open", self.camera_open),
+            ("first_inference", self.first_inference),
+            ("first_tick_rest", self.first_tick_rest),
+            ("other", self.other),
+        ]
+    }
+
+    /// Every figure finite and non-negative, and no part (nor all of them together) longer than the total.
+    pub fn is_consistent(&self) -> bool {
+        let parts = self.parts();
+        let ok = |v: f64| v.is_finite() && v >= 0.0;
+        let sum: f64 = parts.iter().map(|(_, v)| v).sum();
+        ok(self.total)
+            && parts.iter().all(|(_, v)| ok(*v) && *v <= self.total)
+            && sum <= self.total * (1.0 + 1e-9) + 1e-6
+    }
+
+    /// One line for the drive's summary: the total, then the parts of at least 1 ms, largest first.
+    pub fn line(&self) -> String {
+        let mut parts: Vec<(&str, f64)> = self.parts().into_iter().filter(|(_, v)| *v >= 1.0).collect();
+        parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let text: Vec<String> = parts.iter().map(|(k, v)| format!("{} {v:.0}", k.replace('_', " "))).collect();
+        format!("{:.0} ms to the first command ({})", self.total, text.join(", "))
+    }
 }
 
 impl RunReport {
@@ -127,6 +201,9 @@ impl RunReport {
             "  overhead     p50 {:.3} ms  p99 {:.3} ms   {ratio}\n",
             self.overhead_ms.p50, self.overhead_ms.p99
         );
+        if let Some(c) = &self.cold_start_ms {
+            s += &format!("  cold start   {}\n", c.line());
+        }
         s += &format!("  deadlines    {} missed, {} ticks skipped\n", self.deadline_misses, self.skipped_ticks);
         if self.deadline_misses > 0 && self.clock == "real" && self.realtime == "none" {
             s += "               the loop ran without real-time settings: set loop.rt_priority (SCHED_FIFO; root or \

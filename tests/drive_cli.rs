@@ -273,3 +273,26 @@ fn profiles_that_cannot_drive_exit_2() {
         assert_bad_input(&["drive", "--ticks", "3", "--no-store", "--model", &m], "[preprocess]");
     }
 }
+
+#[test]
+fn the_report_breaks_the_cold_start_down_into_parts_that_fit_the_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let out = rtvla().args(["drive", "--no-store", "--ticks", "10", "--report-json"]).arg(&report).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let c = r["cold_start_ms"].as_object().expect("cold_start_ms in the report");
+    let ms = |k: &str| c.get(k).and_then(|v| v.as_f64()).unwrap_or_else(|| panic!("cold_start_ms.{k} missing: {c:?}"));
+    let total = ms("total");
+    assert!(total.is_finite() && total > 0.0, "{c:?}");
+    let named = ["model_load", "optimise", "first_inference", "camera_open", "store_open", "pre_main", "other"];
+    for k in named {
+        assert!(ms(k).is_finite() && ms(k) >= 0.0 && ms(k) <= total, "{k}: {c:?}");
+    }
+    let sum: f64 = c.iter().filter(|(k, _)| *k != "total").map(|(_, v)| v.as_f64().unwrap()).sum();
+    assert!(sum <= total + 1e-6, "parts add up to {sum} ms, more than the total {total} ms: {c:?}");
+    assert!(ms("model_load") > 0.0 && ms("optimise") > 0.0 && ms("first_inference") > 0.0, "{c:?}");
+    // The human summary has it on one line.
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(summary.lines().filter(|l| l.contains("cold start")).count(), 1, "{summary}");
+}

@@ -278,7 +278,10 @@ impl V4l2Camera {
         let (c, i) = (counters.clone(), info.clone());
         let thread = std::thread::Builder::new()
             .name("rtvla-v4l2".into())
-            .spawn(move || capture_thread(cfg, Some(session), input, c, i))
+            .spawn(move || {
+                crate::runtime::os::helper_thread_below_loop();
+                capture_thread(cfg, Some(session), input, c, i)
+            })
             .map_err(|e| anyhow::anyhow!("starting the capture thread: {e}"))?;
         Ok(V4l2Camera { frames: output, counters, info, thread: Some(thread) })
     }

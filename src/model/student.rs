@@ -30,6 +30,12 @@ pub struct TractStudent {
 impl TractStudent {
     /// Load, verify and optimise a student from its manifest. Every mismatch is `BadInput`.
     pub fn load(manifest_path: &Path) -> anyhow::Result<TractStudent> {
+        Self::load_timed(manifest_path).map(|(s, _)| s)
+    }
+
+    /// [`TractStudent::load`], and how long its two halves took (a drive's cold start reports them).
+    pub fn load_timed(manifest_path: &Path) -> anyhow::Result<(TractStudent, LoadTimes)> {
+        let t0 = std::time::Instant::now();
         let manifest = Manifest::load(manifest_path)?;
         if !manifest.is_driving_graph() {
             return Err(bad_input(format!(
@@ -39,8 +45,11 @@ impl TractStudent {
             )));
         }
         let bytes = manifest.verify_file()?;
-        let plan = build_plan(&manifest, &bytes)?;
-        Self::from_plan(manifest, plan)
+        let typed = parse_typed(&manifest, &bytes)?;
+        let t1 = std::time::Instant::now();
+        let plan = optimise(&manifest, typed)?;
+        let student = Self::from_plan(manifest, plan)?;
+        Ok((student, LoadTimes { load: t1 - t0, optimise: t1.elapsed() }))
     }
 
     fn from_plan(manifest: Manifest, plan: Arc<Plan>) -> anyhow::Result<TractStudent> {
@@ -99,8 +108,22 @@ pub fn graph_macs(model: &TypedModel) -> u64 {
     total
 }
 
+/// How long [`TractStudent::load_timed`] took.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LoadTimes {
+    /// Manifest, model file read + sha256 check, ONNX parse, typing with the manifest's shapes.
+    pub load: std::time::Duration,
+    /// tract's optimiser, the runnable plan and its state.
+    pub optimise: std::time::Duration,
+}
+
 /// Parse the ONNX bytes, pin the manifest's input shapes, check graph I/O against the manifest, optimise.
 pub fn build_plan(manifest: &Manifest, bytes: &[u8]) -> anyhow::Result<Arc<Plan>> {
+    optimise(manifest, parse_typed(manifest, bytes)?)
+}
+
+/// Parse the ONNX bytes, pin the manifest's input shapes and check the graph's I/O against the manifest.
+fn parse_typed(manifest: &Manifest, bytes: &[u8]) -> anyhow::Result<TypedModel> {
     let path = manifest.onnx_path();
     let what = || format!("model file {}", path.display());
     let mut model = tract_onnx::onnx()
@@ -128,6 +151,13 @@ pub fn build_plan(manifest: &Manifest, bytes: &[u8]) -> anyhow::Result<Arc<Plan>
         bad_input(format!("{}: cannot type the graph with the manifest's shapes ({})", what(), root_cause(&e)))
     })?;
     check_outputs(&typed, &manifest.outputs).map_err(|m| bad_input(format!("{}: {m}", what())))?;
+    Ok(typed)
+}
+
+/// tract's optimiser (unless the manifest turns it off) and the runnable plan.
+fn optimise(manifest: &Manifest, typed: TypedModel) -> anyhow::Result<Arc<Plan>> {
+    let path = manifest.onnx_path();
+    let what = || format!("model file {}", path.display());
     if !manifest.model.optimize {
         return typed.into_runnable();
     }

@@ -158,7 +158,10 @@ impl NetEndpoint {
         let (frame_in, frame_out) = triple_buffer::triple_buffer(&blank);
         let (state_in, state_out) = triple_buffer::triple_buffer(&None);
         let rx = receiver::Receiver::new(&cfg, shared.clone(), frame_in, state_in);
-        let handle = std::thread::Builder::new().name("rtvla-net".into()).spawn(move || rx.run())?;
+        let handle = std::thread::Builder::new().name("rtvla-net".into()).spawn(move || {
+            crate::runtime::os::helper_thread_below_loop();
+            rx.run()
+        })?;
         let vehicle = NetVehicle::new(shared.clone(), state_out, cfg.state_timeout);
         let camera = cfg.frames.map(|_| NetCamera::new(shared.clone(), frame_out, cfg.lockstep, cfg.sync_timeout));
         Ok((NetEndpoint { shared, handle: Some(handle) }, vehicle, camera))

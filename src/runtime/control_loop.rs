@@ -84,6 +84,9 @@ pub struct LoopOutcome {
     /// The last tick's work and inference time, µs (for the monitor).
     pub last_tick_us: u64,
     pub last_infer_us: u64,
+    /// When the first command the model produced went to the vehicle link, and that tick's inference time, ms
+    /// (the end of the cold start).
+    pub first_command: Option<(Instant, f64)>,
 }
 
 /// The stages a loop runs, borrowed for its length.
@@ -131,6 +134,7 @@ impl LoopOutcome {
             wall: Duration::ZERO,
             last_tick_us: 0,
             last_infer_us: 0,
+            first_command: None,
         }
     }
 }
@@ -255,6 +259,8 @@ fn tick(
     let (cmd, transition) = st.supervisor.filter(faults, d.proposed);
     if st.vehicle.send(tick, &cmd).is_err() {
         carry.insert(Fault::LinkSend);
+    } else if o.first_command.is_none() && d.proposed.is_some() {
+        o.first_command = Some((Instant::now(), d.infer_time.as_secs_f64() * 1e3));
     }
     o.commands_hash.add(&cmd);
     o.nominal_ticks_at_end = if st.supervisor.mode() == Mode::Nominal { o.nominal_ticks_at_end + 1 } else { 0 };

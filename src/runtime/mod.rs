@@ -5,9 +5,10 @@
 //! The runtime does not know where frames come from: a V4L2 camera, a rig on the wire, or a world plugged in
 //! in-process through [`Plant`] (the simulator, which keeps its own scoring) are all a FrameSource + VehicleLink.
 
+mod cold_start;
 mod control_loop;
 mod monitor;
-mod os;
+pub mod os;
 mod report;
 pub mod status;
 mod wiring;
@@ -17,6 +18,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use cold_start::mark_process_start;
 pub use control_loop::{run_loop, LiveStats, LoopConfig, LoopOutcome, Stages};
 pub use wiring::{Plant, PlantFactory, PlantIo, PlantRequest};
 
@@ -76,18 +78,16 @@ impl DriveOptions {
 
 /// Load everything, check it, run the loop, and build the report. Bad input fails before the first tick.
 pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
+    let mut timer = cold_start::ColdStartTimer::start();
     let board = Board::load(&opts.board_path)?;
     board.check_cpus_here().map_err(|e| bad_input(format!("board {}: {e}", opts.board_path.display())))?;
+    timer.parts().board_load += timer.lap();
     let mut plant = wiring::plant_for(&board, opts.plant.as_ref())?;
+    timer.parts().plant += timer.lap();
     let manifest_path = opts.model.clone().unwrap_or_else(|| board.model_manifest());
-    let mut student: Box<dyn Student> = match opts.policy {
-        PolicyKind::Model => Box::new(TractStudent::load(&manifest_path)?),
-        PolicyKind::Expert => plant
-            .as_ref()
-            .and_then(|p| p.privileged_policy())
-            .ok_or_else(|| bad_input("--policy expert needs a simulator board (camera.source = \"sim\")"))?,
-    };
+    let mut student = load_student(opts.policy, &manifest_path, plant.as_deref(), &mut timer)?;
     let manifest = crate::model::Manifest::load(&manifest_path)?;
+    timer.parts().model_load += timer.lap();
     check_precision(&board, opts, &manifest, &manifest_path)?;
     let [_, h, w] = manifest
         .input(crate::model::Role::Image)
@@ -95,7 +95,9 @@ pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
         .unwrap_or([3, 128, 256]);
     let cam = &board.camera;
     let mut pre = Preprocessor::new(cam.width, cam.height, cam.crop_bottom_rows, w, h, &manifest.preprocess);
+    timer.lap();
     let realtime = os::apply_realtime_settings(&board);
+    timer.parts().realtime_setup += timer.lap();
     let lockstep = board.vehicle.pacing == PacingConfig::Lockstep;
     let cfg = LoopConfig {
         period_us: (board.period_ms() * 1e3).round() as u64,
@@ -112,7 +114,9 @@ pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
     let run_id = crate::store::runs::new_run_id();
     let label = plant.as_ref().and_then(|p| p.run_label());
     let info = run_info(&run_id, &board, &manifest, opts.policy, label);
+    timer.lap();
     let (mut recorder, writer, store_dir) = open_recorder(opts, &board, &manifest, info)?;
+    timer.parts().store_open += timer.lap();
     // Evaluation episodes (simulated time) are nobody's service: no status socket for them.
     let status = (!opts.virtual_time).then(|| {
         status::StatusServer::start(status::StatusInfo {
@@ -144,7 +148,9 @@ pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
         sync_timeout: if virtual_clock { Duration::from_secs(5) } else { Duration::from_micros(cfg.period_us / 2) },
         privileged: opts.policy == PolicyKind::Expert,
     };
+    timer.lap();
     let mut io = wiring::open(&board, plant.as_mut(), &req)?;
+    timer.parts().camera_open += timer.lap();
     let mut clock: Box<dyn Clock> =
         if virtual_clock { Box::new(VirtualClock::default()) } else { Box::new(EmbassyClock::new()) };
     let mut controller = Controller::new();
@@ -158,7 +164,10 @@ pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
         vehicle: io.vehicle.as_mut(),
         recorder: recorder.as_mut(),
     };
+    let loop_start = std::time::Instant::now();
     let outcome = run_loop(&cfg, clock.as_mut(), &mut stages, &live, &stop);
+    let (first_command, first_infer_ms) = outcome.first_command.map_or((None, 0.0), |(t, ms)| (Some(t), ms));
+    let cold_start = timer.finish(loop_start, first_command, first_infer_ms);
     monitor.finish();
     drop(signals);
     let run = report::RunFacts {
@@ -182,11 +191,33 @@ pub fn drive(opts: &DriveOptions) -> anyhow::Result<RunReport> {
         store_dir,
     };
     let mut report = report::build(&outcome, run);
+    report.cold_start_ms = cold_start;
     drop(io);
     if let Some(p) = plant.as_mut() {
         p.finish(&mut report)?;
     }
     Ok(report)
+}
+
+/// The student (timed: its load and optimisation are the cold start's largest parts) or the plant's expert.
+fn load_student(
+    policy: PolicyKind,
+    manifest_path: &std::path::Path,
+    plant: Option<&dyn Plant>,
+    timer: &mut cold_start::ColdStartTimer,
+) -> anyhow::Result<Box<dyn Student>> {
+    Ok(match policy {
+        PolicyKind::Model => {
+            let (student, t) = TractStudent::load_timed(manifest_path)?;
+            timer.lap();
+            timer.parts().model_load += t.load.as_secs_f64() * 1e3;
+            timer.parts().optimise += t.optimise.as_secs_f64() * 1e3;
+            Box::new(student)
+        }
+        PolicyKind::Expert => plant
+            .and_then(|p| p.privileged_policy())
+            .ok_or_else(|| bad_input("--policy expert needs a simulator board (camera.source = \"sim\")"))?,
+    })
 }
 
 /// The board's own model must be what the profile says; an explicit --model is the user's choice.

@@ -26,6 +26,7 @@ impl Monitor {
         let handle = std::thread::Builder::new()
             .name("rtvla-monitor".into())
             .spawn(move || {
+                super::os::helper_thread_below_loop();
                 let bar = if progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
                     let b = match total {
                         Some(t) => indicatif::ProgressBar::new(t),

@@ -7,7 +7,7 @@ use crate::board::Board;
 
 /// Best effort: CPU affinity, SCHED_FIFO and mlockall from the board profile; warns where not permitted. Returns
 /// what took effect, in words, for the report ("none" when the profile asks for nothing).
-pub(super) fn apply_realtime_settings(board: &Board) -> String {
+pub(crate) fn apply_realtime_settings(board: &Board) -> String {
     let l = &board.control_loop;
     let mut applied = Vec::new();
     // SAFETY: plain libc calls on the current thread with valid, initialised arguments.
@@ -48,8 +48,30 @@ pub(super) fn apply_realtime_settings(board: &Board) -> String {
     }
 }
 
+/// Call first thing on a helper thread (store writer, monitor, capture, wire receiver, an in-process world). A thread
+/// inherits its creator's policy, so with `rt_priority` set every helper started after the knobs ran SCHED_FIFO at
+/// the loop's own priority on the loop's CPU, and FIFO does not preempt at equal priority: a helper mid-work (a
+/// snapshot being encoded, a frame rendered) held the loop's wake-up back. One priority below the loop, helpers still
+/// run before ordinary load but the loop preempts them the moment it wakes. No-op for a thread not SCHED_FIFO.
+pub fn helper_thread_below_loop() {
+    // SAFETY: plain libc calls on the calling thread (pid 0) with a zeroed, then filled sched_param.
+    unsafe {
+        if libc::sched_getscheduler(0) != libc::SCHED_FIFO {
+            return;
+        }
+        let mut p: libc::sched_param = std::mem::zeroed();
+        if libc::sched_getparam(0, &mut p) != 0 || p.sched_priority <= 1 {
+            return;
+        }
+        p.sched_priority -= 1;
+        if libc::sched_setscheduler(0, libc::SCHED_FIFO, &p) != 0 {
+            tracing::warn!("helper thread keeps the loop's priority: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 /// Signal handlers of one run, unregistered when it ends (also on an early error return).
-pub(super) struct SignalGuard(pub(super) Vec<signal_hook::SigId>);
+pub(crate) struct SignalGuard(pub(crate) Vec<signal_hook::SigId>);
 
 impl Drop for SignalGuard {
     fn drop(&mut self) {
@@ -62,7 +84,7 @@ impl Drop for SignalGuard {
 /// Ctrl-C, SIGTERM (how systemd stops a service) and SIGHUP end the loop cleanly: the car is stopped, the store
 /// flushed and the report written. A second one while stopping exits at once (status 130). Registered per run and
 /// unregistered after it, so each run (e.g. each episode of `sim eval`) gets its own stop flag.
-pub(super) fn install_stop_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<Vec<signal_hook::SigId>> {
+pub(crate) fn install_stop_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<Vec<signal_hook::SigId>> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut ids = Vec::new();
     for sig in [SIGINT, SIGTERM, SIGHUP] {

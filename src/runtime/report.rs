@@ -91,5 +91,6 @@ pub(super) fn build(outcome: &LoopOutcome, run: RunFacts<'_>) -> RunReport {
         driving_score: None,
         episodes: None,
         wall_s: outcome.wall.as_secs_f64(),
+        cold_start_ms: None,
     }
 }

@@ -158,6 +158,8 @@ impl SimHarness {
                 unsafe {
                     libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
                 }
+                // With the real-time knobs on, that nice level means nothing (SCHED_FIFO, inherited): below the loop.
+                crate::runtime::os::helper_thread_below_loop();
                 while !sh.stop.load(Ordering::Acquire) {
                     let Ok((tick, cmd)) = cmd_rx.pop() else {
                         thread::park_timeout(Duration::from_millis(5));

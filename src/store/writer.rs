@@ -158,7 +158,10 @@ pub fn spawn_writer(cfg: WriterConfig, sink: SlotSink) -> std::io::Result<Writer
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(WriterCounters::default());
     let (s, c) = (stop.clone(), counters.clone());
-    let thread = std::thread::Builder::new().name("rtvla-writer".into()).spawn(move || writer_main(cfg, sink, s, c))?;
+    let thread = std::thread::Builder::new().name("rtvla-writer".into()).spawn(move || {
+        crate::runtime::os::helper_thread_below_loop();
+        writer_main(cfg, sink, s, c)
+    })?;
     Ok(WriterHandle { stop, thread: Some(thread), counters })
 }
 

@@ -98,14 +98,34 @@ enum Task {
         #[arg(long)]
         no_store: bool,
     },
-    /// Soak: a long real-time host-sim drive (episodes repeat) with a manual trigger every few seconds; checks
-    /// 0 deadline misses and that every snapshot written is listed and verifies.
+    /// Soak: a long real-time host-sim drive (episodes repeat) with a manual trigger every few seconds; per drive
+    /// deadline misses, wake-up jitter, RSS drift, allocations per tick; every snapshot written must verify.
+    /// `--stress --knobs both`: the loop under load, with and without the real-time knobs, side by side.
     Soak {
         #[arg(long, default_value_t = 10.0)]
         minutes: f64,
         /// Seconds between `kill -USR1` manual triggers.
         #[arg(long, default_value_t = 4.0)]
         trigger_every_s: f64,
+        /// Keep both cores busy with `stress-ng --cpu 2` for the whole drive (installed from Debian if missing).
+        #[arg(long)]
+        stress: bool,
+        /// on: host-sim with SCHED_FIFO 50, mlockall, CPU 1 (fails on any deadline miss or a knob not applied);
+        /// off: host-sim as is; both: the two at the same time under the same load.
+        #[arg(long, value_enum, default_value = "off")]
+        knobs: soak::Knobs,
+        /// Write the figures per knobs setting (p99_jitter_ms, deadline_misses, rss_drift_kb, ...) as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Cold start: exec to the first model command of fresh `rtvla drive` processes on host-sim, median per part
+    /// (model load, optimisation, first inference, camera, store, ...).
+    ColdStart {
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+        /// Write the median breakdown as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Hardware-in-the-loop over the wire: the device runs `rtvla drive` on a net board, the host runs
     /// `rtvla sim serve` as the rig; reports the driving score per scenario, the frame→command latency and loss,
@@ -188,7 +208,10 @@ fn main() -> Result<()> {
         Task::Rss { ticks, policy, max_growth_kib, no_store } => {
             rss::rss(&root, &rss::RssOptions { ticks, policy, build: true, max_growth_kib, no_store })
         }
-        Task::Soak { minutes, trigger_every_s } => soak::soak(&root, &soak::SoakOptions { minutes, trigger_every_s }),
+        Task::Soak { minutes, trigger_every_s, stress, knobs, json } => {
+            soak::soak(&root, &soak::SoakOptions { minutes, trigger_every_s, stress, knobs, json })
+        }
+        Task::ColdStart { runs, json } => soak::cold_start(&root, runs, json.as_deref()),
         Task::TestAarch64 => cross::test_aarch64(&root),
         Task::ModelsCheck => {
             run(cargo().args(["build", "--release", "--package", "rtvla", "--bin", "rtvla"]))?;
