@@ -29,8 +29,11 @@ pub fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) 
     let dir = tempdir()?;
     let lp = loop_figures(root, &dir, quick)?;
     let models = model_figures(root, &dir, quick)?;
+    step("cold start: fresh `rtvla drive` processes, exec to the first command (median per part)");
+    let cold = crate::soak::cold_start_ms(root, if quick { 3 } else { 9 })?;
     let mut out = lp;
     out.as_object_mut().expect("object").extend(models.as_object().expect("object").clone());
+    out["cold_start_ms"] = cold;
     out["machine"] = json!(machine());
     print!("{}", markdown(&out));
     if let Some(p) = json {
@@ -201,6 +204,18 @@ fn markdown(o: &Value) -> String {
         n(&o["jitter_ms"]["max"], 3)
     );
     s += &format!("| deadline misses | {} |\n", o["deadline_misses"]);
+    let c = &o["cold_start_ms"];
+    s += &format!(
+        "| cold start, exec → first command (median of {}) | {} ms: optimise {}, model load {}, camera open {}, \
+         first inference {}, store open {} (goal ≤ 1000) |\n",
+        c["runs"],
+        n(&c["total"], 0),
+        n(&c["optimise"], 1),
+        n(&c["model_load"], 1),
+        n(&c["camera_open"], 1),
+        n(&c["first_inference"], 1),
+        n(&c["store_open"], 1)
+    );
     s += &format!("| RSS after warm-up → end (KiB) | {} → {} |\n", o["rss_kb"]["after_warmup"], o["rss_kb"]["end"]);
     s += &format!(
         "| allocations per tick outside inference / per inference | {} / {} |\n",
