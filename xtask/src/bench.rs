@@ -5,13 +5,14 @@ use std::process::Command;
 
 use anyhow::Result;
 
+use crate::arm_ledger::ArmOptions;
 use crate::{cargo, read_json, release_bin, run, tempdir};
 
-pub fn bench(root: &Path, quick: bool, json: Option<PathBuf>) -> Result<()> {
-    bench_with(root, quick, json, true)
+pub fn bench(root: &Path, quick: bool, json: Option<PathBuf>, arm: Option<ArmOptions>) -> Result<()> {
+    bench_with(root, quick, json, true, arm)
 }
 
-pub fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) -> Result<()> {
+pub fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool, arm: Option<ArmOptions>) -> Result<()> {
     if build {
         run(cargo().args(["build", "--release", "--bin", "rtvla"]))?;
     }
@@ -77,7 +78,7 @@ pub fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) 
     // tract vs ONNX Runtime needs the Python venv: taken from the last `cargo xtask eval` (models/eval.json).
     let tract_vs_ort = read_json(&root.join("models/eval.json"))
         .map_or(serde_json::Value::Null, |e| e["summary"]["tract_vs_ort"].clone());
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "overhead_ratio": overhead_ratio,
         "overhead_ratio_median": median_ratio,
         "infer_ms": r["infer_ms"],
@@ -93,6 +94,9 @@ pub fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) 
         "tract_vs_ort": tract_vs_ort,
         "tract_vs_ort_source": "models/eval.json (cargo xtask eval)",
     });
+    if let Some(a) = arm {
+        out["arm_insns"] = crate::arm_ledger::ledger(root, &a)?;
+    }
     if let Some(p) = json {
         std::fs::write(&p, serde_json::to_string_pretty(&out)? + "\n")?;
         eprintln!("wrote {}", p.display());
