@@ -22,6 +22,7 @@ pub mod sim;
 pub mod stats;
 pub mod store;
 pub mod supervisor;
+pub mod tick_cost;
 pub mod types;
 pub mod vehicle;
 pub mod wire;

@@ -51,6 +51,11 @@ enum Cmd {
     /// store use, model and version. Exit 0 when at least one drive is ticking, 1 otherwise (the deploy health
     /// check reads this).
     Status(StatusArgs),
+    /// Cost figures of the loop's own work (the ARM ledger, `cargo xtask bench --arm`, counts their instructions).
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
     /// The closed-loop simulator: datasets, evaluation, replays.
     Sim {
         #[command(subcommand)]
@@ -119,6 +124,11 @@ enum ModelCmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Multiply-accumulates per inference of each model (tract's cost model: convolutions and matrix products).
+    Macs {
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+    },
     /// Tract latency of one or more models, measured round-robin in one run; ratios are to the first model.
     Bench {
         #[arg(required = true)]
@@ -140,6 +150,19 @@ enum ModelCmd {
         /// Also write the rows as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// One whole tick without the inference call (preprocess of a frame of the board's camera size, controller,
+    /// supervisor, event recorder), ITERS times: run twice with different --iters, the difference is per tick.
+    Tick {
+        /// Board profile: a path or a bundled board's name (its camera size and model manifest set the work).
+        #[arg(long)]
+        board: Option<PathBuf>,
+        #[arg(long, default_value_t = 100)]
+        iters: u64,
     },
 }
 
@@ -209,6 +232,7 @@ fn main() -> ExitCode {
         Cmd::Store { cmd } => store(cmd),
         Cmd::Model { cmd } => model(cmd),
         Cmd::Explain(a) => explain(a),
+        Cmd::Bench { cmd: BenchCmd::Tick { board, iters } } => bench_tick(board, iters),
         Cmd::Sim { cmd } => rtvla::sim::cli::run(cmd),
         Cmd::Status(a) => status(a),
     };
@@ -388,6 +412,15 @@ fn explain(a: ExplainArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+fn bench_tick(board: Option<PathBuf>, iters: u64) -> anyhow::Result<i32> {
+    let r = rtvla::tick_cost::run(&rtvla::bundle::board(board.as_deref())?, iters)?;
+    println!(
+        "{}: {} ticks without inference ({}x{} frame -> {:?}), steer sum {:.4}",
+        r.board, r.iters, r.frame[0], r.frame[1], r.model_input, r.checksum
+    );
+    Ok(0)
+}
+
 fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
         .map_err(|e| rtvla::error::bad_input(format!("{}: {e}", path.display())))
@@ -433,6 +466,12 @@ fn model(cmd: ModelCmd) -> anyhow::Result<i32> {
                 write_json(&p, &r)?;
             }
             Ok(if r.passed { 0 } else { 1 })
+        }
+        ModelCmd::Macs { manifests } => {
+            for m in manifests {
+                println!("{}: {} MACs", m.display(), tools::macs(&m)?);
+            }
+            Ok(0)
         }
         ModelCmd::Bench { manifests, iters, warmup, block, threads, json } => {
             let bar = indicatif::ProgressBar::new((iters + warmup) as u64);

@@ -8,6 +8,7 @@ step with an explicit fixed-size KV cache in/out (token [1,1] i64, pos [1] i64, 
 new_k, new_v). Parity: PyTorch vs onnxruntime on random and (if given) real inputs; max abs diff printed and returned.
 
     python export.py --ckpt RUN/student_s2.pt --driving-ckpt RUN/student_s1.pt --out DIR [--name NAME]
+    python export.py --derive-f16 DIR/student.toml     # the f16 variant (same ONNX, precision "f16")
 """
 from __future__ import annotations
 
@@ -398,15 +399,56 @@ def export_language(language, feat_shape: list[int], out_dir: str, provenance: d
     return {"manifest": man, "max_abs_diff": max_diff}
 
 
+# f16 vs the f32 reference on the parity frames: tract's f32_to_f16 transform rounds every weight and activation to
+# 11 significant bits (relative step 2^-11 ~ 5e-4); through the student's convs, attention and heads that reaches a
+# few centimetres on waypoints tens of metres long. Set from the bundled student's measured max (see
+# MODEL_CARD.md, "ARM cost ledger") with ~3x margin; the f32 graph is held to 1e-3.
+F16_TOLERANCE_M = 0.05
+F16_FEATURES_TOLERANCE = 0.05
+
+
+def derive_f16(f32_manifest: str, name: str | None = None) -> str:
+    """The f16 variant of an exported f32 driving graph: the same ONNX file (same sha256), a manifest with precision
+    "f16" — the runtime applies tract's f32_to_f16 transform before optimising (src/model/student.rs) — and parity
+    vectors that hold tract's f16 run to the f32 PyTorch reference within F16_TOLERANCE_M. Returns the manifest."""
+    import tomllib
+    with open(f32_manifest, "rb") as fh:
+        m = tomllib.load(fh)
+    info, out_dir = m["model"], os.path.dirname(os.path.abspath(f32_manifest))
+    name = name or f"{info['name']}_f16"
+    feat = next(t["shape"] for t in m["outputs"] if t["role"] == "features")
+    prov = dict(m.get("provenance", {}))
+    prov.update({"generator": "models/distill/export.py derive_f16", "derived_from": os.path.basename(f32_manifest),
+                 "transform": "tract f32_to_f16 after declutter, before optimise; graph inputs/outputs stay f32",
+                 "exported_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    man = write_driving_manifest(os.path.join(out_dir, info["onnx"]), name, info["kind"], "f16", feat, prov,
+                                 info.get("description", "").rstrip(".") + ", run in f16 by tract (arm64 fp16 kernels).",
+                                 None)
+    with open(os.path.join(out_dir, f"{info['name']}.parity.json")) as fh:
+        vec = json.load(fh)
+    vec.update({"reference": f"{vec['reference']} (f32 graph; tract runs it in f16)", "tolerance": F16_TOLERANCE_M,
+                "features_tolerance": F16_FEATURES_TOLERANCE})
+    with open(os.path.join(out_dir, f"{name}.parity.json"), "w") as fh:
+        json.dump(vec, fh)
+    print(f"[export] wrote {man} and {name}.parity.json (f16 tolerance {F16_TOLERANCE_M} m)")
+    return man
+
+
 def main() -> None:
     from distill import load_ckpt
     from student import Student
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--driving-ckpt", required=True, help="student_s1.pt (driving branch)")
+    ap.add_argument("--driving-ckpt", help="student_s1.pt (driving branch)")
+    ap.add_argument("--derive-f16", metavar="MANIFEST", help="only write the f16 variant of an exported f32 manifest")
     ap.add_argument("--language-ckpt", help="student_s2.pt (language branch)")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="output directory (with --driving-ckpt)")
     ap.add_argument("--name", default="student")
     a = ap.parse_args()
+    if a.derive_f16:
+        derive_f16(a.derive_f16)
+        return
+    if not (a.driving_ckpt and a.out):
+        ap.error("--driving-ckpt and --out are required (or --derive-f16 MANIFEST)")
     st = Student()
     load_ckpt(a.driving_ckpt, {"driving": st.driving})
     r = export_driving(st.driving, a.out, a.name)

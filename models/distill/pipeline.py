@@ -31,7 +31,7 @@ sys.path.insert(0, HERE)
 from data import VOCAB, DrivingData  # noqa: E402
 from distill import (language_context, load_ckpt, teacher_config_of, train_student_driving, train_student_language, train_teacher,  # noqa: E402
                      commentary_metrics, eval_driving, eval_teacher)
-from export import (TeacherLanguageInTheLoop, TeacherVisionOnly, export_driving, export_language,  # noqa: E402
+from export import (TeacherLanguageInTheLoop, TeacherVisionOnly, derive_f16, export_driving, export_language,  # noqa: E402
                     ort_latency, quantize_driving, raw_val_frames)
 from student import Student  # noqa: E402
 from teacher import Teacher  # noqa: E402
@@ -200,6 +200,7 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
     calib = [data.batch([int(i)]) for i in rng.choice(tr, min(64, len(tr)), replace=False)]
     rq = quantize_driving(r, "student_int8", calib, dict(prov, distilled=True), raw_frames=raw,
                           description=f"Distilled student ({preset} run), int8 QLinearConv backbone.")
+    derive_f16(r["manifest"])  # same ONNX, run in f16 by tract on arm64 (precision "f16")
     with torch.no_grad():  # keyframe contexts as the runtime stores them: the driving branch's features and plan
         ctxs = [language_context(student.driving.eval(), b) for b in real]
         ctxs_abl = [language_context(ablation.driving.eval(), b) for b in real]

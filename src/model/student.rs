@@ -45,7 +45,7 @@ impl TractStudent {
             )));
         }
         let bytes = manifest.verify_file()?;
-        let typed = parse_typed(&manifest, &bytes)?;
+        let typed = typed_graph(&manifest, &bytes)?;
         let t1 = std::time::Instant::now();
         let plan = optimise(&manifest, typed)?;
         let student = Self::from_plan(manifest, plan)?;
@@ -85,27 +85,6 @@ impl TractStudent {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
-
-    /// Multiply-accumulates per inference by tract's own cost model (conv, matmul and einsum nodes of the optimised
-    /// graph): what achieved GFLOP/s are computed from, and what an ARM instruction count is divided by.
-    pub fn macs(&self) -> u64 {
-        graph_macs(self.state.model())
-    }
-}
-
-/// Sum of the `FMA` costs of every node whose cost has a concrete size.
-pub fn graph_macs(model: &TypedModel) -> u64 {
-    let mut total = 0u64;
-    for node in model.nodes() {
-        let Ok(inputs) = model.node_input_facts(node.id) else { continue };
-        let Ok(costs) = node.op.cost(&inputs) else { continue };
-        for (cost, count) in costs {
-            if let (tract_onnx::tract_core::ops::Cost::FMA(_), Ok(n)) = (cost, count.to_i64()) {
-                total += n.max(0) as u64;
-            }
-        }
-    }
-    total
 }
 
 /// How long [`TractStudent::load_timed`] took.
@@ -119,11 +98,11 @@ pub struct LoadTimes {
 
 /// Parse the ONNX bytes, pin the manifest's input shapes, check graph I/O against the manifest, optimise.
 pub fn build_plan(manifest: &Manifest, bytes: &[u8]) -> anyhow::Result<Arc<Plan>> {
-    optimise(manifest, parse_typed(manifest, bytes)?)
+    optimise(manifest, typed_graph(manifest, bytes)?)
 }
 
 /// Parse the ONNX bytes, pin the manifest's input shapes and check the graph's I/O against the manifest.
-fn parse_typed(manifest: &Manifest, bytes: &[u8]) -> anyhow::Result<TypedModel> {
+pub fn typed_graph(manifest: &Manifest, bytes: &[u8]) -> anyhow::Result<TypedModel> {
     let path = manifest.onnx_path();
     let what = || format!("model file {}", path.display());
     let mut model = tract_onnx::onnx()
@@ -161,10 +140,59 @@ fn optimise(manifest: &Manifest, typed: TypedModel) -> anyhow::Result<Arc<Plan>>
     if !manifest.model.optimize {
         return typed.into_runnable();
     }
+    let typed = if manifest.model.precision == "f16" {
+        to_f16(typed).map_err(|e| bad_input(format!("{}: f16 transform failed ({})", what(), root_cause(&e))))?
+    } else {
+        typed
+    };
     let optimized = typed
         .into_optimized()
         .map_err(|e| bad_input(format!("{}: optimisation failed ({})", what(), root_cause(&e))))?;
     optimized.into_runnable()
+}
+
+/// Precision `f16`: tract's `f32_to_f16` transform, after declutter and before optimisation (tract picks its arm64
+/// fp16 kernels — `asimdhp`, the Pi 5's A76 and the Orin's A78AE have it — only for an f16 graph). The transform
+/// also turns the graph's inputs and outputs into f16; casts at both ends keep them f32, so the runtime (preprocess,
+/// controller, snapshot features) is the same for every precision.
+fn to_f16(typed: TypedModel) -> TractResult<TypedModel> {
+    let mut m = typed.into_decluttered()?;
+    let transform = tract_onnx::tract_core::transform::get_transform("f32_to_f16")?
+        .ok_or_else(|| anyhow::anyhow!("this tract has no f32_to_f16 transform"))?;
+    transform.transform(&mut m)?;
+    for i in 0..m.inputs.len() {
+        let source = m.inputs[i];
+        let fact = m.outlet_fact(source)?.clone();
+        if fact.datum_type != f16::datum_type() {
+            continue;
+        }
+        let mut f32_fact = fact.clone();
+        f32_fact.datum_type = f32::datum_type();
+        let successors: Vec<InletId> = m.outlet_successors(source).to_vec();
+        let node = m.node_mut(source.node);
+        node.op = Box::new(tract_onnx::tract_core::ops::source::TypedSource::new(f32_fact.clone()));
+        node.outputs[0].fact = f32_fact;
+        let name = format!("{}.to_f16", m.node(source.node).name);
+        let cast = m.wire_node(name, tract_onnx::tract_core::ops::cast::cast(f16::datum_type()), &[source])?[0];
+        for inlet in successors {
+            m.add_edge(cast, inlet)?;
+        }
+    }
+    for o in 0..m.outputs.len() {
+        let out = m.outputs[o];
+        if m.outlet_fact(out)?.datum_type != f16::datum_type() {
+            continue;
+        }
+        let label = m.outlet_label(out).map(str::to_owned);
+        let name = format!("{}.to_f32", m.node(out.node).name);
+        let cast = m.wire_node(name, tract_onnx::tract_core::ops::cast::cast(f32::datum_type()), &[out])?[0];
+        m.outputs[o] = cast;
+        if let Some(label) = label {
+            m.outlet_labels.remove(&out);
+            m.set_outlet_label(cast, label)?;
+        }
+    }
+    m.into_decluttered()
 }
 
 fn root_cause(e: &anyhow::Error) -> String {
@@ -251,5 +279,34 @@ mod tests {
         assert_eq!(out.feature_shape, [32, 64]);
         assert!(out.features.iter().all(|v| v.is_finite()));
         assert!(out.features.iter().any(|v| *v != 0.0), "features must depend on the image");
+    }
+
+    #[test]
+    fn f16_precision_runs_in_half_with_f32_io_and_stays_close_to_f32() {
+        let dir = tempfile::tempdir().unwrap();
+        let onnx = Path::new(FIXTURE).with_file_name("student_fixture.onnx");
+        let text = std::fs::read_to_string(FIXTURE).unwrap();
+        let text = text.replace("precision = \"f32\"", "precision = \"f16\"");
+        let text = text.replace("onnx = \"student_fixture.onnx\"", &format!("onnx = {:?}", onnx.display().to_string()));
+        assert!(text.contains("precision = \"f16\""));
+        let m16 = dir.path().join("f16.toml");
+        std::fs::write(&m16, text).unwrap();
+        let manifest = Manifest::load(&m16).unwrap();
+        let plan = build_plan(&manifest, &manifest.verify_file().unwrap()).unwrap();
+        let model = plan.model();
+        let halves = model.nodes.iter().flat_map(|n| &n.outputs).filter(|o| o.fact.datum_type == f16::datum_type());
+        assert!(halves.count() > 0, "an f16 manifest must run f16 tensors");
+        for o in model.input_outlets().unwrap().iter().chain(model.output_outlets().unwrap()) {
+            assert_eq!(model.outlet_fact(*o).unwrap().datum_type, f32::datum_type(), "graph I/O stays f32");
+        }
+        let img: Vec<f32> = (0..3 * 128 * 256).map(|i| ((i * 7919) % 255) as f32 / 127.0 - 1.0).collect();
+        let ego = EgoState { speed_mps: 3.0, target_points: [[10.0, 1.0], [30.0, -2.0]] };
+        let input = PolicyInput { image: &img, ego: &ego, privileged: None };
+        let mut s16 = TractStudent::from_plan(manifest, plan).unwrap();
+        let w16 = s16.infer(&input).unwrap().waypoints;
+        let w32 = TractStudent::load(Path::new(FIXTURE)).unwrap().infer(&input).unwrap().waypoints;
+        let diff = w16.path.iter().chain(&w16.speed_wps).zip(w32.path.iter().chain(&w32.speed_wps));
+        let max = diff.map(|(a, b)| (a[0] - b[0]).abs().max((a[1] - b[1]).abs())).fold(0.0f32, f32::max);
+        assert!(max < 0.1, "f16 vs f32 waypoints differ by {max} m");
     }
 }

@@ -12,17 +12,18 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
+use crate::arm_ledger::ArmOptions;
 use crate::{cargo, distill_python, read_json, release_bin, rss::rss_kib, run, step, tempdir};
 
 /// The models compared between tract and ONNX Runtime (the language-in-the-loop teacher is tract-only: its graph
 /// is 22 unrolled decoder steps and is measured unoptimised).
 const COMPARED: [&str; 3] = ["student", "teacher", "student_int8"];
 
-pub fn bench(root: &Path, quick: bool, json: Option<PathBuf>) -> Result<()> {
-    bench_with(root, quick, json, true)
+pub fn bench(root: &Path, quick: bool, json: Option<PathBuf>, arm: Option<ArmOptions>) -> Result<()> {
+    bench_with(root, quick, json, true, arm)
 }
 
-pub fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) -> Result<()> {
+pub fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool, arm: Option<ArmOptions>) -> Result<()> {
     if build {
         run(cargo().args(["build", "--release", "--bin", "rtvla"]))?;
     }
@@ -34,6 +35,9 @@ pub fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool) 
     let mut out = lp;
     out.as_object_mut().expect("object").extend(models.as_object().expect("object").clone());
     out["cold_start_ms"] = cold;
+    if let Some(a) = arm {
+        out["arm_insns"] = crate::arm_ledger::ledger(root, &a)?;
+    }
     out["machine"] = json!(machine());
     print!("{}", markdown(&out));
     if let Some(p) = json {

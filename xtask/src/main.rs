@@ -8,6 +8,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod arm_ledger;
 mod bench;
 mod cross;
 mod deploy;
@@ -45,6 +46,14 @@ enum Task {
         /// Write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also the ARM cost ledger: instructions per inference and per tick on emulated Cortex-A76 / max cores
+        /// (qemu-aarch64 + our TCG plugin), checked for determinism and against bench/arm-ledger.json (JSON key
+        /// `arm_insns`). With --quick: the students and the tick on cortex-a76 only.
+        #[arg(long)]
+        arm: bool,
+        /// With --arm: rewrite bench/arm-ledger.json from this run instead of comparing against it.
+        #[arg(long, requires = "arm")]
+        update_baseline: bool,
     },
     /// Static release binary for a board's target (e.g. aarch64-unknown-linux-musl), installing the cross
     /// toolchain first (apt: gcc-aarch64-linux-gnu, qemu-user; rustup target). Prints size, then path.
@@ -193,7 +202,10 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Task::Bench { quick, json } => bench::bench(&root, quick, json),
+        Task::Bench { quick, json, arm, update_baseline } => {
+            let arm = arm.then_some(arm_ledger::ArmOptions { update_baseline, quick });
+            bench::bench(&root, quick, json, arm)
+        }
         Task::Build { board } => cross::build(&root, &board).map(|_| ()),
         Task::Qemu { ticks, timeout_s, drive_only } => qemu::qemu(
             &root,
@@ -311,7 +323,7 @@ fn ci(root: &Path) -> Result<()> {
     step("distillation smoke: tiny dataset, a few steps per stage, export, parity (models/distill)");
     distill_smoke(root)?;
     step("bench (quick)");
-    bench::bench_with(root, true, Some(root.join("target-bench.json")), false)?;
+    bench::bench_with(root, true, Some(root.join("target-bench.json")), false, None)?;
     let _ = std::fs::remove_file(root.join("target-bench.json"));
     step("cross build: static aarch64 binary for raspberry-pi-5");
     let t = std::time::Instant::now();

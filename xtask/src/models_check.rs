@@ -1,5 +1,5 @@
 //! The bundled models, checked in CI as shipped: `rtvla model check` (tract against the exporter's reference outputs)
-//! on every manifest in `models/student/` with the host binary, and the students the ARM boards run (f32, int8) with
+//! on every manifest in `models/student/` with the host binary, and the students the ARM boards run (f32, int8, f16) with
 //! the cross-built static binary under `qemu-aarch64 -cpu cortex-a76` (the Raspberry Pi 5's core).
 
 use std::path::Path;
@@ -8,7 +8,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 /// The students an aarch64 board profile may name.
-const ARM_STUDENTS: &[&str] = &["student.toml", "student_int8.toml"];
+/// f16 is checked here on the arm64 fp16 kernels it is meant for (on x86 tract runs f16 in scalar code).
+const ARM_STUDENTS: &[&str] = &["student.toml", "student_int8.toml", "student_f16.toml"];
 
 /// Every bundled manifest through the host binary.
 pub fn host(root: &Path, rtvla: &Path) -> Result<()> {
