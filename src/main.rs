@@ -160,6 +160,13 @@ enum BenchCmd {
         #[arg(long, default_value_t = 100)]
         iters: u64,
     },
+    /// ITERS inferences of one model, untimed (the ARM ledger counts their instructions: run twice with different
+    /// --iters, the difference is per inference).
+    Infer {
+        manifest: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        iters: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -227,6 +234,11 @@ fn main() -> ExitCode {
         Cmd::Model { cmd } => model(cmd),
         Cmd::Explain(a) => explain(a),
         Cmd::Bench { cmd: BenchCmd::Tick { board, iters } } => bench_tick(board, iters),
+        Cmd::Bench { cmd: BenchCmd::Infer { manifest, iters } } => {
+            let sum = rtvla::tick_cost::infer_loop(&manifest, iters)?;
+            println!("{}: {iters} inferences, checksum {sum:.4}", manifest.display());
+            Ok(0)
+        }
         Cmd::Sim { cmd } => rtvla::sim::cli::run(cmd),
         Cmd::Status(a) => status(a),
     };

@@ -8,10 +8,14 @@
 //!
 //! Method: each workload runs twice with different iteration counts; per-iteration figures are the difference
 //! divided by the iteration difference, so loading and optimising the model cancels out. Workloads: every bundled
-//! driving model (`rtvla model bench --iters N --warmup 0`) and one whole tick without inference
+//! driving model (`rtvla bench infer --iters N M.toml`: untimed, so nothing in the run depends on the clock) and
+//! one whole tick without inference
 //! (`rtvla bench tick --iters N --board B`), on `-cpu cortex-a76` (the Pi 5's core; the stand-in for the Orin's
 //! A78AE, same ISA level) and `-cpu max`. From them: instructions per MAC of the student, the precision each board
 //! should run, and the largest student each board's tick budget allows.
+//!
+//! Exact repeatability takes a fixed guest: a fixed environment, `-seed`, a `/proc/cpuinfo` of the emulated CPU and
+//! getrandom failing over to a fixed `/dev/urandom` (tools/qemu-plugins/no_getrandom.c), each explained where set.
 //!
 //! Everything it needs is installed here, idempotently: qemu-user and libglib2.0-dev through apt-get, a `deb-src`
 //! entry for Debian's main archive, and `qemu-plugin.h` from Debian's qemu source package (cached next to the cargo
@@ -81,7 +85,7 @@ struct Row {
 }
 
 fn model_args(manifest: &str, iters: u64) -> Vec<String> {
-    ["model", "bench", "--warmup", "0", "--iters", &iters.to_string(), manifest].map(str::to_string).to_vec()
+    ["bench", "infer", "--iters", &iters.to_string(), manifest].map(str::to_string).to_vec()
 }
 
 fn tick_args(board: &str, iters: u64) -> Vec<String> {
@@ -164,6 +168,8 @@ impl Measured {
 
 /// Everything the ledger runs with.
 struct Tools {
+    /// tools/qemu-plugins/no_getrandom.c, built: runs qemu with getrandom failing (see there why).
+    no_getrandom: PathBuf,
     qemu: PathBuf,
     plugin: PathBuf,
     rtvla: PathBuf,
@@ -218,6 +224,13 @@ fn cpuinfo_prefix(cache: &Path, cpu: &str) -> Result<PathBuf> {
         info += &format!("CPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: {part}\nCPU revision\t: 1\n");
     }
     std::fs::write(prefix.join("proc/cpuinfo"), info + "\n")?;
+    // What the guest reads for randomness once getrandom fails (no_getrandom.c): fixed bytes, so hash maps probe
+    // the same way every run.
+    std::fs::create_dir_all(prefix.join("dev"))?;
+    std::fs::write(
+        prefix.join("dev/urandom"),
+        (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect::<Vec<u8>>(),
+    )?;
     Ok(prefix)
 }
 
@@ -265,6 +278,7 @@ fn prepare(root: &Path) -> Result<Tools> {
     std::fs::create_dir_all(&cache)?;
     let header_dir = plugin_header(&cache)?;
     let plugin = build_plugin(root, &cache, &header_dir)?;
+    let no_getrandom = build_c(root, &cache, NO_GETRANDOM_SOURCE, "no_getrandom", &["-O2"])?;
     step("static aarch64 rtvla (board build of raspberry-pi-5)");
     let rtvla = crate::cross::build(root, "raspberry-pi-5")?;
     let out = crate::tempdir()?.join("arm-ledger");
@@ -273,7 +287,7 @@ fn prepare(root: &Path) -> Result<Tools> {
     for cpu in cpus(false) {
         prefixes.insert(cpu.to_string(), cpuinfo_prefix(&cache, cpu)?);
     }
-    Ok(Tools { qemu: PathBuf::from("qemu-aarch64"), plugin, rtvla, out, prefixes })
+    Ok(Tools { no_getrandom, qemu: PathBuf::from("qemu-aarch64"), plugin, rtvla, out, prefixes })
 }
 
 /// The directory holding `qemu-plugin.h` of the installed qemu's version, from Debian's qemu source package
@@ -382,28 +396,33 @@ fn write_as_root(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Compile the plugin when its source is newer than the cached library.
+const NO_GETRANDOM_SOURCE: &str = "tools/qemu-plugins/no_getrandom.c";
+
+/// Compile the plugin (a shared library against qemu-plugin.h and glib).
 fn build_plugin(root: &Path, cache: &Path, include: &Path) -> Result<PathBuf> {
-    let src = root.join(PLUGIN_SOURCE);
-    let lib = cache.join("libinsn_ledger.so");
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if modified(&lib).is_some() && modified(&lib) >= modified(&src) {
-        return Ok(lib);
-    }
-    step(&format!("building the TCG plugin {PLUGIN_SOURCE}"));
     let glib = |what: &str| -> Result<Vec<String>> {
         let out = crate::qemu::output(Command::new("pkg-config").args([what, "glib-2.0"]))?;
         Ok(out.split_whitespace().map(str::to_string).collect())
     };
-    run(Command::new("gcc")
-        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
-        .arg(include)
-        .args(glib("--cflags")?)
-        .arg(&src)
-        .arg("-o")
-        .arg(&lib)
-        .args(glib("--libs")?))?;
-    Ok(lib)
+    let mut flags =
+        vec!["-shared".to_string(), "-fPIC".into(), "-O2".into(), "-I".into(), include.display().to_string()];
+    flags.extend(glib("--cflags")?);
+    flags.extend(glib("--libs")?);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    build_c(root, cache, PLUGIN_SOURCE, "libinsn_ledger.so", &flags)
+}
+
+/// Compile a C source of ours into the cache when it is newer than the cached output.
+fn build_c(root: &Path, cache: &Path, source: &str, output: &str, flags: &[&str]) -> Result<PathBuf> {
+    let src = root.join(source);
+    let out = cache.join(output);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&out).is_some() && modified(&out) >= modified(&src) {
+        return Ok(out);
+    }
+    step(&format!("building {source}"));
+    run(Command::new("gcc").args(["-Wall", "-Wextra", "-Werror"]).arg(&src).arg("-o").arg(&out).args(flags))?;
+    Ok(out)
 }
 
 /// Every row at both iteration counts on every CPU, one qemu at a time (niced: the machine is shared).
@@ -439,14 +458,14 @@ fn count(root: &Path, tools: &Tools, cpu: &str, row: &Row, iters: u64) -> Result
     let file = tools.out.join(format!("{cpu}-{}-{iters}.json", row.name.replace(':', "-")));
     let _ = std::fs::remove_file(&file);
     let target = root.join(&row.target);
-    let out = Command::new("nice")
+    let out = Command::new(&tools.no_getrandom)
         // qemu-user hands its environment to the guest, and the guest's environment changes what it executes:
         // with RUST_BACKTRACE=1 every error tract raises and catches while optimising captures a backtrace (model
         // loading took 2.6 G instructions instead of 0.14 G); TRACT_* knobs change kernels. A fixed environment.
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("RUST_BACKTRACE", "0")
-        .args(["-n", "10"])
+        .args(["nice", "-n", "10"])
         .arg(&tools.qemu)
         // -seed: the guest's getrandom and AT_RANDOM come from a seeded generator, so hash maps (tract's
         // optimiser uses them) probe the same way every run.
