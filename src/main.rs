@@ -234,11 +234,7 @@ fn main() -> ExitCode {
         Cmd::Model { cmd } => model(cmd),
         Cmd::Explain(a) => explain(a),
         Cmd::Bench { cmd: BenchCmd::Tick { board, iters } } => bench_tick(board, iters),
-        Cmd::Bench { cmd: BenchCmd::Infer { manifest, iters } } => {
-            let sum = rtvla::tick_cost::infer_loop(&manifest, iters)?;
-            println!("{}: {iters} inferences, checksum {sum:.4}", manifest.display());
-            Ok(0)
-        }
+        Cmd::Bench { cmd: BenchCmd::Infer { manifest, iters } } => bench_infer(&manifest, iters),
         Cmd::Sim { cmd } => rtvla::sim::cli::run(cmd),
         Cmd::Status(a) => status(a),
     };
@@ -424,6 +420,12 @@ fn bench_tick(board: Option<PathBuf>, iters: u64) -> anyhow::Result<i32> {
         "{}: {} ticks without inference ({}x{} frame -> {:?}), steer sum {:.4}",
         r.board, r.iters, r.frame[0], r.frame[1], r.model_input, r.checksum
     );
+    Ok(0)
+}
+
+fn bench_infer(manifest: &std::path::Path, iters: u64) -> anyhow::Result<i32> {
+    let sum = rtvla::tick_cost::infer_loop(manifest, iters)?;
+    println!("{}: {iters} inferences, checksum {sum:.4}", manifest.display());
     Ok(0)
 }
 
