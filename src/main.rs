@@ -164,6 +164,13 @@ enum BenchCmd {
         #[arg(long, default_value_t = 100)]
         iters: u64,
     },
+    /// ITERS inferences of one model, untimed (the ARM ledger counts their instructions: run twice with different
+    /// --iters, the difference is per inference).
+    Infer {
+        manifest: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        iters: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -233,6 +240,7 @@ fn main() -> ExitCode {
         Cmd::Model { cmd } => model(cmd),
         Cmd::Explain(a) => explain(a),
         Cmd::Bench { cmd: BenchCmd::Tick { board, iters } } => bench_tick(board, iters),
+        Cmd::Bench { cmd: BenchCmd::Infer { manifest, iters } } => bench_infer(&manifest, iters),
         Cmd::Sim { cmd } => rtvla::sim::cli::run(cmd),
         Cmd::Status(a) => status(a),
     };
@@ -418,6 +426,12 @@ fn bench_tick(board: Option<PathBuf>, iters: u64) -> anyhow::Result<i32> {
         "{}: {} ticks without inference ({}x{} frame -> {:?}), steer sum {:.4}",
         r.board, r.iters, r.frame[0], r.frame[1], r.model_input, r.checksum
     );
+    Ok(0)
+}
+
+fn bench_infer(manifest: &std::path::Path, iters: u64) -> anyhow::Result<i32> {
+    let sum = rtvla::tick_cost::infer_loop(manifest, iters)?;
+    println!("{}: {iters} inferences, checksum {sum:.4}", manifest.display());
     Ok(0)
 }
 

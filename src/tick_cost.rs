@@ -120,6 +120,23 @@ pub fn run(board_path: &Path, iters: u64) -> anyhow::Result<TickReport> {
     })
 }
 
+/// `rtvla bench infer`: `iters` inferences of one model on a fixed textured image, nothing timed. Why not
+/// `model bench`: its timing (sorting durations, formatting them) makes the instruction count vary by a few dozen
+/// instructions from run to run, and the ARM ledger demands exact agreement. Returns a checksum of the outputs.
+pub fn infer_loop(manifest: &Path, iters: u64) -> anyhow::Result<f64> {
+    use crate::model::{PolicyInput, Student, TractStudent};
+    let mut student = TractStudent::load(manifest)?;
+    let [c, h, w] = student.image_shape();
+    let image: Vec<f32> = (0..c * h * w).map(|i| ((i * 7919) % 255) as f32 / 127.0 - 1.0).collect();
+    let ego = crate::types::EgoState { speed_mps: 5.0, target_points: [[15.0, 0.5], [35.0, 1.0]] };
+    let mut checksum = 0.0;
+    for _ in 0..iters {
+        let out = student.infer(&PolicyInput { image: &image, ego: &ego, privileged: None })?;
+        checksum += f64::from(out.waypoints.path[PATH_POINTS - 1][0]);
+    }
+    Ok(checksum)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +155,14 @@ mod tests {
         let mut w = TickWork::new(&board, &manifest).unwrap();
         w.tick(0);
         assert!(w.pre.output().iter().any(|v| *v != w.pre.output()[0]), "the preprocessed frame is textured");
+    }
+
+    #[test]
+    fn the_inference_loop_runs_the_model_iters_times() {
+        let fixture = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/models/fixture/student_fixture.toml"));
+        let one = infer_loop(fixture, 1).unwrap();
+        assert!(one.is_finite() && one != 0.0);
+        assert!((infer_loop(fixture, 3).unwrap() - 3.0 * one).abs() < 1e-3 * one.abs());
     }
 
     #[test]

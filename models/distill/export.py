@@ -400,10 +400,10 @@ def export_language(language, feat_shape: list[int], out_dir: str, provenance: d
 
 
 # f16 vs the f32 reference on the parity frames: tract's f32_to_f16 transform rounds every weight and activation to
-# 11 significant bits (relative step 2^-11 ~ 5e-4); through the student's convs, attention and heads that reaches a
-# few centimetres on waypoints tens of metres long. Set from the bundled student's measured max (see
-# MODEL_CARD.md, "ARM cost ledger") with ~3x margin; the f32 graph is held to 1e-3.
-F16_TOLERANCE_M = 0.05
+# 11 significant bits, and its arm64 fp16 kernels also accumulate in f16. Measured on the bundled student
+# (2026-11-30): max |diff| 0.033 m on waypoints and 0.007 on features with the arm64 fp16 kernels (qemu -cpu
+# cortex-a76), 0.014 m / 0.007 with x86's scalar f16. Tolerances ~3x and ~7x that; the f32 graph is held to 1e-3.
+F16_TOLERANCE_M = 0.1
 F16_FEATURES_TOLERANCE = 0.05
 
 
