@@ -47,6 +47,25 @@ pub fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool, 
     Ok(())
 }
 
+/// The figures `bench --json` promises (README, docs/ARCHITECTURE.md): CI fails when one is missing or not a number,
+/// so a renamed key or a silently skipped part of the bench cannot pass.
+pub fn require_keys(out: &Value) -> Result<()> {
+    let number = |v: &Value| v.as_f64().is_some_and(f64::is_finite);
+    let checks: [(&str, bool); 8] = [
+        ("p99_jitter_ms", number(&out["p99_jitter_ms"])),
+        ("deadline_misses", number(&out["deadline_misses"])),
+        ("rss_drift_kb", number(&out["rss_drift_kb"])),
+        ("overhead_ratio", number(&out["overhead_ratio"])),
+        ("cold_start_ms.total", number(&out["cold_start_ms"]["total"])),
+        ("tract_vs_ort.student.1_thread.ratio", number(&out["tract_vs_ort"]["student"]["1_thread"]["ratio"])),
+        ("tract_vs_ort.teacher.2_thread.ratio", number(&out["tract_vs_ort"]["teacher"]["2_thread"]["ratio"])),
+        ("arm_insns", out["arm_insns"].is_object()),
+    ];
+    let missing: Vec<&str> = checks.iter().filter(|(_, ok)| !ok).map(|(k, _)| *k).collect();
+    anyhow::ensure!(missing.is_empty(), "bench JSON lacks {}", missing.join(", "));
+    Ok(())
+}
+
 /// The board's student in the real-time loop on host-sim: overhead, jitter, misses, and RSS after warm-up vs at
 /// the end (sampled from /proc while it drives).
 fn loop_figures(root: &Path, dir: &Path, quick: bool) -> Result<Value> {
@@ -54,7 +73,8 @@ fn loop_figures(root: &Path, dir: &Path, quick: bool) -> Result<Value> {
     let report = dir.join("bench-drive.json");
     step(&format!("real-time drive, the board's student, {ticks} ticks at 20 Hz"));
     let mut child = Command::new(release_bin(root))
-        .args(["drive", "--quiet", "--no-store", "--board", "boards/host-sim.toml", "--ticks", &ticks.to_string()])
+        .args(["drive", "--quiet", "--no-store", "--repeat", "--board", "boards/host-sim.toml"])
+        .args(["--ticks", &ticks.to_string()])
         .arg("--report-json")
         .arg(&report)
         .spawn()
@@ -262,4 +282,31 @@ fn markdown(o: &Value) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete() -> Value {
+        json!({
+            "p99_jitter_ms": 0.3, "deadline_misses": 0, "rss_drift_kb": 4, "overhead_ratio": 0.01,
+            "cold_start_ms": {"total": 120.0},
+            "tract_vs_ort": {"student": {"1_thread": {"ratio": 2.0}}, "teacher": {"2_thread": {"ratio": 1.5}}},
+            "arm_insns": {"cortex-a76": {}},
+        })
+    }
+
+    #[test]
+    fn a_complete_bench_passes_and_a_gap_is_named() {
+        require_keys(&complete()).unwrap();
+        let mut o = complete();
+        o["rss_drift_kb"] = Value::Null;
+        o.as_object_mut().unwrap().remove("arm_insns");
+        let e = require_keys(&o).unwrap_err().to_string();
+        assert!(e.contains("rss_drift_kb") && e.contains("arm_insns"), "{e}");
+        let mut o = complete();
+        o["tract_vs_ort"]["student"]["1_thread"]["ratio"] = json!(f64::NAN);
+        assert!(require_keys(&o).unwrap_err().to_string().contains("student.1_thread"));
+    }
 }

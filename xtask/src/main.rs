@@ -323,7 +323,10 @@ fn ci(root: &Path) -> Result<()> {
     step("distillation smoke: tiny dataset, a few steps per stage, export, parity (models/distill)");
     distill_smoke(root)?;
     step("bench (quick)");
-    bench::bench_with(root, true, Some(root.join("target-bench.json")), false, None)?;
+    // With the ARM ledger's quick pass: the students and one tick counted on cortex-a76, against the baseline.
+    let arm = arm_ledger::ArmOptions { update_baseline: false, quick: true };
+    bench::bench_with(root, true, Some(root.join("target-bench.json")), false, Some(arm))?;
+    bench::require_keys(&read_json(&root.join("target-bench.json"))?)?;
     let _ = std::fs::remove_file(root.join("target-bench.json"));
     step("cross build: static aarch64 binary for raspberry-pi-5");
     let t = std::time::Instant::now();
