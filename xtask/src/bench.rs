@@ -38,7 +38,7 @@ pub fn bench_with(root: &Path, quick: bool, json: Option<PathBuf>, build: bool, 
     if let Some(a) = arm {
         out["arm_insns"] = crate::arm_ledger::ledger(root, &a)?;
     }
-    out["machine"] = json!(machine());
+    out["machine"] = json!(crate::eval::machine());
     print!("{}", markdown(&out));
     if let Some(p) = json {
         std::fs::write(&p, serde_json::to_string_pretty(&out)? + "\n")?;
@@ -194,19 +194,6 @@ fn ort_bench(root: &Path, dir: &Path, bundle: &Path, iters: usize) -> Result<Val
         .arg(&j)
         .current_dir(root.join("models/distill")))?;
     read_json(&j)
-}
-
-/// CPU model and core count, for the table's caption.
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpu}, {cores} cores")
 }
 
 /// The summary a person reads (and the README keeps a copy of).

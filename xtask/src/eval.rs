@@ -458,7 +458,9 @@ fn utc_now() -> String {
         .unwrap_or_default()
 }
 
-fn machine() -> String {
+/// CPU model, core count and the x86 SIMD extensions tract and ONNX Runtime pick kernels by: the caption of
+/// every measured table (`eval`, `bench`).
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
