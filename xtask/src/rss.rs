@@ -33,10 +33,17 @@ pub struct RssOptions {
 /// Resident set of a process, KiB.
 pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status_kib(&status, "VmRSS:")
+}
+
+/// One field of a /proc/PID/status text, trimmed (`key` with its colon, e.g. "Cpus_allowed_list:").
+pub(crate) fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
+    status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim)
+}
+
+/// A /proc/PID/status size field ("VmRSS:", "VmLck:", ...) in KiB.
+pub(crate) fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status_field(status, key)?.trim_end_matches("kB").trim().parse().ok()
 }
 
 /// RSS samples `(ticks, KiB)` of one drive, and its wall time.

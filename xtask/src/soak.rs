@@ -253,9 +253,8 @@ fn check_knobs_applied(pid: u32) -> Result<()> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let (policy, prio) = sched_of_stat(&stat).context("parsing /proc/PID/stat")?;
-    let cpus = status_field(&status, "Cpus_allowed_list:").unwrap_or_default();
-    let locked_kib: u64 =
-        status_field(&status, "VmLck:").and_then(|v| v.trim_end_matches("kB").trim().parse().ok()).unwrap_or(0);
+    let cpus = crate::rss::status_field(&status, "Cpus_allowed_list:").unwrap_or_default();
+    let locked_kib: u64 = crate::rss::status_kib(&status, "VmLck:").unwrap_or(0);
     let mut missing = Vec::new();
     if policy != libc::SCHED_FIFO as u64 || prio != RT_PRIORITY as u64 {
         missing.push(format!("SCHED_FIFO {RT_PRIORITY} (policy {policy}, priority {prio})"));
@@ -283,10 +282,6 @@ fn sched_of_stat(stat: &str) -> Option<(u64, u64)> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state).
     Some((fields.get(41 - 3)?.parse().ok()?, fields.get(40 - 3)?.parse().ok()?))
-}
-
-fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
-    status.lines().find_map(|l| l.strip_prefix(key)).map(str::trim)
 }
 
 /// What one drive measured (its report) and what this side sampled (RSS, triggers), and its store verified.
