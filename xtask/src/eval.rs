@@ -59,14 +59,25 @@ pub struct EvalOptions {
     pub reuse_driving: bool,
 }
 
-/// The rows of the table, in order: (row label, manifest stem or None for the expert).
-const ROWS: [(&str, Option<&str>); 6] = [
-    ("expert", None),
-    ("teacher (vision-only)", Some("teacher")),
-    ("teacher (language-in-the-loop)", Some("teacher_lang")),
-    ("student (distilled, f32)", Some("student")),
-    ("student (quantized, int8)", Some("student_int8")),
-    ("student without distillation", Some("student_nodistill")),
+/// The rows of the table, in order: (row label, key of its results, manifest stem; None for a built-in policy of
+/// `rtvla sim eval`, the key then names it). The blind expert follows the route and ignores every other road user:
+/// a model under it has not learnt to see anybody.
+const ROWS: [(&str, &str, Option<&str>); 7] = [
+    ("expert", "expert", None),
+    ("blind expert (ignores other road users)", "blind", None),
+    ("teacher (vision-only)", "teacher", Some("teacher")),
+    ("teacher (language-in-the-loop)", "teacher_lang", Some("teacher_lang")),
+    ("student (distilled, f32)", "student", Some("student")),
+    ("student (quantized, int8)", "student_int8", Some("student_int8")),
+    ("student without distillation", "student_nodistill", Some("student_nodistill")),
+];
+/// Paired comparisons on the runs both drove (same scenario and seed): (label, key a, key b), a − b.
+const PAIRS: [(&str, &str, &str); 5] = [
+    ("student − teacher", "student", "teacher"),
+    ("student − ablation", "student", "student_nodistill"),
+    ("student − blind expert", "student", "blind"),
+    ("teacher − blind expert", "teacher", "blind"),
+    ("int8 − f32 student", "student_int8", "student"),
 ];
 const HELD_OUT_FIRST_SEED: u64 = 1_000_000;
 /// Language branches of the distilled student and of the ablation.
@@ -79,7 +90,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         run(crate::cargo().args(["build", "--release", "--bin", "rtvla"]))?;
     }
     let models = root.join(&o.models);
-    for (_, stem) in ROWS {
+    for (_, _, stem) in ROWS {
         if let Some(s) = stem {
             if !models.join(format!("{s}.toml")).exists() {
                 bail!("{}: missing {s}.toml (run `cargo xtask train` and bundle its export)", models.display());
@@ -93,7 +104,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
     step("parity: runtime preprocess + tract vs the exporter's reference outputs (rtvla model check)");
     let mut parity = serde_json::Map::new();
     // Driving graphs, then the language branches `rtvla explain` runs (keyframe contexts: logits + greedy sentence).
-    for s in ROWS.iter().filter_map(|(_, stem)| *stem).chain(LANGUAGE) {
+    for s in ROWS.iter().filter_map(|(_, _, stem)| *stem).chain(LANGUAGE) {
         let j = work.join(format!("check-{s}.json"));
         let status = Command::new(&bin)
             .arg("model")
@@ -177,8 +188,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
     };
     let mut pending: Vec<(String, Command)> = Vec::new();
     let mut reused = Vec::new();
-    for (label, stem) in ROWS {
-        let key = stem.unwrap_or("expert");
+    for (label, key, stem) in ROWS {
         if !o.reuse_driving {
             let _ = std::fs::remove_file(work.join(format!("ds-{key}.json")));
         }
@@ -201,7 +211,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
             .arg("--json")
             .arg(work.join(format!("ds-{key}.json")));
         match stem {
-            None => c.args(["--policy", "expert"]),
+            None => c.args(["--policy", key]),
             Some(s) => c.args(["--policy", "model", "--model"]).arg(models.join(format!("{s}.toml"))),
         };
         c.env("RUST_LOG", "warn");
@@ -211,8 +221,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
 
     // ------------------------------------------------------------------ assemble
     let mut rows = Vec::new();
-    for (label, stem) in ROWS {
-        let key = stem.unwrap_or("expert");
+    for (label, key, stem) in ROWS {
         let ds_path = work.join(format!("ds-{key}.json"));
         let ds = if ds_path.exists() { read_json(&ds_path)? } else { json!({}) };
         // Both teacher rows are one model: its commentary is the one it writes before its waypoints.
@@ -220,6 +229,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         rows.push(json!({
             "row": label,
             "model": stem,
+            "policy": key,
             "driving_score": ds["driving_score"],
             "route_completion": ds["route_completion"],
             "success_rate": ds["success_rate"],
@@ -273,6 +283,8 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         "tract_vs_ort_int8": ratio(tract_ms("student_int8"), ort("student_int8")),
         "ort_quantized_speedup": ratio(ort("student"), ort("student_int8")),
         "ort_teacher_student_ratio": ratio(ort("teacher"), ort("student")),
+        "paired": PAIRS.iter().map(|(label, a, b)| Ok((label.to_string(), paired(&work, a, b)?)))
+            .collect::<Result<serde_json::Map<_, _>>>()?,
     });
     let out = json!({
         "measured_utc": utc_now(),
@@ -288,6 +300,7 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
         "tract_bench_warm": tract_warm,
         "driving_reused": reused,
         "language_parity": LANGUAGE.iter().map(|s| (s.to_string(), parity[*s].clone())).collect::<serde_json::Map<_, _>>(),
+        "closed_loop": read_json(&models.join("closedloop.json")).unwrap_or(Value::Null),
         "wall_s": t0.elapsed().as_secs_f64(),
     });
     let out_path = root.join(&o.out);
@@ -297,6 +310,44 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
     update_card(&root.join(&o.card), &table)?;
     eprintln!("wrote {} and the table in {}", out_path.display(), o.card.display());
     Ok(())
+}
+
+/// Per-run driving scores of `target/eval/ds-<key>.json`, by (scenario, seed).
+fn run_scores(work: &Path, key: &str) -> Result<Vec<((String, u64), f64)>> {
+    let p = work.join(format!("ds-{key}.json"));
+    if !p.exists() {
+        return Ok(vec![]);
+    }
+    Ok(read_json(&p)?["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| Some(((r["scenario"].as_str()?.to_string(), r["seed"].as_u64()?), r["score"].as_f64()?)))
+        .collect())
+}
+
+/// a − b over the runs both drove: mean, its standard error, and how many runs a was ahead / behind. One seed of a
+/// scenario is the same world for every policy, so the pairs remove most of the scenario-to-scenario spread that
+/// dominates two unpaired means.
+fn paired(work: &Path, a: &str, b: &str) -> Result<Value> {
+    let bs = run_scores(work, b)?;
+    let d: Vec<f64> = run_scores(work, a)?
+        .iter()
+        .filter_map(|(k, x)| bs.iter().find(|(kb, _)| kb == k).map(|(_, y)| x - y))
+        .collect();
+    if d.is_empty() {
+        return Ok(Value::Null);
+    }
+    let n = d.len() as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let var = if d.len() > 1 { d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { f64::NAN };
+    Ok(json!({
+        "runs": d.len(),
+        "mean": mean,
+        "standard_error": (var / n).sqrt(),
+        "ahead": d.iter().filter(|x| **x > 0.05).count(),
+        "behind": d.iter().filter(|x| **x < -0.05).count(),
+    }))
 }
 
 /// Run labelled commands, at most `jobs` at once; fail after all finished if any failed.
@@ -406,6 +457,8 @@ pub fn render_table(out: &Value) -> String {
         pct(&ablation["commentary_action"]),
         pct(&ablation["commentary_object"]),
     );
+    s += &paired_line(&sm["paired"]);
+    s += &closed_loop_section(&out["closed_loop"]);
     if let Some(r) = out["driving_reused"].as_array().filter(|r| !r.is_empty()) {
         let names: Vec<&str> = r.iter().filter_map(|x| x.as_str()).collect();
         s += &format!(
@@ -432,6 +485,70 @@ pub fn render_table(out: &Value) -> String {
         out["teacher_lang_held_out_seeds"],
         out["commentary_frames"],
     );
+    s
+}
+
+/// "Paired on the same runs: student − teacher +1.2 ± 0.8 DS (48 runs, ahead in 10, behind in 7); …"
+fn paired_line(p: &Value) -> String {
+    let parts: Vec<String> = p
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| {
+            format!(
+                "{k} {} ± {} DS ({} runs, ahead in {}, behind in {})",
+                v["mean"].as_f64().map_or("—".into(), |x| format!("{x:+.1}")),
+                fmt_num(&v["standard_error"], 1.0, 1, ""),
+                v["runs"],
+                v["ahead"],
+                v["behind"]
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Paired on the same runs (mean difference ± standard error; a run counts as ahead or behind when the scores \
+         differ by more than 0.05): {}.\n",
+        parts.join("; ")
+    )
+}
+
+/// The closed-loop rounds the bundled models came from (`closedloop.json` of the training run, copied beside the
+/// models by the export): held-out DS per round, β, on-policy frames, and what each round cost.
+fn closed_loop_section(cl: &Value) -> String {
+    let mut s = String::new();
+    for (kind, title) in [
+        ("teacher", "teacher, DAgger (the expert labels)"),
+        ("student", "student, on-policy distillation (the teacher labels)"),
+    ] {
+        let Some(rounds) = cl[kind].as_array().filter(|r| !r.is_empty()) else { continue };
+        let kept = cl[format!("{kind}_best_round")].as_u64();
+        s += &format!(
+            "\nClosed-loop rounds, {title} (round 0 = trained offline; DS over each round's {} held-out runs, seeds \
+             disjoint from the table's; kept: round {}):\n\n| round | DS | route compl. | β | frames driven | \
+             aggregate | minutes (rollout + learning + evaluation) |\n|---|---|---|---|---|---|---|\n",
+            rounds[0]["runs"],
+            kept.map_or("?".into(), |k| k.to_string()),
+        );
+        for r in rounds {
+            s += &format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                r["round"],
+                fmt_num(&r["driving_score"], 1.0, 1, ""),
+                fmt_num(&r["route_completion"], 100.0, 1, " %"),
+                fmt_num(&r["beta"], 1.0, 2, ""),
+                r["rollout_frames"].as_u64().map_or("—".into(), |x| x.to_string()),
+                r["aggregate_frames"].as_u64().map_or("—".into(), |x| x.to_string()),
+                fmt_num(&r["minutes"], 1.0, 1, ""),
+            );
+        }
+    }
+    if !s.is_empty() {
+        s += "\n![held-out DS per closed-loop round](student/ds_rounds.svg)\n\n";
+    }
     s
 }
 
@@ -474,4 +591,47 @@ pub(crate) fn machine() -> String {
     let isa: Vec<&str> =
         ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"].into_iter().filter(|f| flags.contains(f)).collect();
     format!("{cpu}, {cores} cores, {}", isa.join("+"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_runs(dir: &Path, key: &str, runs: &[(&str, u64, f64)]) {
+        let runs: Vec<Value> =
+            runs.iter().map(|(s, seed, score)| json!({"scenario": s, "seed": seed, "score": score})).collect();
+        std::fs::write(dir.join(format!("ds-{key}.json")), json!({ "runs": runs }).to_string()).unwrap();
+    }
+
+    #[test]
+    fn paired_compares_only_the_runs_both_drove() {
+        let dir = std::env::temp_dir().join(format!("xtask-paired-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_runs(&dir, "a", &[("lane_keep", 1, 100.0), ("lane_keep", 2, 60.0), ("red_light", 1, 70.0)]);
+        write_runs(&dir, "b", &[("lane_keep", 1, 90.0), ("lane_keep", 2, 60.0), ("cut_in", 1, 0.0)]);
+        let p = paired(&dir, "a", "b").unwrap();
+        assert_eq!(p["runs"], 2, "{p}");
+        assert!((p["mean"].as_f64().unwrap() - 5.0).abs() < 1e-9, "{p}");
+        assert!((p["standard_error"].as_f64().unwrap() - 5.0).abs() < 1e-9, "{p}");
+        assert_eq!((p["ahead"].as_u64(), p["behind"].as_u64()), (Some(1), Some(0)));
+        assert!(paired(&dir, "a", "missing").unwrap().is_null());
+        let line = paired_line(&json!({ "a − b": p }));
+        assert!(line.contains("a − b +5.0 ± 5.0 DS (2 runs, ahead in 1, behind in 0)"), "{line}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn closed_loop_rounds_become_a_table_per_arm() {
+        let cl = json!({
+            "teacher": [{"round": 0, "driving_score": 60.0, "route_completion": 0.9, "runs": 24},
+                        {"round": 1, "driving_score": 70.5, "route_completion": 0.95, "beta": 0.5,
+                         "rollout_frames": 2000, "aggregate_frames": 26000, "minutes": 12.25}],
+            "teacher_best_round": 1,
+        });
+        let s = closed_loop_section(&cl);
+        assert!(s.contains("teacher, DAgger") && s.contains("kept: round 1"), "{s}");
+        assert!(s.contains("| 1 | 70.5 | 95.0 % | 0.50 | 2000 | 26000 | 12.2 |"), "{s}");
+        assert!(!s.contains("on-policy distillation"), "{s}");
+        assert!(closed_loop_section(&Value::Null).is_empty());
+    }
 }
