@@ -275,7 +275,7 @@ def dagger_teacher(teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla:
         tr = aggregate_indices(base_tr, agg, cfg["onpolicy_frac"])
         timing = train_teacher(teacher, agg, tr, va, d, dict(
             steps=cfg["dagger_steps"], batch=cfg["batch"], lr=cfg["dagger_lr"], eval_every=cfg["eval_every"],
-            ckpt_every=cfg["ckpt_every"], start_boost=cfg["start_boost"], seed=100 + r))
+            ckpt_every=cfg["ckpt_every"], start_boost=cfg["start_boost"], seed=100 + r, wp_loss=cfg["wp_loss"]))
         ckpts.append(os.path.join(d, "teacher.pt"))
         teacher.eval()
         return {"aggregate_frames": len(agg), "train_s": round(timing["elapsed_s"], 1)}
@@ -323,7 +323,8 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
             cache["has"] = torch.cat([t.get("has", torch.ones(len(t["path"]))) for t in targets])
         timing = train_student_driving(student, teacher, agg, tr, va, d, dict(
             steps=cfg["onpolicy_steps"], batch=cfg["batch"], lr=cfg["onpolicy_lr"], eval_every=cfg["eval_every"],
-            ckpt_every=cfg["ckpt_every"], seed=200 + r), name="student_s1", cached=cache, heads=heads)
+            ckpt_every=cfg["ckpt_every"], seed=200 + r, wp_loss=cfg["wp_loss"],
+            start_boost=cfg["student_start_boost"]), name="student_s1", cached=cache, heads=heads)
         ckpts.append(os.path.join(d, "student_s1.pt"))
         return {"teacher_commentary_matches_expert_template": round(agree, 3), "aggregate_frames": len(agg),
                 "train_s": round(timing["elapsed_s"], 1)}

@@ -33,7 +33,7 @@ from distill import (language_context, load_ckpt, teacher_config_of, train_stude
                      commentary_metrics, eval_driving, eval_teacher)
 from export import (TeacherLanguageInTheLoop, TeacherVisionOnly, derive_f16, export_driving, export_language,  # noqa: E402
                     ort_latency, quantize_driving, raw_val_frames)
-from student import Student  # noqa: E402
+from student import STUDENT_SIZES, Student  # noqa: E402
 from teacher import Teacher  # noqa: E402
 import closedloop as cl  # noqa: E402
 from distill import DistillHeads, cache_teacher_targets, save_ckpt  # noqa: E402
@@ -47,7 +47,13 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    round_eval_scenarios="held-out", round_eval_seeds="1000100..1000102", patience=1, min_gain=0.0,
                    # "teacher": the teacher's targets on every offline frame (a teacher pass over them, cached);
                    # "none": offline frames keep the expert's ground truth only (stage 1 is then the ablation's)
-                   onpolicy_base_targets="teacher")
+                   onpolicy_base_targets="teacher",
+                   # the students' driving-branch size (student.STUDENT_SIZES): both arms get the same
+                   student_size="s43k",
+                   # waypoint loss of every stage that regresses waypoints (distill.wp_loss: "l2" or "l1")
+                   wp_loss="l2",
+                   # start-from-rest frames repeated this many times in the students' stage 1 (the teacher: START_BOOST)
+                   student_start_boost=1)
 
 PRESETS = {
     # CI smoke: tiny data, a few steps per stage, one tiny closed-loop round of each kind; checks the pipeline end to
@@ -65,6 +71,16 @@ PRESETS = {
                             lr_student=1e-3, val_limit=256, dagger_rounds=2, dagger_frames=1600, dagger_steps=150,
                             onpolicy_rounds=3, onpolicy_frames=2000, onpolicy_steps=300,
                             round_eval_seeds="1000100..1000101"),
+    # The closed-loop run of 2026-11-30 (issue 22): the bundled teacher as round 0 of DAgger (--init-teacher
+    # models/student/teacher.pt: its 1 600 offline steps are not repeated), 3 DAgger rounds of 2 000 rollout frames,
+    # the 147 k student, smooth-L1 waypoints, 3 on-policy rounds labelled by the kept teacher; rounds measured on 24
+    # held-out runs each.
+    "closedloop": dict(CLOSED_LOOP, frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600,
+                       s1_steps=1500, s2_steps=1000, eval_every=500, ckpt_every=50, lr_teacher=5e-4,
+                       lr_student=1e-3, val_limit=256, dagger_rounds=3, dagger_frames=2000, dagger_steps=300,
+                       onpolicy_rounds=3, onpolicy_frames=2000, onpolicy_steps=600, patience=2,
+                       round_eval_seeds="1000100..1000102", wp_loss="l1", student_size="p4-147k",
+                       student_start_boost=3),
     # A medium run (~35 min at the rates measured on this loaded 2-core machine) to see the losses move.
     "medium": dict(CLOSED_LOOP, frames=4000, seeds="0..2000", every=4, batch=32, teacher_steps=80, s1_steps=50, s2_steps=20,
                    eval_every=40, ckpt_every=10, lr_teacher=5e-4, lr_student=1e-3, val_limit=128,
@@ -278,7 +294,7 @@ def main() -> None:
 
     def stage_cfg(steps, lr, **extra):
         return {"steps": steps, "batch": cfg["batch"], "lr": lr, "eval_every": cfg["eval_every"],
-                "ckpt_every": cfg["ckpt_every"], **extra}
+                "ckpt_every": cfg["ckpt_every"], "wp_loss": cfg["wp_loss"], **extra}
 
     # 2. teacher (a reused checkpoint is rebuilt with the config it was trained with)
     if a.init_teacher and not os.path.exists(os.path.join(run_dir, "teacher.pt")):
@@ -303,7 +319,7 @@ def main() -> None:
         teacher_tag = f"_dagger{cl.load_state(run_dir)['teacher_best_round']}"
         teacher.eval()
     # 3. distilled student: stage 1 driving (offline), on-policy rounds, stage 2 language (driving frozen)
-    student = Student()
+    student = Student(driving=STUDENT_SIZES[cfg["student_size"]])
     heads = DistillHeads(student.driving.cfg["feat_dim"], student.driving.cfg["dim"], teacher.dim)
     base_targets = None
     if cfg["onpolicy_rounds"] > 0 and cfg["onpolicy_base_targets"] == "none":
@@ -312,7 +328,8 @@ def main() -> None:
         base_targets = cl.cached(os.path.join(run_dir, f"teacher_targets{teacher_tag}.pt"),
                                  lambda: cache_teacher_targets(teacher, data))
     timings["student_s1"] = train_student_driving(student, teacher, data, tr, va, run_dir,
-                                                  stage_cfg(cfg["s1_steps"], cfg["lr_student"]), name="student_s1",
+                                                  stage_cfg(cfg["s1_steps"], cfg["lr_student"],
+                                                            start_boost=cfg["student_start_boost"]), name="student_s1",
                                                   cached=base_targets, heads=heads)
     lang_data, lang_tr = data, tr
     if cfg["onpolicy_rounds"] > 0:
@@ -334,9 +351,10 @@ def main() -> None:
     # 4. ablation: same student, ground truth only, the expert's offline data, as many steps as the distilled arm's
     # offline + on-policy stage 1 (same compute)
     torch.manual_seed(0)
-    ablation = Student()
+    ablation = Student(driving=STUDENT_SIZES[cfg["student_size"]])
     timings["ablation_s1"] = train_student_driving(ablation, None, data, tr, va, run_dir,
-                                                   stage_cfg(cl.ablation_steps(cfg), cfg["lr_student"]),
+                                                   stage_cfg(cl.ablation_steps(cfg), cfg["lr_student"],
+                                                             start_boost=cfg["student_start_boost"]),
                                                    name="ablation_s1")
     timings["ablation_s2"] = train_student_language(ablation, None, data, tr, va, run_dir,
                                                     stage_cfg(cfg["s2_steps"], cfg["lr_student"]), name="ablation_s2")
@@ -352,6 +370,9 @@ def main() -> None:
     t0 = time.time()
     exp = os.path.join(run_dir, "export")
     timings.update(export_all(exp, data, tr, va, teacher, student, ablation, cfg, preset, timings, val))
+    for f in (cl.STATE, "ds_rounds.svg"):  # the rounds the bundle came from: `cargo xtask eval` puts them in the card
+        if os.path.exists(os.path.join(run_dir, f)):
+            shutil.copy(os.path.join(run_dir, f), os.path.join(exp, f))
     timings["export_s"] = time.time() - t0
     if a.export_to:  # e.g. models/student: the bundle the boards and `cargo xtask eval` use
         os.makedirs(a.export_to, exist_ok=True)

@@ -236,6 +236,18 @@ class StudentLanguage(nn.Module):
         return torch.cat(out, dim=1)
 
 
+# Driving-branch sizes (issue 22: use the latency budget). "s43k" is StudentDriving's default (the 2026-11-26 sweep:
+# ~5.7 M MACs). "p4-147k" sees the image at stride 4 before it pools (small and far objects are a few pixels at 256 x
+# 128), keeps the 64-d features the language branch and the snapshots read, and decodes with two 64-wide blocks whose
+# queries also attend to each other: ~2.4x the MACs, inside a Raspberry Pi 5's 17 M-MAC budget from the ARM cost
+# ledger (models/MODEL_CARD.md), over a Jetson Orin Nano's 8.6 M.
+STUDENT_SIZES = {
+    "s43k": {},
+    "p4-147k": dict(widths=(24, 48, 64), stem="patch4", res=(False, False), dim=64, depth=2, heads=2,
+                    query_self_attn=True, mlp_ratio=2),
+}
+
+
 class Student(nn.Module):
     def __init__(self, driving: dict | None = None, language: dict | None = None) -> None:
         super().__init__()

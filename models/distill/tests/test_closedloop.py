@@ -130,7 +130,8 @@ def test_ablation_gets_the_distilled_arms_steps():
     assert cl.ablation_steps({"s1_steps": 600}) == 600
 
 
-def test_stage1_teacher_terms_only_on_frames_the_teacher_labelled(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("kind", ["l2", "l1"])
+def test_stage1_teacher_terms_only_on_frames_the_teacher_labelled(tiny_dataset, tmp_path, kind):
     """`has` in the cached targets: 1 everywhere = the plain cached loss; 0 everywhere = no teacher term at all (the
     offline frames of `onpolicy_base_targets = "none"`)."""
     import csv
@@ -148,7 +149,7 @@ def test_stage1_teacher_terms_only_on_frames_the_teacher_labelled(tiny_dataset, 
         s = Student()
         out = tmp_path / name
         out.mkdir()
-        cfg = {"steps": 1, "batch": 4, "lr": 1e-3, "eval_every": 10**9, "ckpt_every": 10**9}
+        cfg = {"steps": 1, "batch": 4, "lr": 1e-3, "eval_every": 10**9, "ckpt_every": 10**9, "wp_loss": kind}
         train_student_driving(s, t, data, np.arange(n), np.arange(4), str(out), cfg, cached=c)
         with open(out / "student_s1.csv") as f:
             rows.append({k: float(v) for k, v in next(csv.DictReader(f)).items() if k in ("gt", "teacher_wp", "feat",

@@ -9,7 +9,7 @@ import torch
 from data import BOS, EOS, TEMPLATES, UNK, VOCAB, DrivingData, normalise_batch, oversample_starts
 from distill import text_io, train_student_driving
 from export import export_driving, export_language
-from student import Student
+from student import STUDENT_SIZES, Student
 from teacher import Teacher
 
 SMALL_TEACHER = dict(dim=64, depth=2, heads=2, dec_depth=1)
@@ -84,10 +84,30 @@ def test_model_shapes():
 OLD_BLOCK = dict(proj=True, query_self_attn=True, mlp_ratio=4)
 
 
+def test_l1_waypoint_loss_keeps_the_majority_answer_where_l2_averages():
+    """Two answers for one input (wait: 0 m, go: 10 m; wait twice as often): the plan that minimises squared error is
+    their mean, 3.3 m -- a start too slow for the controller -- while smooth L1 keeps the majority's 0 m."""
+    from distill import wp_loss
+    tgt = torch.tensor([0.0, 0.0, 10.0]).view(3, 1, 1).expand(3, 10, 2)
+    best = {}
+    for kind in ("l2", "l1"):
+        x = torch.zeros(1, 1, 1, requires_grad=True)
+        opt = torch.optim.Adam([x], lr=0.05)
+        for _ in range(600):
+            opt.zero_grad()
+            p = x.expand(3, 10, 2)
+            wp_loss(p, p, tgt, tgt, kind).backward()
+            opt.step()
+        best[kind] = float(x)
+    assert best["l2"] == pytest.approx(10 / 3, abs=0.1)
+    assert abs(best["l1"]) < 0.3
+
+
 @pytest.mark.parametrize("cfg", [{}, dict(OLD_BLOCK, widths=(24, 32, 64, 96), stem="conv", res=None, dim=96, heads=4, depth=2),
                                  dict(OLD_BLOCK, widths=(32, 48), heads=2),
                                  dict(OLD_BLOCK, widths=(16, 32, 48), stem="patch4", res=(False, True), dim=64, depth=1),
-                                 dict(widths=(64,), stem="patch16", res=())])
+                                 dict(widths=(64,), stem="patch16", res=()),
+                                 *STUDENT_SIZES.values()])
 def test_student_encoders_keep_the_runtime_contract(cfg):
     """Every encoder variant (default patch8 without projection, the first-2026-11-26 patch8, the 2026-11-25 CNN,
     patch4, patch16) has stride 16 and [B, 32, 64] features."""
