@@ -317,7 +317,7 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
         parts.append(with_teacher_labels(part, lab))
         targets.append({k: lab[k] for k in ("path", "speed_wps", "feat", "query")})
         agg = ConcatData(parts)
-        tr = aggregate_indices(base_tr, agg, cfg["onpolicy_frac"])
+        tr = aggregate_indices(base_tr, agg, cfg["student_onpolicy_frac"])
         cache = {k: torch.cat([t[k] for t in targets]) for k in ("path", "speed_wps", "feat", "query")}
         if any("has" in t for t in targets):
             cache["has"] = torch.cat([t.get("has", torch.ones(len(t["path"]))) for t in targets])
@@ -336,7 +336,7 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
     if best != len(rounds) - 1:
         load_ckpt(ckpts[best], {"driving": student.driving, "heads": heads})
     agg = ConcatData(parts[: best + 1])  # stage 2 reads the drives up to the kept round
-    return rounds, agg, aggregate_indices(base_tr, agg, cfg["onpolicy_frac"])
+    return rounds, agg, aggregate_indices(base_tr, agg, cfg["student_onpolicy_frac"])
 
 
 def _decode_all(tokens) -> list[str]:

@@ -43,7 +43,8 @@ from distill import DistillHeads, cache_teacher_targets, save_ckpt  # noqa: E402
 # student); each round's held-out DS on round_eval_seeds, disjoint from `cargo xtask eval`'s 1 000 000..1 000 004.
 CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger_lr=2e-4, dagger_beta0=0.5,
                    beta_decay=0.5, onpolicy_rounds=4, onpolicy_frames=4000, onpolicy_steps=300, onpolicy_lr=5e-4,
-                   student_beta0=0.0, onpolicy_frac=0.5, rollout_every=5, rollout_seed0=30000,
+                   student_beta0=0.0, onpolicy_frac=0.5, student_onpolicy_frac=0.5, rollout_every=5,
+                   rollout_seed0=30000,
                    round_eval_scenarios="held-out", round_eval_seeds="1000100..1000102", patience=1, min_gain=0.0,
                    # "teacher": the teacher's targets on every offline frame (a teacher pass over them, cached);
                    # "none": offline frames keep the expert's ground truth only (stage 1 is then the ablation's)
@@ -76,11 +77,12 @@ PRESETS = {
     # the 147 k student, smooth-L1 waypoints, 3 on-policy rounds labelled by the kept teacher; rounds measured on 24
     # held-out runs each.
     "closedloop": dict(CLOSED_LOOP, frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600,
-                       s1_steps=1500, s2_steps=1000, eval_every=500, ckpt_every=50, lr_teacher=5e-4,
+                       s1_steps=1500, eval_every=500, ckpt_every=50, lr_teacher=5e-4,
                        lr_student=1e-3, val_limit=256, dagger_rounds=3, dagger_frames=2000, dagger_steps=300,
                        onpolicy_rounds=3, onpolicy_frames=2000, onpolicy_steps=600, patience=2,
                        round_eval_seeds="1000100..1000102", wp_loss="l1", student_size="p4-147k",
-                       student_start_boost=3),
+                       student_start_boost=3, s2_steps=600, onpolicy_base_targets="none",
+                       student_onpolicy_frac=0.2, onpolicy_lr=2e-4),
     # A medium run (~35 min at the rates measured on this loaded 2-core machine) to see the losses move.
     "medium": dict(CLOSED_LOOP, frames=4000, seeds="0..2000", every=4, batch=32, teacher_steps=80, s1_steps=50, s2_steps=20,
                    eval_every=40, ckpt_every=10, lr_teacher=5e-4, lr_student=1e-3, val_limit=128,
