@@ -323,8 +323,9 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
             cache["has"] = torch.cat([t.get("has", torch.ones(len(t["path"]))) for t in targets])
         timing = train_student_driving(student, teacher, agg, tr, va, d, dict(
             steps=cfg["onpolicy_steps"], batch=cfg["batch"], lr=cfg["onpolicy_lr"], eval_every=cfg["eval_every"],
-            ckpt_every=cfg["ckpt_every"], seed=200 + r, wp_loss=cfg["wp_loss"],
-            start_boost=cfg["student_start_boost"]), name="student_s1", cached=cache, heads=heads)
+            ckpt_every=cfg["ckpt_every"], seed=200 + r, wp_loss=cfg["wp_loss"]), name="student_s1", cached=cache,
+            heads=heads)  # no start-from-rest boost here: a drive stuck at rest records hundreds of such frames
+            # already, and tripling them cost 5.6 DS in a one-round A/B (README, closed-loop training, second run)
         ckpts.append(os.path.join(d, "student_s1.pt"))
         return {"teacher_commentary_matches_expert_template": round(agree, 3), "aggregate_frames": len(agg),
                 "train_s": round(timing["elapsed_s"], 1)}
