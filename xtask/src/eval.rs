@@ -57,6 +57,10 @@ pub struct EvalOptions {
     /// file is older than them: for a re-measure after only the language branches changed (saves ~40 minutes).
     #[arg(long)]
     pub reuse_driving: bool,
+    /// Only rewrite the card's generated block from the existing models/eval.json (and the bundle's
+    /// closedloop.json), measuring nothing: after a change to how the card is written.
+    #[arg(long)]
+    pub card_only: bool,
 }
 
 /// The rows of the table, in order: (row label, key of its results, manifest stem; None for a built-in policy of
@@ -84,6 +88,13 @@ const HELD_OUT_FIRST_SEED: u64 = 1_000_000;
 const LANGUAGE: [&str; 2] = ["language", "language_nodistill"];
 
 pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
+    if o.card_only {
+        let mut out = read_json(&root.join(&o.out))?;
+        out["closed_loop"] = read_json(&root.join(&o.models).join("closedloop.json")).unwrap_or(Value::Null);
+        update_card(&root.join(&o.card), &render_table(&out))?;
+        eprintln!("rewrote the generated block of {} from {}", o.card.display(), o.out.display());
+        return Ok(());
+    }
     let bin = release_bin(root);
     if !bin.exists() {
         step("building the release binary");
@@ -534,8 +545,11 @@ fn closed_loop_section(cl: &Value) -> String {
             kept.map_or("?".into(), |k| k.to_string()),
         );
         for r in rounds {
+            // A rollout reused after the run was killed and resumed was not timed in that run: say so instead of
+            // counting it as 0 minutes.
+            let untimed = r["round"].as_u64() > Some(0) && r["rollout_s"].as_f64().is_none_or(|x| x < 1.0);
             s += &format!(
-                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {}{} |\n",
                 r["round"],
                 fmt_num(&r["driving_score"], 1.0, 1, ""),
                 fmt_num(&r["route_completion"], 100.0, 1, " %"),
@@ -543,6 +557,7 @@ fn closed_loop_section(cl: &Value) -> String {
                 r["rollout_frames"].as_u64().map_or("—".into(), |x| x.to_string()),
                 r["aggregate_frames"].as_u64().map_or("—".into(), |x| x.to_string()),
                 fmt_num(&r["minutes"], 1.0, 1, ""),
+                if untimed { " + rollout (not timed: reused after a restart)" } else { "" },
             );
         }
     }
@@ -625,12 +640,14 @@ mod tests {
         let cl = json!({
             "teacher": [{"round": 0, "driving_score": 60.0, "route_completion": 0.9, "runs": 24},
                         {"round": 1, "driving_score": 70.5, "route_completion": 0.95, "beta": 0.5,
-                         "rollout_frames": 2000, "aggregate_frames": 26000, "minutes": 12.25}],
+                         "rollout_frames": 2000, "aggregate_frames": 26000, "minutes": 12.25, "rollout_s": 0.0},
+                        {"round": 2, "driving_score": 71.0, "rollout_s": 300.0, "minutes": 17.0}],
             "teacher_best_round": 1,
         });
         let s = closed_loop_section(&cl);
         assert!(s.contains("teacher, DAgger") && s.contains("kept: round 1"), "{s}");
-        assert!(s.contains("| 1 | 70.5 | 95.0 % | 0.50 | 2000 | 26000 | 12.2 |"), "{s}");
+        assert!(s.contains("| 1 | 70.5 | 95.0 % | 0.50 | 2000 | 26000 | 12.2 + rollout (not timed"), "{s}");
+        assert!(s.contains("| 17.0 |"), "{s}");
         assert!(!s.contains("on-policy distillation"), "{s}");
         assert!(closed_loop_section(&Value::Null).is_empty());
     }
