@@ -41,16 +41,20 @@ def kept_teacher(run_dir: str) -> Teacher:
     return t.eval()
 
 
+def stage1(cfg: dict, seed: int, steps: int) -> dict:
+    """Stage-1 settings of either arm, as pipeline.py's: the seed sets the batch order."""
+    return {"steps": steps, "batch": cfg["batch"], "lr": cfg["lr_student"], "seed": 1 + seed, "eval_every": 10**9,
+            "ckpt_every": cfg["ckpt_every"], "wp_loss": cfg["wp_loss"], "start_boost": cfg["student_start_boost"]}
+
+
 def distilled_arm(seed: int, cfg: dict, data, tr, va, teacher, out: str, rtvla: str) -> str:
     """Stage 1 + on-policy rounds for one seed under `out`; returns the kept round's exported manifest."""
     torch.manual_seed(seed)
     st = Student(driving=STUDENT_SIZES[cfg["student_size"]])
     heads = DistillHeads(st.driving.cfg["feat_dim"], st.driving.cfg["dim"], teacher.dim)
     base = cl.no_teacher_targets(len(data), teacher.dim)
-    stage = {"steps": cfg["s1_steps"], "batch": cfg["batch"], "lr": cfg["lr_student"], "seed": 1 + seed,
-             "eval_every": 10**9, "ckpt_every": cfg["ckpt_every"], "wp_loss": cfg["wp_loss"],
-             "start_boost": cfg["student_start_boost"]}
-    train_student_driving(st, teacher, data, tr, va, out, stage, name="student_s1", cached=base, heads=heads)
+    train_student_driving(st, teacher, data, tr, va, out, stage1(cfg, seed, cfg["s1_steps"]), name="student_s1",
+                          cached=base, heads=heads)
     seeded = dict(cfg, rollout_seed0=cfg["rollout_seed0"] + 7_000 * seed)  # each seed drives its own routes
     rounds, _, _ = cl.onpolicy_student(st, teacher, data, tr, va, out, rtvla, seeded, base, heads)
     best = cl.load_state(out)["student_best_round"]
@@ -60,10 +64,7 @@ def distilled_arm(seed: int, cfg: dict, data, tr, va, teacher, out: str, rtvla: 
 def ablation_arm(seed: int, cfg: dict, data, tr, va, out: str) -> str:
     torch.manual_seed(seed)
     st = Student(driving=STUDENT_SIZES[cfg["student_size"]])
-    stage = {"steps": cl.ablation_steps(cfg), "batch": cfg["batch"], "lr": cfg["lr_student"], "seed": 1 + seed,
-             "eval_every": 10**9, "ckpt_every": cfg["ckpt_every"], "wp_loss": cfg["wp_loss"],
-             "start_boost": cfg["student_start_boost"]}
-    train_student_driving(st, None, data, tr, va, out, stage, name="ablation_s1")
+    train_student_driving(st, None, data, tr, va, out, stage1(cfg, seed, cl.ablation_steps(cfg)), name="ablation_s1")
     return export_driving(st.driving, os.path.join(out, "export"), "student")["manifest"]
 
 
