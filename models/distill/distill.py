@@ -78,7 +78,7 @@ def wp_loss(path, speed_wps, tgt_path, tgt_speed, kind: str = "l2", reduce: bool
     answers for one picture -- wait or go at a standstill, stay in lane or go round -- squared error averages them
     into a plan neither would drive (a start too slow for the controller's 0.4 m/s brake threshold, a curve cut
     short), while the median keeps the more frequent one. Closed loop with the 147 k student (48 held-out runs):
-    outside-the-lanes 355 m with "l2", 15 m with "l1" (models/distill/README.md)."""
+    outside-the-lanes 355 m with "l2", 15 m with "l1" and start-from-rest oversampling (models/distill/README.md)."""
     return _wp_err(path, tgt_path, kind, reduce) + _wp_err(speed_wps, tgt_speed, kind, reduce)
 
 
