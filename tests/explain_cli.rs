@@ -14,9 +14,10 @@ fn rtvla() -> Command {
 fn explains_every_snapshot_of_a_drive() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    // Held-out pedestrian crossing: the bundled student comes close to the pedestrian (a near-miss snapshot).
+    // Held-out pedestrian crossing: the bundled student brakes hard for the pedestrian three times (snapshots with
+    // full windows; seed 1000001 wrote none once the closed-loop student of 2026-11-30 was bundled).
     let out = rtvla()
-        .args(["drive", "--quiet", "--fast", "--scenario", "pedestrian_crossing", "--seed", "1000001", "--store"])
+        .args(["drive", "--quiet", "--fast", "--scenario", "pedestrian_crossing", "--seed", "1000004", "--store"])
         .arg(&store)
         .output()
         .unwrap();
@@ -162,7 +163,7 @@ fn mcap_of_two_runs_keeps_every_tick_in_time_order() {
     let dir = tempfile::tempdir().unwrap();
     let drive = |store: &Path| {
         let out = rtvla()
-            .args(["drive", "--quiet", "--fast", "--scenario", "pedestrian_crossing", "--seed", "1000001", "--store"])
+            .args(["drive", "--quiet", "--fast", "--scenario", "pedestrian_crossing", "--seed", "1000004", "--store"])
             .arg(store)
             .output()
             .unwrap();
