@@ -257,19 +257,13 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
     }
     // The int8 student and the language-in-the-loop teacher drive subsets: the f32 student's score on exactly
     // those runs is the fair comparison.
-    let f32_runs = read_json(&work.join("ds-student.json"))?["runs"].as_array().cloned().unwrap_or_default();
+    // The f32 student must have driven (read_json fails loudly if not); its per-run scores, as `paired` reads them.
+    read_json(&work.join("ds-student.json"))?;
+    let f32_runs = run_scores(&work, "student")?;
     let student_ds_on = |stem: &str| -> Result<Value> {
-        let p = work.join(format!("ds-{stem}.json"));
-        let runs = if p.exists() { read_json(&p)?["runs"].as_array().cloned().unwrap_or_default() } else { vec![] };
-        let same: Vec<f64> = runs
-            .iter()
-            .filter_map(|q| {
-                f32_runs
-                    .iter()
-                    .find(|f| f["scenario"] == q["scenario"] && f["seed"] == q["seed"])
-                    .and_then(|f| f["score"].as_f64())
-            })
-            .collect();
+        let runs = run_scores(&work, stem)?;
+        let same: Vec<f64> =
+            runs.iter().filter_map(|(k, _)| f32_runs.iter().find(|(f, _)| f == k).map(|(_, score)| *score)).collect();
         Ok(if same.len() == runs.len() && !same.is_empty() {
             json!(same.iter().sum::<f64>() / same.len() as f64)
         } else {
