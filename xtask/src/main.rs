@@ -189,51 +189,57 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = project_root();
     std::env::set_current_dir(&root).with_context(|| format!("project root {}", root.display()))?;
-    match cli.task {
-        Task::Ci => ci(&root),
-        Task::Hil(o) => hil::hil(&root, &o),
-        Task::Deploy(o) => deploy::deploy(&root, &o),
+    let result = run_task(cli.task, &root);
+    clean_scratch(result.is_ok());
+    result
+}
+
+fn run_task(task: Task, root: &Path) -> Result<()> {
+    match task {
+        Task::Ci => ci(root),
+        Task::Hil(o) => hil::hil(root, &o),
+        Task::Deploy(o) => deploy::deploy(root, &o),
         Task::DeployTest { vm, vm_only } => {
             if !vm_only {
-                deploy_test::deploy_test(&root)?;
+                deploy_test::deploy_test(root)?;
             }
             if vm || vm_only {
-                deploy_vm::deploy_vm_test(&root)?;
+                deploy_vm::deploy_vm_test(root)?;
             }
             Ok(())
         }
         Task::Bench { quick, json, arm, update_baseline } => {
             let arm = arm.then_some(arm_ledger::ArmOptions { update_baseline, quick });
-            bench::bench(&root, quick, json, arm)
+            bench::bench(root, quick, json, arm)
         }
-        Task::Build { board } => cross::build(&root, &board).map(|_| ()),
+        Task::Build { board } => cross::build(root, &board).map(|_| ()),
         Task::Qemu { ticks, timeout_s, drive_only } => qemu::qemu(
-            &root,
+            root,
             &qemu::QemuOptions { ticks, timeout: std::time::Duration::from_secs(timeout_s), drive_only },
         ),
         Task::Powercut { cycles, fsync, max_cut_s, seed } => powercut::powercut(
-            &root,
-            &release_bin(&root),
+            root,
+            &release_bin(root),
             &powercut::PowercutOptions { cycles, fsync_never: fsync == "never", max_cut_s, seed, build: true },
         )
         .map(|_| ()),
         Task::Rss { ticks, policy, max_growth_kib, no_store } => {
-            rss::rss(&root, &rss::RssOptions { ticks, policy, build: true, max_growth_kib, no_store })
+            rss::rss(root, &rss::RssOptions { ticks, policy, build: true, max_growth_kib, no_store })
         }
         Task::Soak { minutes, trigger_every_s, stress, knobs, json } => {
-            soak::soak(&root, &soak::SoakOptions { minutes, trigger_every_s, stress, knobs, json })
+            soak::soak(root, &soak::SoakOptions { minutes, trigger_every_s, stress, knobs, json })
         }
-        Task::ColdStart { runs, json } => soak::cold_start(&root, runs, json.as_deref()),
-        Task::TestAarch64 => cross::test_aarch64(&root),
+        Task::ColdStart { runs, json } => soak::cold_start(root, runs, json.as_deref()),
+        Task::TestAarch64 => cross::test_aarch64(root),
         Task::ModelsCheck => {
             run(cargo().args(["build", "--release", "--package", "rtvla", "--bin", "rtvla"]))?;
-            models_check::host(&root, &release_bin(&root))?;
-            models_check::closed_loop_floor(&root, &release_bin(&root))
+            models_check::host(root, &release_bin(root))?;
+            models_check::closed_loop_floor(root, &release_bin(root))
         }
-        Task::Install { prefix } => install::install(&root, &prefix.map_or_else(install::default_prefix, Ok)?),
-        Task::Fixture => fixture(&root),
-        Task::Train { smoke, args } => train(&root, smoke, &args),
-        Task::Eval(o) => eval::eval(&root, &o),
+        Task::Install { prefix } => install::install(root, &prefix.map_or_else(install::default_prefix, Ok)?),
+        Task::Fixture => fixture(root),
+        Task::Train { smoke, args } => train(root, smoke, &args),
+        Task::Eval(o) => eval::eval(root, &o),
     }
 }
 
@@ -521,10 +527,32 @@ fn expect_exit2(root: &Path, args: &[&str], needle: &str) -> Result<()> {
     Ok(())
 }
 
+/// This process's scratch directory: VM images, deploy releases, stores and reports of the end-to-end checks
+/// (about 3 GiB after `cargo xtask ci`). [`clean_scratch`] removes it when the task succeeds.
 fn tempdir() -> Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("rtvla-xtask-{}", std::process::id()));
+    let d = scratch_path();
     std::fs::create_dir_all(&d)?;
     Ok(d)
+}
+
+fn scratch_path() -> PathBuf {
+    std::env::temp_dir().join(format!("rtvla-xtask-{}", std::process::id()))
+}
+
+/// Remove the scratch directory after a successful task, so that repeated CI runs do not fill the disk; after a
+/// failure keep it, and say where, because its logs and reports are what one reads next.
+fn clean_scratch(succeeded: bool) {
+    let d = scratch_path();
+    if !d.exists() {
+        return;
+    }
+    if succeeded {
+        if let Err(e) = std::fs::remove_dir_all(&d) {
+            eprintln!("warning: could not remove the scratch directory {}: {e}", d.display());
+        }
+    } else {
+        eprintln!("scratch directory kept for inspection: {}", d.display());
+    }
 }
 
 fn fixture(root: &Path) -> Result<()> {
