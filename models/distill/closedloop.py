@@ -221,8 +221,9 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
         if r < len(prev):  # a resumed run keeps the first measurement of each step's time
             row.update({k: prev[r][k] for k in ("rollout_s", "learn_s", "train_s", "eval_s") if k in prev[r]})
         if r > 0:  # what the round cost: rollout, learning (teacher labels + training) and evaluation (the evaluation
-            # overlaps the next rollout)
-            row["minutes"] = round((row["rollout_s"] + row.get("learn_s", row["train_s"]) + row["eval_s"]) / 60, 2)
+            # overlaps the next rollout); a rollout reused from an earlier session (rollout_s None) is not counted
+            spent = (row["rollout_s"] or 0.0) + row.get("learn_s", row["train_s"]) + row["eval_s"]
+            row["minutes"] = round(spent / 60, 2)
         rounds.append(row)
         state = load_state(run_dir)
         state[kind] = rounds
@@ -236,8 +237,9 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
         beta = beta_at(r, beta0, cfg["beta_decay"])
         seeds = f"{seed0 + 1000 * r}..{seed0 + 1000 * (r + 1)}"
         d = os.path.join(root, f"r{r}")
+        reused = os.path.exists(os.path.join(d, "data", "data_card.json"))
         card = rollout(rtvla, pol, os.path.join(d, "data"), frames, seeds, cfg["rollout_every"], beta)
-        rollout_s = time.time() - t0
+        rollout_s = None if reused else round(time.time() - t0, 1)  # None: driven in an earlier session, not timed
         finish(r - 1, pol, ev, extra)
         if not rising([x["driving_score"] for x in rounds], cfg["patience"], cfg["min_gain"]):
             print(f"[{kind} rounds] held-out DS stopped rising after round {r - 1}: stopping (round {r}'s rollout unused)")
@@ -247,7 +249,7 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
         info = learn(r, d)
         extra = dict(info, learn_s=round(time.time() - t1, 1), beta=beta, rollout_seeds=seeds, rollout_frames=card["frames"], rollout_ticks=card.get("ticks"),
                      rollout_model_ticks=card.get("model_ticks"), rollout_ds=card.get("expert_mean_driving_score"),
-                     rollout_s=round(rollout_s, 1))
+                     rollout_s=rollout_s)
         pol, ev = start(r)
     if ev is not None:
         finish(len(rounds), pol, ev, extra)

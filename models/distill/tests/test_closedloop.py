@@ -160,3 +160,28 @@ def test_stage1_teacher_terms_only_on_frames_the_teacher_labelled(tiny_dataset, 
     assert zeros["gt"] == pytest.approx(plain["gt"], rel=1e-4)
     assert zeros["teacher_wp"] == zeros["feat"] == zeros["query"] == 0.0
     assert plain["teacher_wp"] > 0 and plain["feat"] > 0
+
+
+def test_a_rollout_reused_from_an_earlier_session_is_recorded_as_not_timed(tmp_path, monkeypatch):
+    """A resumed run finds round 1's rollout on disk: its time was spent in a session that did not record it, so
+    closedloop.json says None (the model card prints "not timed"), not the ~0 s that reading it back took."""
+    class FakeEval:
+        def __init__(self, *a, **k):
+            pass
+
+        def result(self):
+            return {"driving_score": 50.0, "route_completion": 1.0, "runs": 2, "eval_wall_s": 3.0}
+
+    monkeypatch.setattr(cl, "Eval", FakeEval)
+    monkeypatch.setattr(cl, "rollout", lambda *a, **k: {"frames": 4})
+    os.makedirs(tmp_path / "dagger" / "r1" / "data")
+    (tmp_path / "dagger" / "r1" / "data" / "data_card.json").write_text("{}")
+    cfg = {"round_eval_scenarios": "lane_keep", "round_eval_seeds": "1..2", "beta_decay": 0.5, "rollout_every": 5,
+           "patience": 1, "min_gain": 0.0}
+    rounds = cl._rounds("teacher", str(tmp_path), "rtvla", cfg, n_rounds=2, beta0=0.5, seed0=0, frames=4,
+                        export=lambda out_dir, r: f"{out_dir}/p.toml", val_err=lambda: 0.1,
+                        learn=lambda r, d: {"train_s": 60.0})
+    assert [r["round"] for r in rounds] == [0, 1]  # DS flat after round 1: stops with patience 1
+    assert rounds[1]["rollout_s"] is None
+    assert rounds[1]["minutes"] == pytest.approx((rounds[1]["learn_s"] + 3.0) / 60, abs=0.01)
+    assert cl.load_state(str(tmp_path))["teacher"][1]["rollout_s"] is None
