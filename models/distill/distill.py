@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import PAD, VOCAB, DrivingData, batches, oversample_starts
+from data import PAD, VOCAB, DrivingData, batches, oversampled
 from layers import WP_SCALE
 from student import Student, StudentEncoder
 from teacher import Teacher
@@ -180,7 +180,7 @@ def language_context(drv, b: dict) -> tuple:
 def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: dict, name: str = "teacher") -> dict:
     rng = np.random.default_rng(cfg.get("seed", 0))
     gen = torch.Generator().manual_seed(cfg.get("seed", 0))
-    it = batches(oversample_starts(data, tr, cfg.get("start_boost", 1)), cfg["batch"], rng)
+    it = batches(oversampled(data, tr, cfg), cfg["batch"], rng)
 
     def step_fn(_):
         teacher.train()
@@ -253,7 +253,7 @@ def train_student_driving(student: Student, teacher: Teacher | None, data: Drivi
     a `has` entry (1/0 per frame) only the frames that have teacher targets get the teacher's terms.
     `heads`: the distillation projections to train (closed-loop rounds carry them from round to round); default new."""
     rng = np.random.default_rng(cfg.get("seed", 1))
-    it = batches(oversample_starts(data, tr, cfg.get("start_boost", 1)), cfg["batch"], rng)
+    it = batches(oversampled(data, tr, cfg), cfg["batch"], rng)
     drv = student.driving
     if heads is None and teacher is not None:
         heads = DistillHeads(drv.cfg["feat_dim"], drv.cfg["dim"], teacher.dim)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from data import BOS, EOS, TEMPLATES, UNK, VOCAB, DrivingData, normalise_batch, oversample_starts
+from data import (ACTIONS, BOS, EOS, TEMPLATES, UNK, VOCAB, DrivingData, normalise_batch, oversample_starts,
+                  oversampled)
 from distill import text_io, train_student_driving
 from export import export_driving, export_language
 from student import STUDENT_SIZES, Student
@@ -64,6 +65,17 @@ def test_oversample_starts_repeats_only_start_frames(tiny_dataset):
     counts = np.bincount(out, minlength=len(d))
     assert counts[1] == counts[2] == 3
     assert counts[3] == 1 and (np.delete(counts, [1, 2]) == 1).all()
+
+
+def test_oversampled_repeats_go_around_frames_on_top_of_starts(tiny_dataset):
+    d = DrivingData(tiny_dataset)
+    idx = np.arange(len(d))
+    d.speed[:] = 5.0
+    d.action[:] = ACTIONS.index("keep_speed")
+    d.action[[4, 5]] = ACTIONS.index("go_around")
+    assert (oversampled(d, idx, {}) == idx).all()
+    counts = np.bincount(oversampled(d, idx, {"start_boost": 3, "bypass_boost": 4}), minlength=len(d))
+    assert counts[4] == counts[5] == 4 and (np.delete(counts, [4, 5]) == 1).all()
 
 
 def test_model_shapes():

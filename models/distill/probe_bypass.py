@@ -1,0 +1,133 @@
+"""Why every model drives into the parked car (issue 22): is "go around" learnable from what a model sees?
+
+In parked_obstacle and obstacle_two_ways the expert leaves its lane to pass a parked car; every model of the
+2026-11-30 bundle (teacher, student, ablation) and the blind expert score the same 59.3 / 65.0 there, one static
+collision a run: 6.3 DS of the 48-run table. Three measurements:
+
+  counts   what the expert's labels say on frames with a car 5-35 m ahead that the expert does not follow at speed:
+           go around vs stop / wait / slow down behind it, per scenario
+  fit      open loop, a teacher checkpoint's lateral error at 10 m and 20 m ahead on go-around frames vs all others
+  finetune the teacher fine-tuned with the go-around frames repeated (data.oversample_bypass) on the offline frames +
+           DAgger rollouts; exports its vision-only driving graph for `rtvla sim eval`
+
+  python probe_bypass.py counts --data DATASET
+  python probe_bypass.py fit --data DATASET --teacher models/student/teacher.pt [--teacher OTHER.pt]
+  python probe_bypass.py finetune --data DATASET --teacher models/student/teacher.pt --rollouts R1 R2 R3 \\
+      --out DIR --boost 6 --steps 600
+"""
+import argparse
+import collections
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from data import ACTIONS, DrivingData  # noqa: E402
+from distill import eval_teacher, text_io, train_teacher  # noqa: E402
+from teacher import Teacher  # noqa: E402
+
+BEHIND = ("stop", "wait", "decelerate")
+
+
+def counts(data_dir: str) -> dict:
+    """(label, scenario) -> frames, for frames whose labelled object is 5-35 m ahead: go-around frames, and frames
+    where the expert stops, waits or slows behind a car. A camera frame of a parked car and of a stopped car in a
+    queue differ only in their lamps at night, so the two groups are one picture with two answers."""
+    c: collections.Counter = collections.Counter()
+    with open(os.path.join(data_dir, "index.jsonl")) as f:
+        for line in f:
+            r = json.loads(line)
+            d = r["object_dist"]
+            if d is None or not 5.0 <= d <= 35.0:
+                continue
+            if r["action"] == "go_around":
+                c[("go around", r["scenario"])] += 1
+            elif r["object"] == "car" and r["action"] in BEHIND:
+                c[(f"{r['action']} behind a car", r["scenario"])] += 1
+    return dict(sorted(c.items()))
+
+
+def load_teacher(path: str) -> Teacher:
+    t = torch.load(path, map_location="cpu", weights_only=False)
+    teacher = Teacher(**t["cfg"])
+    teacher.load_state_dict(t["state"])
+    return teacher.eval()
+
+
+@torch.no_grad()
+def lateral_errors(teacher: Teacher, data: DrivingData, idx: np.ndarray) -> dict:
+    """Mean |lateral| of the label and of the plan, and the mean absolute lateral error, 10 m and 20 m ahead
+    (path points 10 and 20), vision-only (empty commentary, as the teacher drives in the table)."""
+    pred, label = [], []
+    for i in range(0, len(idx), 64):
+        b = data.batch(idx[i:i + 64])
+        text_in, _ = text_io(b["tokens"])
+        text_in = text_in.clone()
+        text_in[:, 1:] = 0
+        pred.append(teacher(b["image"], b["speed"], b["target_points"], text_in)["path"].numpy())
+        label.append(b["path"].numpy())
+    p, y = np.concatenate(pred), np.concatenate(label)
+    out = {"frames": len(idx)}
+    for k in (10, 20):
+        out[f"label_abs_lat_{k}m"] = float(np.abs(y[:, k - 1, 1]).mean())
+        out[f"plan_abs_lat_{k}m"] = float(np.abs(p[:, k - 1, 1]).mean())
+        out[f"abs_err_lat_{k}m"] = float(np.abs(p[:, k - 1, 1] - y[:, k - 1, 1]).mean())
+    return out
+
+
+def fit(data_dir: str, teachers: list[str], n: int = 400) -> dict:
+    data = DrivingData(data_dir)
+    bypass = (data.action == ACTIONS.index("go_around")).numpy()
+    rng = np.random.default_rng(0)
+    groups = {"go_around": np.nonzero(bypass)[0], "other": np.nonzero(~bypass)[0]}
+    picks = {g: np.sort(rng.choice(ix, min(n, len(ix)), replace=False)) for g, ix in groups.items()}
+    return {t: {g: lateral_errors(load_teacher(t), data, ix) for g, ix in picks.items()} for t in teachers}
+
+
+def finetune(a) -> None:
+    from closedloop import ConcatData, aggregate_indices, export_policy
+    from export import TeacherVisionOnly
+    base = DrivingData(a.data)
+    tr, va = base.split()
+    agg = ConcatData([base] + [DrivingData(r) for r in a.rollouts])
+    teacher = load_teacher(a.teacher)
+    print(f"[finetune] validation waypoint error before: {eval_teacher(teacher, base, va):.3f} m")
+    train_teacher(teacher, agg, aggregate_indices(tr, agg, 0.5), va, a.out,
+                  dict(steps=a.steps, batch=32, lr=a.lr, eval_every=200, ckpt_every=50, start_boost=3,
+                       bypass_boost=a.boost, seed=7, wp_loss="l1"))
+    teacher.eval()
+    src = torch.load(a.teacher, map_location="cpu", weights_only=False)
+    torch.save({"cfg": dict(teacher.cfg), "state": teacher.state_dict(), "vocab": src.get("vocab")},
+               os.path.join(a.out, "teacher_full.pt"))
+    pol = export_policy(TeacherVisionOnly(teacher), os.path.join(a.out, "policy"), "teacher", "teacher",
+                        f"teacher fine-tuned with go-around frames x{a.boost} (probe_bypass.py)")
+    print(f"[finetune] {pol}: drive it with rtvla sim eval --policy model --model {pol}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["counts", "fit", "finetune"])
+    ap.add_argument("--data", required=True, help="an expert dataset directory (rtvla sim dataset)")
+    ap.add_argument("--teacher", action="append", default=[], help="teacher.pt (an export's)")
+    ap.add_argument("--rollouts", nargs="*", default=[], help="finetune: DAgger rollout dataset directories")
+    ap.add_argument("--out", help="finetune: output directory")
+    ap.add_argument("--boost", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    a = ap.parse_args()
+    if a.what == "counts":
+        for (label, scenario), k in counts(a.data).items():
+            print(f"{label:28s} {scenario:20s} {k:5d}")
+    elif a.what == "fit":
+        print(json.dumps(fit(a.data, a.teacher or ["models/student/teacher.pt"]), indent=2))
+    else:
+        if not a.out or len(a.teacher) != 1:
+            ap.error("finetune needs --out and one --teacher")
+        finetune(a)
+
+
+if __name__ == "__main__":
+    main()
