@@ -218,10 +218,10 @@ def oversample_starts(data: DrivingData, indices: np.ndarray, factor: int) -> np
 
 def oversample_bypass(data: DrivingData, indices: np.ndarray, factor: int) -> np.ndarray:
     """`indices` with every go-around frame (the expert's path leaves the lane to pass a parked car) repeated `factor`
-    times in all. They are 3.7 % of the offline frames, and on all the others the path follows the route's target
-    points: the 2026-11-30 teacher learned that shortcut (lateral error 0.19 m at 10 m on other frames, 0.87 m on its
-    own go-around training frames) and every model drove straight into the parked car of parked_obstacle and
-    obstacle_two_ways, 1 static collision a run."""
+    times in all; they are 3.7 % of the offline frames. Tried against the parked-car failure (every model drove into
+    it): at 6× the teacher still did not fit those frames, because a parked car and a stopped car in a queue are the
+    same picture with two answers (models/distill/README.md, "Why no model passes the parked car"). No preset sets
+    it; `probe_bypass.py finetune` reproduces the experiment."""
     if factor <= 1:
         return indices
     bypass = (data.action[indices] == ACTIONS.index("go_around")).numpy()
