@@ -90,11 +90,8 @@ def teacher_commentary(models: str, data: DrivingData, idx: np.ndarray) -> dict 
     p = os.path.join(models, "teacher.pt")
     if not os.path.exists(p):
         return None
-    from teacher import Teacher
-    ck = torch.load(p, map_location="cpu", weights_only=False)
-    t = Teacher(**ck["cfg"])
-    t.load_state_dict(ck["state"])
-    t.eval()
+    from teacher import load_exported
+    t, ck = load_exported(p)
     # teacher.pt carries its vocabulary since 2026-11-26; older ones were trained on that day's TEMPLATES minus the
     # oncoming-car pair, which no Vocab here rebuilds: their word ids would be misread, so they are not scored.
     if "vocab" not in ck and t.tok.num_embeddings != len(VOCAB):

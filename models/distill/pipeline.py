@@ -34,7 +34,7 @@ from distill import (language_context, load_ckpt, teacher_config_of, train_stude
 from export import (TeacherLanguageInTheLoop, TeacherVisionOnly, derive_f16, export_driving, export_language,  # noqa: E402
                     ort_latency, quantize_driving, raw_val_frames)
 from student import STUDENT_SIZES, Student  # noqa: E402
-from teacher import Teacher  # noqa: E402
+from teacher import Teacher, load_exported, save_exported  # noqa: E402
 import closedloop as cl  # noqa: E402
 from distill import DistillHeads, cache_teacher_targets, save_ckpt  # noqa: E402
 
@@ -233,7 +233,7 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
                         real_inputs=real[:2], metrics={"val_wp_l2_m": val["teacher_wp_l2_m"]}, raw_frames=raw,
                         kind="teacher", description=f"Teacher ({preset} run) in vision-only mode (empty commentary).")
     rtl = export_teacher_language(teacher, exp, prov_teacher, real[:2], raw, val["teacher_wp_l2_m"], preset)
-    torch.save({"cfg": teacher.cfg, "state": teacher.state_dict(), "vocab": VOCAB.itos}, os.path.join(exp, "teacher.pt"))
+    save_exported(teacher, os.path.join(exp, "teacher.pt"), VOCAB.itos)
     lat = ort_latency({"teacher": rt["onnx"], "teacher_lang": rtl["onnx"], "student": r["onnx"],
                        "student_int8": rq["onnx"]})
     print(f"[export] onnxruntime latency, 1 thread, median ms: {lat}")
@@ -245,11 +245,9 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
 
 def init_teacher(src: str, ckpt: str, steps: int) -> None:
     """A trained teacher (an export's teacher.pt: config, weights, vocabulary) as this run's finished teacher stage."""
-    t = torch.load(src, map_location="cpu", weights_only=False)
+    teacher, t = load_exported(src)
     if t.get("vocab") is not None and list(t["vocab"]) != VOCAB.itos:
         raise SystemExit(f"{src}: its vocabulary differs from data.TEMPLATES' ({len(t['vocab'])} vs {len(VOCAB)})")
-    teacher = Teacher(**t["cfg"])
-    teacher.load_state_dict(t["state"])
     save_ckpt(ckpt, steps, {"teacher": teacher}, None, extra={"teacher_cfg": dict(t["cfg"]), "elapsed_s": 0.0,
                                                                "init_from": os.path.abspath(src)})
     print(f"[teacher] starting from {src} (as {ckpt}, stage marked done at {steps} steps)")

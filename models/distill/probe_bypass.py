@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from data import ACTIONS, DrivingData  # noqa: E402
 from distill import eval_teacher, text_io, train_teacher  # noqa: E402
-from teacher import Teacher  # noqa: E402
+from teacher import Teacher, load_exported, save_exported  # noqa: E402
 
 BEHIND = ("stop", "wait", "decelerate")
 
@@ -48,13 +48,6 @@ def counts(data_dir: str) -> dict:
             elif r["object"] == "car" and r["action"] in BEHIND:
                 c[(f"{r['action']} behind a car", r["scenario"])] += 1
     return dict(sorted(c.items()))
-
-
-def load_teacher(path: str) -> Teacher:
-    t = torch.load(path, map_location="cpu", weights_only=False)
-    teacher = Teacher(**t["cfg"])
-    teacher.load_state_dict(t["state"])
-    return teacher.eval()
 
 
 @torch.no_grad()
@@ -84,7 +77,7 @@ def fit(data_dir: str, teachers: list[str], n: int = 400) -> dict:
     rng = np.random.default_rng(0)
     groups = {"go_around": np.nonzero(bypass)[0], "other": np.nonzero(~bypass)[0]}
     picks = {g: np.sort(rng.choice(ix, min(n, len(ix)), replace=False)) for g, ix in groups.items()}
-    return {t: {g: lateral_errors(load_teacher(t), data, ix) for g, ix in picks.items()} for t in teachers}
+    return {t: {g: lateral_errors(load_exported(t)[0], data, ix) for g, ix in picks.items()} for t in teachers}
 
 
 def finetune(a) -> None:
@@ -93,15 +86,13 @@ def finetune(a) -> None:
     base = DrivingData(a.data)
     tr, va = base.split()
     agg = ConcatData([base] + [DrivingData(r) for r in a.rollouts])
-    teacher = load_teacher(a.teacher)
+    teacher, src = load_exported(a.teacher)
     print(f"[finetune] validation waypoint error before: {eval_teacher(teacher, base, va):.3f} m")
     train_teacher(teacher, agg, aggregate_indices(tr, agg, 0.5), va, a.out,
                   dict(steps=a.steps, batch=32, lr=a.lr, eval_every=200, ckpt_every=50, start_boost=3,
                        bypass_boost=a.boost, seed=7, wp_loss="l1"))
     teacher.eval()
-    src = torch.load(a.teacher, map_location="cpu", weights_only=False)
-    torch.save({"cfg": dict(teacher.cfg), "state": teacher.state_dict(), "vocab": src.get("vocab")},
-               os.path.join(a.out, "teacher_full.pt"))
+    save_exported(teacher, os.path.join(a.out, "teacher_full.pt"), src.get("vocab"))
     pol = export_policy(TeacherVisionOnly(teacher), os.path.join(a.out, "policy"), "teacher", "teacher",
                         f"teacher fine-tuned with go-around frames x{a.boost} (probe_bypass.py)")
     print(f"[finetune] {pol}: drive it with rtvla sim eval --policy model --model {pol}")

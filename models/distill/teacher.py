@@ -148,3 +148,17 @@ class Teacher(nn.Module):
         q = self.dec_norm(run(self.queries.expand(b, -1, -1)))
         wps = self.wp_head(q) * WP_SCALE
         return torch.cat(toks, dim=1), wps[:, :N_PATH], wps[:, N_PATH:], vis
+
+
+def save_exported(teacher: Teacher, path: str, vocab: list[str] | None) -> None:
+    """An export's teacher.pt: config, weights and the vocabulary its language head was trained with."""
+    torch.save({"cfg": dict(teacher.cfg), "state": teacher.state_dict(), "vocab": vocab}, path)
+
+
+def load_exported(path: str) -> tuple[Teacher, dict]:
+    """The teacher of an export's teacher.pt, in eval mode, and the file's dict (its `vocab` may be missing or None:
+    files from before 2026-11-26 did not carry one)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    teacher = Teacher(**ck["cfg"])
+    teacher.load_state_dict(ck["state"])
+    return teacher.eval(), ck
