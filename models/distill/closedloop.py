@@ -76,9 +76,14 @@ def aggregate_indices(base_tr: np.ndarray, data: ConcatData, onpolicy_frac: floa
 
 
 # ------------------------------------------------------------------------------------------------------------ rust side
+def rollout_done(out: str) -> bool:
+    """Has a rollout into `out` finished? It is written to `out`.tmp and renamed when complete."""
+    return os.path.exists(os.path.join(out, "data_card.json"))
+
+
 def rollout(rtvla: str, manifest: str, out: str, frames: int, seeds: str, every: int, beta: float) -> dict:
     """The model of `manifest` drives (beta-mixed with the expert); frames + the expert's labels land in `out`."""
-    if os.path.exists(os.path.join(out, "data_card.json")):
+    if rollout_done(out):
         print(f"[rollout] {out} exists, reusing")
     else:
         tmp = out + ".tmp"
@@ -237,7 +242,7 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
         beta = beta_at(r, beta0, cfg["beta_decay"])
         seeds = f"{seed0 + 1000 * r}..{seed0 + 1000 * (r + 1)}"
         d = os.path.join(root, f"r{r}")
-        reused = os.path.exists(os.path.join(d, "data", "data_card.json"))
+        reused = rollout_done(os.path.join(d, "data"))
         card = rollout(rtvla, pol, os.path.join(d, "data"), frames, seeds, cfg["rollout_every"], beta)
         rollout_s = None if reused else round(time.time() - t0, 1)  # None: driven in an earlier session, not timed
         finish(r - 1, pol, ev, extra)
