@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
 use crate::{read_json, release_bin, run, step};
@@ -257,8 +257,9 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
     }
     // The int8 student and the language-in-the-loop teacher drive subsets: the f32 student's score on exactly
     // those runs is the fair comparison.
-    // The f32 student must have driven (read_json fails loudly if not); its per-run scores, as `paired` reads them.
-    read_json(&work.join("ds-student.json"))?;
+    // The f32 student must have driven; its per-run scores, as `paired` reads them.
+    let f32_json = work.join("ds-student.json");
+    ensure!(f32_json.exists(), "{}: the f32 student's runs are missing", f32_json.display());
     let f32_runs = run_scores(&work, "student")?;
     let student_ds_on = |stem: &str| -> Result<Value> {
         let runs = run_scores(&work, stem)?;
