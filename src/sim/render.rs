@@ -215,6 +215,22 @@ fn offset(c: [f32; 2], yaw: f32, along: f32, side: f32) -> [f32; 2] {
     [c[0] + f[0] * along + r[0] * side, c[1] + f[1] * along + r[1] * side]
 }
 
+/// Amber hazard lamps, lit day and night, on all four corners of a parked car: what CARLA's scenario_runner does to
+/// the blocking car of `ParkedObstacle` (`RightBlinker | LeftBlinker | Position`), and the one cue in a single frame
+/// that tells a car parked in the lane (go around it) from a car queueing in it (wait behind it). CARLA's blink; these
+/// stay lit, because the models see one frame at a time and a dark half-period would make the cue vanish. Oversized
+/// (0.6 × 0.5 m, like the traffic lights' lamps): at 25 m the two rear ones still cover ~8 pixels of the 256×128
+/// model image, where the whole car is ~7 pixels wide.
+fn push_hazard_lamps(out: &mut Vec<Box3>, a: &super::Actor) {
+    const AMBER: [f32; 3] = [1.0, 0.55, 0.05];
+    for along in [a.half_len, -a.half_len] {
+        for sd in [-1.0f32, 1.0] {
+            let c = offset(a.pos, a.yaw, along, sd * (a.half_width - 0.3));
+            push_box(out, c, a.yaw, 0.05, 0.3, 0.45, 0.95, AMBER, true);
+        }
+    }
+}
+
 fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
     let visible = |c: [f32; 2], size: f32| {
         let d = [c[0] - cam[0], c[1] - cam[1]];
@@ -257,18 +273,21 @@ fn collect_boxes(w: &World, out: &mut Vec<Box3>, cam: [f32; 2], f: [f32; 2]) {
                     let c = offset(a.pos, a.yaw, al * a.half_len, sd * (a.half_width - 0.15));
                     push_box(out, c, a.yaw, 0.33, 0.16, 0.0, 0.6, [0.04, 0.04, 0.04], false);
                 }
+                if a.kind == ActorKind::Parked {
+                    push_hazard_lamps(out, a);
+                    continue;
+                }
                 // lamps
-                let (head, tail) = if lights_on && a.kind == ActorKind::Car {
+                let (head, tail) = if lights_on {
                     ([1.0, 0.97, 0.8], [1.0, 0.1, 0.05])
                 } else {
                     ([0.75, 0.75, 0.7], [0.5, 0.05, 0.05])
                 };
-                let em = lights_on && a.kind == ActorKind::Car;
                 for sd in [-1.0f32, 1.0] {
                     let c = offset(a.pos, a.yaw, a.half_len, sd * (a.half_width - 0.25));
-                    push_box(out, c, a.yaw, 0.04, 0.16, 0.55, 0.72, head, em);
+                    push_box(out, c, a.yaw, 0.04, 0.16, 0.55, 0.72, head, lights_on);
                     let c = offset(a.pos, a.yaw, -a.half_len, sd * (a.half_width - 0.25));
-                    push_box(out, c, a.yaw, 0.04, 0.18, 0.6, 0.78, tail, em);
+                    push_box(out, c, a.yaw, 0.04, 0.18, 0.6, 0.78, tail, lights_on);
                 }
             }
             ActorKind::Pedestrian => {

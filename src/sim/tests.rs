@@ -116,6 +116,45 @@ fn render_fills_sky_and_ground() {
     assert!(distinct.len() > 20, "image looks flat: {} colours", distinct.len());
 }
 
+/// Pixels of the hazard lamps' amber (bright red, half green, no blue): no other object in the world has it.
+fn amber_pixels(img: &[u8]) -> usize {
+    img.chunks(3).filter(|c| c[0] > 190 && (80..=170).contains(&c[1]) && c[2] < 70).count()
+}
+
+#[test]
+fn parked_cars_show_hazard_lamps_and_queued_cars_do_not() {
+    // drive the expert until the first parked car is 15-25 m ahead, the distance at which it must decide to go around
+    let mut w = World::new("parked_obstacle", 1_000_001).unwrap();
+    let mut ctl = ExpertController::new();
+    let ahead = |w: &World| {
+        w.actors
+            .iter()
+            .filter(|a| a.kind == ActorKind::Parked)
+            .map(|a| geom::to_local(w.ego.pos, w.ego.yaw, a.pos)[0])
+            .filter(|x| *x > 0.0)
+            .fold(f32::INFINITY, f32::min)
+    };
+    for _ in 0..2000 {
+        if ahead(&w) < 25.0 {
+            break;
+        }
+        let p = w.expert_plan();
+        let c = ctl.step(&p.waypoints, w.ego.speed);
+        w.step(&c, DT);
+    }
+    assert!((15.0..25.0).contains(&ahead(&w)), "no parked car 15-25 m ahead: {}", ahead(&w));
+    let mut r = Renderer::new(256, 128);
+    let mut img = vec![0u8; 256 * 128 * 3];
+    w.render(&mut r, &mut img);
+    let parked = amber_pixels(&img);
+    for a in w.actors.iter_mut().filter(|a| a.kind == ActorKind::Parked) {
+        a.kind = ActorKind::Car;
+    }
+    w.render(&mut r, &mut img);
+    let queued = amber_pixels(&img);
+    assert!(parked >= 4 && queued == 0, "amber pixels: parked {parked}, same cars queued {queued}");
+}
+
 #[test]
 fn expert_commentary_names_action_and_object() {
     let mut w = World::new("following", HELD_OUT_SEEDS.start).unwrap();
