@@ -86,7 +86,8 @@ def finetune(a) -> None:
     base = DrivingData(a.data)
     tr, va = base.split()
     agg = ConcatData([base] + [DrivingData(r) for r in a.rollouts])
-    teacher, src = load_exported(a.teacher)
+    teacher, src = load_exported(a.teacher[0])
+    os.makedirs(a.out, exist_ok=True)
     print(f"[finetune] validation waypoint error before: {eval_teacher(teacher, base, va):.3f} m")
     train_teacher(teacher, agg, aggregate_indices(tr, agg, 0.5), va, a.out,
                   dict(steps=a.steps, batch=32, lr=a.lr, eval_every=200, ckpt_every=50, start_boost=3,
