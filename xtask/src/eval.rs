@@ -151,26 +151,18 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
     let warm_ms = |name: &str| median_of(&tract_warm, name);
 
     step("held-out dataset for commentary");
+    // Written afresh every run (600 frames take ~3 s): a kept copy would go stale silently whenever the renderer or
+    // the expert's labels change, and the commentary would then be scored on frames the simulator no longer draws.
     let heldout = work.join(format!("heldout-dataset-{}", o.frames));
-    // Datasets written before 2026-11-26 lack `speed_prev` (what the language branch compares the speed with); at
-    // --every 30 the reader cannot recover it from the record 0.5 s earlier, so such a dataset is written again.
-    let has_speed_prev = std::fs::File::open(heldout.join("index.jsonl"))
-        .ok()
-        .and_then(|f| std::io::BufRead::lines(std::io::BufReader::new(f)).next())
-        .and_then(|l| l.ok())
-        .is_some_and(|l| l.contains("\"speed_prev\""));
-    if !heldout.join("data_card.json").exists() || !has_speed_prev {
-        let _ = std::fs::remove_dir_all(&heldout);
-        let tmp = work.join("heldout-dataset.tmp");
-        let every = "30";
-        let _ = std::fs::remove_dir_all(&tmp);
-        run(Command::new(&bin)
-            .args(["sim", "dataset", "--frames", &o.frames.to_string(), "--every", every, "--seeds"])
-            .arg(format!("{HELD_OUT_FIRST_SEED}..1100000"))
-            .arg("--out")
-            .arg(&tmp))?;
-        std::fs::rename(&tmp, &heldout)?;
-    }
+    let _ = std::fs::remove_dir_all(&heldout);
+    let tmp = work.join("heldout-dataset.tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    run(Command::new(&bin)
+        .args(["sim", "dataset", "--frames", &o.frames.to_string(), "--every", "30", "--seeds"])
+        .arg(format!("{HELD_OUT_FIRST_SEED}..1100000"))
+        .arg("--out")
+        .arg(&tmp))?;
+    std::fs::rename(&tmp, &heldout)?;
 
     step("commentary (language branches via onnxruntime) + ONNX Runtime latency (models/distill/evaluate.py)");
     let py_json = work.join("python.json");
