@@ -176,6 +176,18 @@ def language_context(drv, b: dict) -> tuple:
     return (feats, b["speed"], b["speed_prev"], b["target_points"], path, sw)
 
 
+def noisy_targets(tp: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:
+    """Target points shifted sideways by N(0, std) metres, one shift per sample for both points. Tried against the
+    target-point shortcut (a model that steers at the route's points and reads no lane, car or obstacle from the
+    image to leave them: models/distill/README.md, "Why no model passes the parked car"); 0 leaves them as they are
+    (and draws nothing from `gen`)."""
+    if std <= 0:
+        return tp
+    tp = tp.clone()
+    tp[:, :, 1] += torch.randn(tp.shape[0], 1, generator=gen) * std
+    return tp
+
+
 # -------------------------------------------------------------------------------------------------------------- stages
 def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: dict, name: str = "teacher") -> dict:
     rng = np.random.default_rng(cfg.get("seed", 0))
@@ -193,7 +205,7 @@ def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: di
             text_in, text_out = text_in.clone(), text_out.clone()
             text_in[drop, 1:] = PAD
             text_out[drop] = PAD
-        o = teacher(b["image"], b["speed"], b["target_points"], text_in)
+        o = teacher(b["image"], b["speed"], noisy_targets(b["target_points"], cfg.get("tp_noise", 0.0), gen), text_in)
         l_wp = wp_loss(o["path"], o["speed_wps"], b["path"], b["speed_wps"], cfg.get("wp_loss", "l2"))
         l_txt = F.cross_entropy(o["logits"].reshape(-1, o["logits"].shape[-1]), text_out.reshape(-1), ignore_index=PAD)
         loss = l_wp + cfg.get("w_text", 0.2) * l_txt

@@ -91,7 +91,8 @@ def finetune(a) -> None:
     print(f"[finetune] validation waypoint error before: {eval_teacher(teacher, base, va):.3f} m")
     train_teacher(teacher, agg, aggregate_indices(tr, agg, 0.5), va, a.out,
                   dict(steps=a.steps, batch=32, lr=a.lr, eval_every=200, ckpt_every=50, start_boost=3,
-                       bypass_boost=a.boost, seed=7, wp_loss="l1", text_dropout=a.text_dropout))
+                       bypass_boost=a.boost, seed=7, wp_loss="l1", text_dropout=a.text_dropout,
+                       tp_noise=a.tp_noise))
     teacher.eval()
     save_exported(teacher, os.path.join(a.out, "teacher_full.pt"), src.get("vocab"))
     pol = export_policy(TeacherVisionOnly(teacher), os.path.join(a.out, "policy"), "teacher", "teacher",
@@ -112,6 +113,8 @@ def main() -> None:
     ap.add_argument("--text-dropout", type=float, default=0.25,
                     help="finetune: share of samples trained with an empty commentary, i.e. vision-only as the "
                          "teacher drives in the table (training's default 0.25)")
+    ap.add_argument("--tp-noise", type=float, default=0.0,
+                    help="finetune: std (m) of a sideways shift of the target points per sample (distill.noisy_targets)")
     a = ap.parse_args()
     if a.what == "counts":
         for (label, scenario), k in counts(a.data).items():

@@ -8,7 +8,7 @@ import torch
 
 from data import (ACTIONS, BOS, EOS, TEMPLATES, UNK, VOCAB, DrivingData, normalise_batch, oversample_starts,
                   oversampled)
-from distill import text_io, train_student_driving
+from distill import noisy_targets, text_io, train_student_driving
 from export import export_driving, export_language
 from student import STUDENT_SIZES, Student
 from teacher import Teacher
@@ -317,3 +317,17 @@ def test_seal_manifest_covers_every_byte_before_the_integrity_table():
     assert hashlib.sha256(body.encode()).hexdigest() in sealed
     assert export.seal_manifest(sealed) == sealed, "sealing again changes nothing"
     assert export.seal_manifest(sealed.replace("0.2, 0.2, 0.2", "0.3, 0.2, 0.2")) != sealed
+
+
+def test_noisy_targets_shift_both_points_sideways_by_one_draw_and_zero_draws_nothing():
+    tp = torch.tensor([[[10.0, 0.5], [30.0, 2.0]], [[8.0, -1.0], [28.0, -3.0]]])
+    gen = torch.Generator().manual_seed(3)
+    state = gen.get_state()
+    assert noisy_targets(tp, 0.0, gen) is tp
+    assert torch.equal(gen.get_state(), state)
+    out = noisy_targets(tp, 1.5, gen)
+    assert torch.equal(out[:, :, 0], tp[:, :, 0])
+    shift = out[:, :, 1] - tp[:, :, 1]
+    assert torch.allclose(shift[:, 0], shift[:, 1])
+    assert bool((shift[:, 0].abs() > 1e-3).all())
+    assert torch.equal(tp[0, 0], torch.tensor([10.0, 0.5]))
