@@ -54,7 +54,10 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    # waypoint loss of every stage that regresses waypoints (distill.wp_loss: "l2" or "l1")
                    wp_loss="l2",
                    # start-from-rest frames repeated this many times in the students' stage 1 (the teacher: START_BOOST)
-                   student_start_boost=1)
+                   student_start_boost=1,
+                   # std (m) of the sideways target-point shift in the teacher's offline stage and DAgger rounds
+                   # (distill.noisy_targets; README, "Hazard lamps": 1.5 moved the bypass error, 0 = off)
+                   teacher_tp_noise=0.0)
 
 PRESETS = {
     # CI smoke: tiny data, a few steps per stage, one tiny closed-loop round of each kind; checks the pipeline end to
@@ -303,7 +306,8 @@ def main() -> None:
     if not teacher.lm_aligned:
         print("[teacher] checkpoint from before teacher configs were saved: legacy language head (lm_aligned=False)")
     timings["teacher"] = train_teacher(teacher, data, tr, va, run_dir, stage_cfg(cfg["teacher_steps"], cfg["lr_teacher"],
-                                                                        start_boost=cfg["start_boost"]))
+                                                                        start_boost=cfg["start_boost"],
+                                                                        tp_noise=cfg["teacher_tp_noise"]))
     teacher.eval()
     closed = cfg["dagger_rounds"] > 0 or cfg["onpolicy_rounds"] > 0
     rtvla = find_rtvla(a.rtvla) if closed else None
