@@ -219,9 +219,9 @@ def oversample_starts(data: DrivingData, indices: np.ndarray, factor: int) -> np
 def oversample_bypass(data: DrivingData, indices: np.ndarray, factor: int) -> np.ndarray:
     """`indices` with every go-around frame (the expert's path leaves the lane to pass a parked car) repeated `factor`
     times in all; they are 3.7 % of the offline frames. Tried against the parked-car failure (every model drove into
-    it): at 6× the teacher still did not fit those frames, most likely because a parked car and a stopped car in a
-    queue are the same picture with two answers (models/distill/README.md, "Why no model passes the parked car").
-    No preset sets it; `probe_bypass.py finetune` reproduces the experiment."""
+    it): at 6× the teacher still did not fit those frames, with or without the parked cars' hazard lamps, and drove
+    worse elsewhere (models/distill/README.md, "Why no model passes the parked car"). No preset sets it;
+    `probe_bypass.py finetune` reproduces the experiments."""
     if factor <= 1:
         return indices
     bypass = (data.action[indices] == ACTIONS.index("go_around")).numpy()

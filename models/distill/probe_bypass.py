@@ -6,7 +6,8 @@ collision a run: 6.3 DS of the 48-run table. Three measurements:
 
   counts   what the expert's labels say on frames with a car 5-35 m ahead that the expert does not follow at speed:
            go around vs stop / wait / slow down behind it, per scenario
-  fit      open loop, a teacher checkpoint's lateral error at 10 m and 20 m ahead on go-around frames vs all others
+  fit      open loop, a teacher checkpoint's lateral error at 10 m and 20 m ahead on go-around frames vs all others,
+           and on go-around frames by the parked car's distance
   finetune the teacher fine-tuned with the go-around frames repeated (data.oversample_bypass) on the offline frames +
            DAgger rollouts; exports its vision-only driving graph for `rtvla sim eval`
 
@@ -34,8 +35,8 @@ BEHIND = ("stop", "wait", "decelerate")
 
 def counts(data_dir: str) -> dict:
     """(label, scenario) -> frames, for frames whose labelled object is 5-35 m ahead: go-around frames, and frames
-    where the expert stops, waits or slows behind a car. A camera frame of a parked car and of a stopped car in a
-    queue differ only in their lamps at night, so the two groups are one picture with two answers."""
+    where the expert stops, waits or slows behind a car. Until the simulator lit parked cars' hazard lamps
+    (2026-11-30), a parked car and a stopped car in a queue were the same picture, so the two groups had two answers."""
     c: collections.Counter = collections.Counter()
     with open(os.path.join(data_dir, "index.jsonl")) as f:
         for line in f:
@@ -71,12 +72,22 @@ def lateral_errors(teacher: Teacher, data: DrivingData, idx: np.ndarray) -> dict
     return out
 
 
+DISTANCE_BINS = ((0.5, 10.0), (10.0, 20.0), (20.0, 40.0))
+
+
 def fit(data_dir: str, teachers: list[str], n: int = 400) -> dict:
+    """Per teacher: lateral errors on up to `n` go-around frames, on `n` other frames, and on the go-around frames by
+    the parked car's distance (DISTANCE_BINS, up to n/2 each): where the expert already leaves the lane, 10-40 m
+    before the car, is where a model must read the car from the picture."""
     data = DrivingData(data_dir)
     bypass = (data.action == ACTIONS.index("go_around")).numpy()
+    with open(os.path.join(data_dir, "index.jsonl")) as f:
+        dist = np.array([json.loads(line)["object_dist"] or -1.0 for line in f], dtype=float)
     rng = np.random.default_rng(0)
-    groups = {"go_around": np.nonzero(bypass)[0], "other": np.nonzero(~bypass)[0]}
-    picks = {g: np.sort(rng.choice(ix, min(n, len(ix)), replace=False)) for g, ix in groups.items()}
+    groups = {"go_around": (np.nonzero(bypass)[0], n), "other": (np.nonzero(~bypass)[0], n)}
+    for lo, hi in DISTANCE_BINS:
+        groups[f"go_around_{lo:g}-{hi:g}m"] = (np.nonzero(bypass & (dist >= lo) & (dist < hi))[0], n // 2)
+    picks = {g: np.sort(rng.choice(ix, min(k, len(ix)), replace=False)) for g, (ix, k) in groups.items() if len(ix)}
     return {t: {g: lateral_errors(load_exported(t)[0], data, ix) for g, ix in picks.items()} for t in teachers}
 
 
