@@ -116,7 +116,8 @@ fn render_fills_sky_and_ground() {
     assert!(distinct.len() > 20, "image looks flat: {} colours", distinct.len());
 }
 
-/// Pixels of the hazard lamps' amber (bright red, half green, no blue): no other object in the world has it.
+/// Pixels of the hazard lamps' amber (bright red, half green, no blue); the test's second render checks that nothing
+/// else in its scene has that colour.
 fn amber_pixels(img: &[u8]) -> usize {
     img.chunks(3).filter(|c| c[0] > 190 && (80..=170).contains(&c[1]) && c[2] < 70).count()
 }
