@@ -88,7 +88,11 @@ def fit(data_dir: str, teachers: list[str], n: int = 400) -> dict:
     for lo, hi in DISTANCE_BINS:
         groups[f"go_around_{lo:g}-{hi:g}m"] = (np.nonzero(bypass & (dist >= lo) & (dist < hi))[0], n // 2)
     picks = {g: np.sort(rng.choice(ix, min(k, len(ix)), replace=False)) for g, (ix, k) in groups.items() if len(ix)}
-    return {t: {g: lateral_errors(load_exported(t)[0], data, ix) for g, ix in picks.items()} for t in teachers}
+    out = {}
+    for t in teachers:
+        teacher = load_exported(t)[0]
+        out[t] = {g: lateral_errors(teacher, data, ix) for g, ix in picks.items()}
+    return out
 
 
 def finetune(a) -> None:
