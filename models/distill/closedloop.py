@@ -283,7 +283,7 @@ def dagger_teacher(teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla:
         timing = train_teacher(teacher, agg, tr, va, d, dict(
             steps=cfg["dagger_steps"], batch=cfg["batch"], lr=cfg["dagger_lr"], eval_every=cfg["eval_every"],
             ckpt_every=cfg["ckpt_every"], start_boost=cfg["start_boost"], seed=100 + r, wp_loss=cfg["wp_loss"],
-            tp_noise=cfg.get("teacher_tp_noise", 0.0)))
+            tp_noise=cfg["teacher_tp_noise"]))
         ckpts.append(os.path.join(d, "teacher.pt"))
         teacher.eval()
         return {"aggregate_frames": len(agg), "train_s": round(timing["elapsed_s"], 1)}
