@@ -106,7 +106,8 @@ pub struct RunReport {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct ColdStartMs {
     pub total: f64,
-    /// Exec to `main` (the kernel's process start time has 10 ms resolution).
+    /// Exec to `main` (the kernel's process start time has 10 ms resolution); 0 where that start is not this
+    /// binary's: a process that ran other programs before it exec'ed this one, as `cargo run` does after its build.
     pub pre_main: f64,
     /// Read and check the board profile.
     pub board_load: f64,

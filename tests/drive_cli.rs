@@ -296,3 +296,20 @@ fn the_report_breaks_the_cold_start_down_into_parts_that_fit_the_total() {
     let summary = String::from_utf8_lossy(&out.stdout);
     assert_eq!(summary.lines().filter(|l| l.contains("cold start")).count(), 1, "{summary}");
 }
+
+/// `cargo run` builds and then execs the binary in its own, long-running process: the kernel's start time of that
+/// process is not the binary's, so the report leaves the time before `main` out rather than count the build.
+#[test]
+fn the_cold_start_leaves_out_a_start_time_from_before_an_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("r.json");
+    let bin = env!("CARGO_BIN_EXE_rtvla");
+    let script = r#"/bin/sleep 0.5; exec "$0" drive --no-store --ticks 10 --report-json "$1""#;
+    let out =
+        Command::new("sh").args(["-c", script, bin]).arg(&report).current_dir(env!("CARGO_MANIFEST_DIR")).output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let pre_main = r["cold_start_ms"]["pre_main"].as_f64().expect("cold_start_ms.pre_main");
+    assert_eq!(pre_main, 0.0, "the shell's 0.5 s before the exec counted as start-up: {}", r["cold_start_ms"]);
+}
