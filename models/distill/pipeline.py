@@ -57,7 +57,10 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    student_start_boost=1,
                    # std (m) of the sideways target-point shift in the teacher's offline stage and DAgger rounds
                    # (distill.noisy_targets; README, "Hazard lamps": 1.5 moved the bypass error, 0 = off)
-                   teacher_tp_noise=0.0)
+                   teacher_tp_noise=0.0,
+                   # waypoint loss of the teacher's offline stage only ("" = wp_loss); the bundle's round 0 (run cl3)
+                   # was the `full` preset's teacher, trained with "l2" and fine-tuned by DAgger with smooth L1
+                   teacher_offline_wp_loss="")
 
 PRESETS = {
     # CI smoke: tiny data, a few steps per stage, one tiny closed-loop round of each kind; checks the pipeline end to
@@ -307,7 +310,9 @@ def main() -> None:
         print("[teacher] checkpoint from before teacher configs were saved: legacy language head (lm_aligned=False)")
     timings["teacher"] = train_teacher(teacher, data, tr, va, run_dir, stage_cfg(cfg["teacher_steps"], cfg["lr_teacher"],
                                                                         start_boost=cfg["start_boost"],
-                                                                        tp_noise=cfg["teacher_tp_noise"]))
+                                                                        tp_noise=cfg["teacher_tp_noise"],
+                                                                        wp_loss=cfg["teacher_offline_wp_loss"]
+                                                                        or cfg["wp_loss"]))
     teacher.eval()
     closed = cfg["dagger_rounds"] > 0 or cfg["onpolicy_rounds"] > 0
     rtvla = find_rtvla(a.rtvla) if closed else None
