@@ -41,17 +41,37 @@ pub(crate) fn apt_get() -> Command {
     c
 }
 
-/// Install the Debian packages that are missing (none: no apt call at all).
+/// Install the Debian packages that are missing (none: no apt call at all), and make sure every one of `pkgs` is
+/// installed afterwards: apt may remove one it was not asked for to resolve a conflict. A fresh machine here has
+/// qemu-utils 10 from bookworm-backports, and installing bookworm's qemu-system-x86 7.2 removes it (and with it
+/// qemu-img) — so a package removed by the first install is installed again, in the version that fits.
 pub fn ensure_apt(pkgs: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !installed(p)).collect();
+    let missing = not_installed(pkgs);
     if missing.is_empty() {
         return Ok(());
     }
     step(&format!("apt-get install {}", missing.join(" ")));
     run(apt_get().args(["update", "-qq"]))?;
-    run(apt_get().args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing))
-        .context("installing Debian packages (needs root or sudo and a reachable Debian mirror)")?;
+    apt_install(&missing)?;
+    let removed = not_installed(pkgs);
+    if !removed.is_empty() {
+        step(&format!("apt-get install {} (removed by the install above: a version conflict)", removed.join(" ")));
+        apt_install(&removed)?;
+    }
+    let still = not_installed(pkgs);
+    if !still.is_empty() {
+        bail!("Debian packages still not installed after apt-get install: {}", still.join(" "));
+    }
     Ok(())
+}
+
+fn not_installed<'a>(pkgs: &[&'a str]) -> Vec<&'a str> {
+    pkgs.iter().copied().filter(|p| !installed(p)).collect()
+}
+
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    run(apt_get().args(["install", "-y", "-qq", "--no-install-recommends"]).args(pkgs))
+        .context("installing Debian packages (needs root or sudo and a reachable Debian mirror)")
 }
 
 /// `dpkg --add-architecture arm64` (for `apt-get download ...:arm64`), once.

@@ -43,8 +43,10 @@ fn image(root: &Path) -> Result<Image> {
     let rootfs = cache.join("rootfs");
     let stamp = cache.join(".built");
     let client_key = cache.join("client_key");
+    // Every run, not only when the image is built: the VM needs qemu-system-x86_64 and qemu-img, and another step's
+    // apt install may have removed one since (a no-op when all are there).
+    crate::cross::ensure_apt(PACKAGES)?;
     if !stamp.exists() {
-        crate::cross::ensure_apt(PACKAGES)?;
         let _ = std::fs::remove_dir_all(&cache);
         std::fs::create_dir_all(&cache)?;
         run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&client_key))?;
