@@ -245,6 +245,9 @@ STUDENT_SIZES = {
     "s43k": {},
     "p4-147k": dict(widths=(24, 48, 64), stem="patch4", res=(False, False), dim=64, depth=2, heads=2,
                     query_self_attn=True, mlp_ratio=2),
+    # A capacity test beyond the Pi 5's budget (431 k parameters; README, "A wider student with the same teacher")
+    "p4-wide": dict(widths=(48, 96, 64), stem="patch4", res=(False, False), dim=96, depth=3, heads=3,
+                    query_self_attn=True, mlp_ratio=2),
 }
 
 
