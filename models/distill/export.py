@@ -240,6 +240,23 @@ class TeacherLanguageInTheLoop(nn.Module):
         return path, speed_wps, vis
 
 
+def _require_reproducible_int8(q_path: str, raw_frames: list[dict], run_int8) -> None:
+    """The int8 parity reference must be what the graph computes. onnxruntime 1.22-1.24 on AMX/VNNI CPUs wrote garbage
+    into some outputs of a QLinearConv, different on every run (microsoft/onnxruntime#26324; tests/test_ort_int8.py):
+    the CI smoke's parity then passed or failed by chance. A fresh two-thread session must agree to float rounding."""
+    from data import normalise_batch
+    other = _ort(q_path, threads=2)
+    for k, f in enumerate(raw_frames):
+        feed = {"image": normalise_batch(f["rgb"][None]).numpy(), "speed": np.array([[f["speed"]]], np.float32),
+                "target_points": np.array([f["target_points"]], np.float32)}
+        first = run_int8(*(torch.from_numpy(feed[n]) for n in ("image", "speed", "target_points")))
+        for a, b in zip(first, other.run(None, feed)):
+            if float(np.abs(a - b).max()) > 1e-4:
+                raise RuntimeError(f"{q_path}: onnxruntime gives different int8 outputs for the same frame {k} "
+                                   f"(max abs diff {np.abs(a - b).max():.3g}); its int8 kernels are not usable as a "
+                                   "parity reference on this CPU (see models/distill/tests/test_ort_int8.py)")
+
+
 def quantize_driving(f32: dict, name: str, calib: list[dict], provenance: dict, description: str,
                      raw_frames: list[dict] | None = None, metrics: dict | None = None) -> dict:
     """int8 in the one form tract runs faster than f32 (../shared/notes-tract-quantization.md): ONNX Runtime static
@@ -271,12 +288,12 @@ def quantize_driving(f32: dict, name: str, calib: list[dict], provenance: dict, 
             diff = max(diff, float(np.abs(a - b).max()))
     print(f"[quantize] {q_path}: int8 vs f32 waypoints max abs diff {diff:.3f} m over {len(feeds)} frames (onnxruntime)")
     if raw_frames:
-        # tract and ONNX Runtime requantise with different rounding; 1-LSB differences compound through the backbone
-        # (full run: 0.05 m on waypoints, 0.2 on features, vs 0.79 m for int8 vs f32 itself).
-        write_parity_vectors(os.path.join(out_dir, f"{name}.parity.json"), raw_frames,
-                             lambda i, s, t: sq.run(None, {"image": i.numpy(), "speed": s.numpy(),
-                                                           "target_points": t.numpy()}),
-                             "onnxruntime (same int8 file)", 0.1, features_tolerance=0.5)
+        run_int8 = lambda i, s, t: sq.run(None, {"image": i.numpy(), "speed": s.numpy(), "target_points": t.numpy()})
+        _require_reproducible_int8(q_path, raw_frames, run_int8)
+        # tract runs the same integer arithmetic: it agrees with ONNX Runtime to float rounding (bundle 6.7e-6 m on
+        # x86 and under qemu-aarch64, features exactly), so the f32 graphs' tolerance applies.
+        write_parity_vectors(os.path.join(out_dir, f"{name}.parity.json"), raw_frames, run_int8,
+                             "onnxruntime (same int8 file)", 1e-3)
     prov = dict(provenance)
     prov.setdefault("generator", "models/distill/export.py (onnxruntime quantize_static, QOperator, per-tensor)")
     prov.setdefault("commit", git_commit())

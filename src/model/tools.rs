@@ -22,8 +22,8 @@ pub struct ParityVectors {
     pub reference: String,
     /// Largest acceptable |tract − reference| over the waypoints (metres).
     pub tolerance: f32,
-    /// Same for the features (default: `tolerance`). int8 graphs need more: tract and ONNX Runtime round
-    /// requantisation differently, and a 1-LSB step of a feature scale is much larger than of a waypoint.
+    /// Same for the features (default: `tolerance`). f16 needs more: tract's f16 graph is compared with the f32
+    /// reference. int8 does not: tract and ONNX Runtime run the same integer arithmetic on the same file.
     #[serde(default)]
     pub features_tolerance: Option<f32>,
     pub frame_width: usize,
