@@ -240,23 +240,6 @@ class TeacherLanguageInTheLoop(nn.Module):
         return path, speed_wps, vis
 
 
-def _require_reproducible_int8(q_path: str, raw_frames: list[dict], run_int8) -> None:
-    """The int8 parity reference must be what the graph computes. onnxruntime 1.22-1.24 on AMX/VNNI CPUs wrote garbage
-    into some outputs of a QLinearConv, different on every run (microsoft/onnxruntime#26324; tests/test_ort_int8.py):
-    the CI smoke's parity then passed or failed by chance. A fresh two-thread session must agree to float rounding."""
-    from data import normalise_batch
-    other = _ort(q_path, threads=2)
-    for k, f in enumerate(raw_frames):
-        feed = {"image": normalise_batch(f["rgb"][None]).numpy(), "speed": np.array([[f["speed"]]], np.float32),
-                "target_points": np.array([f["target_points"]], np.float32)}
-        first = run_int8(*(torch.from_numpy(feed[n]) for n in ("image", "speed", "target_points")))
-        for a, b in zip(first, other.run(None, feed)):
-            if float(np.abs(a - b).max()) > 1e-4:
-                raise RuntimeError(f"{q_path}: onnxruntime gives different int8 outputs for the same frame {k} "
-                                   f"(max abs diff {np.abs(a - b).max():.3g}); its int8 kernels are not usable as a "
-                                   "parity reference on this CPU (see models/distill/tests/test_ort_int8.py)")
-
-
 def quantize_driving(f32: dict, name: str, calib: list[dict], provenance: dict, description: str,
                      raw_frames: list[dict] | None = None, metrics: dict | None = None) -> dict:
     """int8 in the one form tract runs faster than f32 (../shared/notes-tract-quantization.md): ONNX Runtime static
@@ -281,15 +264,23 @@ def quantize_driving(f32: dict, name: str, calib: list[dict], provenance: dict, 
                     op_types_to_quantize=["Conv", "Relu"], activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
     _onnx_check(q_path)
-    sf, sq = _ort(f32["onnx"]), _ort(q_path)
+    # `again`: a fresh two-thread session must reproduce the int8 outputs to float rounding, or they are no parity
+    # reference. onnxruntime 1.22-1.24 on AMX/VNNI CPUs wrote garbage into some outputs of a QLinearConv, different
+    # on every run (microsoft/onnxruntime#26324; tests/test_ort_int8.py): the smoke's parity passed or failed by chance.
+    sf, sq, again = _ort(f32["onnx"]), _ort(q_path), _ort(q_path, threads=2)
     diff = 0.0
-    for fd in feeds:
-        for a, b in zip(sf.run(None, fd)[:2], sq.run(None, fd)[:2]):
+    for k, fd in enumerate(feeds):
+        q = sq.run(None, fd)
+        for a, b in zip(q, again.run(None, fd)):
+            if float(np.abs(a - b).max()) > 1e-4:
+                raise RuntimeError(f"{q_path}: onnxruntime gives different int8 outputs for the same calibration frame "
+                                   f"{k} (max abs diff {np.abs(a - b).max():.3g}); its int8 kernels are not usable as "
+                                   "a parity reference on this CPU (see models/distill/tests/test_ort_int8.py)")
+        for a, b in zip(sf.run(None, fd)[:2], q[:2]):
             diff = max(diff, float(np.abs(a - b).max()))
     print(f"[quantize] {q_path}: int8 vs f32 waypoints max abs diff {diff:.3f} m over {len(feeds)} frames (onnxruntime)")
     if raw_frames:
         run_int8 = lambda i, s, t: sq.run(None, {"image": i.numpy(), "speed": s.numpy(), "target_points": t.numpy()})
-        _require_reproducible_int8(q_path, raw_frames, run_int8)
         # tract runs the same integer arithmetic: it agrees with ONNX Runtime to float rounding (bundle 6.7e-6 m on
         # x86 and under qemu-aarch64, features exactly), so the f32 graphs' tolerance applies.
         write_parity_vectors(os.path.join(out_dir, f"{name}.parity.json"), raw_frames, run_int8,
