@@ -81,14 +81,16 @@ def rollout_done(out: str) -> bool:
     return os.path.exists(os.path.join(out, "data_card.json"))
 
 
-def rollout(rtvla: str, manifest: str, out: str, frames: int, seeds: str, every: int, beta: float) -> dict:
-    """The model of `manifest` drives (beta-mixed with the expert); frames + the expert's labels land in `out`."""
+def rollout(rtvla: str, manifest: str, out: str, frames: int, seeds: str, every: int, beta: float,
+            scenarios: str = "all") -> dict:
+    """The model of `manifest` drives (beta-mixed with the expert) `scenarios` in turn; frames + the expert's labels
+    land in `out`."""
     if rollout_done(out):
         print(f"[rollout] {out} exists, reusing")
     else:
         tmp = out + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [rtvla, "sim", "dataset", "--out", tmp, "--frames", str(frames), "--seeds", seeds, "--scenarios", "all",
+        cmd = [rtvla, "sim", "dataset", "--out", tmp, "--frames", str(frames), "--seeds", seeds, "--scenarios", scenarios,
                "--every", str(every), "--noise", "0", "--model", manifest, "--beta", str(beta)]
         print("[rollout]", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
@@ -122,6 +124,16 @@ class Eval:
             r = json.load(f)
         return {"driving_score": r["driving_score"], "route_completion": r["route_completion"], "runs": len(r["runs"]),
                 "eval_wall_s": round(time.time() - self.t0, 1)}
+
+
+def weakest_scenarios(eval_json: str, k: int) -> list[str]:
+    """The `k` scenarios with the lowest DS in a round evaluation's per-scenario table (ties by name). A rollout that
+    drives every scenario in turn meets each about once a round (2 000 frames are ~12 episodes), so the two
+    parked-car scenarios, which cost every model ~6 DS, gave the rounds ~13 frames each of a car 0-20 m ahead;
+    a focus rollout drives the policy where it fails (README, "Focus rollouts")."""
+    with open(eval_json) as f:
+        per = json.load(f)["per_scenario"]
+    return sorted(per, key=lambda s: (per[s]["driving_score"], s))[:k]
 
 
 def eval_ds(rtvla: str, manifest: str | None, out_json: str, scenarios: str, seeds: str, policy: str = "model") -> dict:
@@ -204,11 +216,13 @@ def beta_at(r: int, beta0: float, decay: float) -> float:
 
 # ----------------------------------------------------------------------------------------------------------- DAgger
 def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0: float, seed0: int, frames: int,
-            export, val_err, learn) -> list[dict]:
+            export, val_err, learn, focus_frames: int = 0) -> list[dict]:
     """The round loop shared by DAgger and on-policy distillation. Round 0 is the offline model. Round r: the policy of
-    round r-1 drives (rollout, beta-mixed) while its held-out DS is measured in the background; if the DS is still
-    rising, `learn(r, rollout_dir)` trains on the aggregate and round r's policy is exported and evaluated. Per-round
-    results go to `<run>/closedloop.json` under `kind`; each step is skipped when its output exists (resumable)."""
+    round r-1 drives (rollout, beta-mixed, every scenario in turn) while its held-out DS is measured in the background;
+    if the DS is still rising and `focus_frames` > 0, it drives `focus_frames` more in its `focus_scenarios` weakest
+    scenarios of that measurement (a focus rollout, seeds of its own); then `learn(r, rollout_dirs)` trains on the
+    aggregate and round r's policy is exported and evaluated. Per-round results go to `<run>/closedloop.json` under
+    `kind`; each step is skipped when its output exists (resumable)."""
     root = os.path.join(run_dir, "dagger" if kind == "teacher" else "onpolicy")
     os.makedirs(root, exist_ok=True)
     prev = load_state(run_dir).get(kind, [])
@@ -250,9 +264,23 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
             print(f"[{kind} rounds] held-out DS stopped rising after round {r - 1}: stopping (round {r}'s rollout unused)")
             ev = None
             break
+        dirs, focus = [os.path.join(d, "data")], {}
+        if focus_frames > 0:
+            t2 = time.time()
+            weak = weakest_scenarios(os.path.join(root, f"r{r - 1}", "eval.json"), cfg["focus_scenarios"])
+            # the second half of the round's seed block: the drive above starts at its first seed and uses ~1 per 12 episodes
+            fseeds = f"{seed0 + 1000 * r + 500}..{seed0 + 1000 * (r + 1)}"
+            reused = rollout_done(os.path.join(d, "focus"))
+            fcard = rollout(rtvla, pol, os.path.join(d, "focus"), focus_frames, fseeds, cfg["rollout_every"], beta,
+                            ",".join(weak))
+            dirs.append(os.path.join(d, "focus"))
+            focus = dict(focus_scenarios=weak, focus_frames=fcard["frames"],
+                         focus_s=None if reused else round(time.time() - t2, 1))
+            rollout_s = None if rollout_s is None or focus["focus_s"] is None else rollout_s + focus["focus_s"]
         t1 = time.time()
-        info = learn(r, d)
-        extra = dict(info, learn_s=round(time.time() - t1, 1), beta=beta, rollout_seeds=seeds, rollout_frames=card["frames"], rollout_ticks=card.get("ticks"),
+        info = learn(r, dirs)
+        extra = dict(info, **focus, learn_s=round(time.time() - t1, 1), beta=beta, rollout_seeds=seeds,
+                     rollout_frames=card["frames"], rollout_ticks=card.get("ticks"),
                      rollout_model_ticks=card.get("model_ticks"), rollout_ds=card.get("expert_mean_driving_score"),
                      rollout_s=rollout_s)
         pol, ev = start(r)
@@ -276,8 +304,9 @@ def dagger_teacher(teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla:
         return export_policy(TeacherVisionOnly(teacher), out_dir, "teacher", "teacher",
                              f"DAgger round {r} teacher, vision-only (closed-loop training policy)")
 
-    def learn(r: int, d: str) -> dict:
-        parts.append(DrivingData(os.path.join(d, "data")))
+    def learn(r: int, dirs: list[str]) -> dict:
+        d = os.path.dirname(dirs[0])
+        parts.extend(DrivingData(x) for x in dirs)
         agg = ConcatData(parts)
         tr = aggregate_indices(base_tr, agg, cfg["onpolicy_frac"])
         timing = train_teacher(teacher, agg, tr, va, d, dict(
@@ -289,7 +318,8 @@ def dagger_teacher(teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla:
         return {"aggregate_frames": len(agg), "train_s": round(timing["elapsed_s"], 1)}
 
     rounds = _rounds("teacher", run_dir, rtvla, cfg, cfg["dagger_rounds"], cfg["dagger_beta0"], cfg["rollout_seed0"],
-                     cfg["dagger_frames"], export, lambda: eval_teacher(teacher, base, va), learn)
+                     cfg["dagger_frames"], export, lambda: eval_teacher(teacher, base, va), learn,
+                     cfg["dagger_focus_frames"])
     best = int(np.argmax([x["driving_score"] for x in rounds]))
     if best != len(rounds) - 1:
         load_ckpt(ckpts[best], {"teacher": teacher})
@@ -312,18 +342,24 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
     training indices)."""
     parts, targets = [base], [base_targets]
     ckpts = [os.path.join(run_dir, "student_s1.pt")]
+    n_parts = [1]  # len(parts) after each round: a round adds one part per rollout (its drive, and a focus drive)
 
     def export(out_dir: str, r: int) -> str:
         return export_policy(student.driving, out_dir, "student", "student",
                              f"On-policy distillation round {r} student (closed-loop training policy)")
 
-    def learn(r: int, d: str) -> dict:
-        part = DrivingData(os.path.join(d, "data"))
-        lab = cached(os.path.join(d, "teacher_labels.pt"), lambda: teacher_labels(teacher, part))
-        agree = float(np.mean([template_key(x["commentary"]) == template_key(s)
-                               for x, s in zip(part.records, _decode_all(lab["tokens"]))]))
-        parts.append(with_teacher_labels(part, lab))
-        targets.append({k: lab[k] for k in ("path", "speed_wps", "feat", "query")})
+    def learn(r: int, dirs: list[str]) -> dict:
+        d = os.path.dirname(dirs[0])
+        agree = []
+        for x in dirs:  # <round>/data's labels keep their old name, teacher_labels.pt (resumable runs)
+            part = DrivingData(x)
+            name = "teacher_labels.pt" if os.path.basename(x) == "data" else f"teacher_labels_{os.path.basename(x)}.pt"
+            lab = cached(os.path.join(d, name), lambda p=part: teacher_labels(teacher, p))
+            agree += [template_key(rec["commentary"]) == template_key(s)
+                      for rec, s in zip(part.records, _decode_all(lab["tokens"]))]
+            parts.append(with_teacher_labels(part, lab))
+            targets.append({k: lab[k] for k in ("path", "speed_wps", "feat", "query")})
+        agree = float(np.mean(agree))
         agg = ConcatData(parts)
         tr = aggregate_indices(base_tr, agg, cfg["student_onpolicy_frac"])
         cache = {k: torch.cat([t[k] for t in targets]) for k in ("path", "speed_wps", "feat", "query")}
@@ -335,16 +371,17 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
             heads=heads)  # no start-from-rest boost here: a drive stuck at rest records hundreds of such frames
             # already, and tripling them cost 5.6 DS in a one-round A/B (README, closed-loop training, second run)
         ckpts.append(os.path.join(d, "student_s1.pt"))
+        n_parts.append(len(parts))
         return {"teacher_commentary_matches_expert_template": round(agree, 3), "aggregate_frames": len(agg),
                 "train_s": round(timing["elapsed_s"], 1)}
 
     rounds = _rounds("student", run_dir, rtvla, cfg, cfg["onpolicy_rounds"], cfg["student_beta0"],
                      cfg["rollout_seed0"] + 50_000, cfg["onpolicy_frames"], export,
-                     lambda: eval_driving(student.driving, base, va), learn)
+                     lambda: eval_driving(student.driving, base, va), learn, cfg["onpolicy_focus_frames"])
     best = int(np.argmax([x["driving_score"] for x in rounds]))
     if best != len(rounds) - 1:
         load_ckpt(ckpts[best], {"driving": student.driving, "heads": heads})
-    agg = ConcatData(parts[: best + 1])  # stage 2 reads the drives up to the kept round
+    agg = ConcatData(parts[: n_parts[best]])  # stage 2 reads the drives up to the kept round
     return rounds, agg, aggregate_indices(base_tr, agg, cfg["student_onpolicy_frac"])
 
 

@@ -45,6 +45,9 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    beta_decay=0.5, onpolicy_rounds=4, onpolicy_frames=4000, onpolicy_steps=300, onpolicy_lr=5e-4,
                    student_beta0=0.0, onpolicy_frac=0.5, student_onpolicy_frac=0.5, rollout_every=5,
                    rollout_seed0=30000,
+                   # focus rollouts (closedloop.weakest_scenarios): per round, this many more frames driven in the
+                   # `focus_scenarios` scenarios where the previous round's policy scored lowest (0 = off)
+                   dagger_focus_frames=0, onpolicy_focus_frames=0, focus_scenarios=2,
                    round_eval_scenarios="held-out", round_eval_seeds="1000100..1000102", patience=1, min_gain=0.0,
                    # "teacher": the teacher's targets on every offline frame (a teacher pass over them, cached);
                    # "none": offline frames keep the expert's ground truth only (stage 1 is then the ablation's)
@@ -68,7 +71,8 @@ PRESETS = {
     "smoke": dict(CLOSED_LOOP, frames=300, seeds="0..40", every=2, batch=4, teacher_steps=3, s1_steps=3, s2_steps=2,
                   eval_every=1000, ckpt_every=1000, lr_teacher=5e-4, lr_student=1e-3, val_limit=8,
                   dagger_rounds=1, dagger_frames=12, dagger_steps=2, onpolicy_rounds=1, onpolicy_frames=12,
-                  onpolicy_steps=2, rollout_every=4, round_eval_scenarios="lane_keep",
+                  onpolicy_steps=2, rollout_every=4, round_eval_scenarios="lane_keep", dagger_focus_frames=6,
+                  onpolicy_focus_frames=6,
                   round_eval_seeds="1000100..1000101"),
     # A reduced closed-loop run (2026-11-30, what fit before a deadline): start from a trained teacher
     # (--init-teacher models/student/teacher.pt), 2 DAgger rounds, a shorter offline stage 1, 3 on-policy rounds, a

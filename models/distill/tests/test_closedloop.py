@@ -116,6 +116,15 @@ def test_rollout_drives_the_model_and_keeps_the_experts_labels(tmp_path):
     assert r.returncode == 2
 
 
+def test_weakest_scenarios_are_the_lowest_round_scores_ties_by_name(tmp_path):
+    per = {"lane_keep": 100.0, "parked_obstacle": 59.3, "obstacle_two_ways": 65.0, "stop_sign": 65.0, "cut_in": 80.0}
+    p = tmp_path / "eval.json"
+    p.write_text(json.dumps({"per_scenario": {k: {"runs": 4, "driving_score": v} for k, v in per.items()}}))
+    assert cl.weakest_scenarios(str(p), 1) == ["parked_obstacle"]
+    assert cl.weakest_scenarios(str(p), 3) == ["parked_obstacle", "obstacle_two_ways", "stop_sign"]
+    assert cl.weakest_scenarios(str(p), 9) == sorted(per, key=lambda k: (per[k], k))
+
+
 def test_plot_rounds_draws_one_line_per_series(tmp_path):
     rounds = {"teacher (DAgger)": [{"driving_score": 60.0}, {"driving_score": 70.5}],
               "student (on-policy)": [{"driving_score": 55.0}, {"driving_score": 61.0}, {"driving_score": 64.0}]}
