@@ -90,7 +90,8 @@ def rollout(rtvla: str, manifest: str, out: str, frames: int, seeds: str, every:
     else:
         tmp = out + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [rtvla, "sim", "dataset", "--out", tmp, "--frames", str(frames), "--seeds", seeds, "--scenarios", scenarios,
+        cmd = [rtvla, "sim", "dataset", "--out", tmp, "--frames", str(frames), "--seeds", seeds,
+               "--scenarios", scenarios,
                "--every", str(every), "--noise", "0", "--model", manifest, "--beta", str(beta)]
         print("[rollout]", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
@@ -268,7 +269,8 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
         if focus_frames > 0:
             t2 = time.time()
             weak = weakest_scenarios(os.path.join(root, f"r{r - 1}", "eval.json"), cfg["focus_scenarios"])
-            # the second half of the round's seed block: the drive above starts at its first seed and uses ~1 per 12 episodes
+            # the second half of the round's seed block (the drive above starts at its first seed, one seed per
+            # 12 episodes)
             fseeds = f"{seed0 + 1000 * r + 500}..{seed0 + 1000 * (r + 1)}"
             reused = rollout_done(os.path.join(d, "focus"))
             fcard = rollout(rtvla, pol, os.path.join(d, "focus"), focus_frames, fseeds, cfg["rollout_every"], beta,
