@@ -216,6 +216,18 @@ def beta_at(r: int, beta0: float, decay: float) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------------- DAgger
+def _focus_rollout(rtvla: str, manifest: str, out: str, eval_json: str, cfg: dict, frames: int, seeds: str,
+                   beta: float) -> dict:
+    """A round's focus rollout: the policy drives `frames` in its `focus_scenarios` weakest scenarios of `eval_json`.
+    Returns what the round records of it (its seconds None when an earlier session drove it)."""
+    t0 = time.time()
+    weak = weakest_scenarios(eval_json, cfg["focus_scenarios"])
+    reused = rollout_done(out)
+    card = rollout(rtvla, manifest, out, frames, seeds, cfg["rollout_every"], beta, ",".join(weak))
+    return dict(focus_scenarios=weak, focus_frames=card["frames"],
+                focus_s=None if reused else round(time.time() - t0, 1))
+
+
 def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0: float, seed0: int, frames: int,
             export, val_err, learn, focus_frames: int = 0) -> list[dict]:
     """The round loop shared by DAgger and on-policy distillation. Round 0 is the offline model. Round r: the policy of
@@ -239,10 +251,12 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
         row = dict(extra, round=r, policy=pol, val_wp_l2_m=val_err(), **res)
         row["eval_s"] = row.pop("eval_wall_s")
         if r < len(prev):  # a resumed run keeps the first measurement of each step's time
-            row.update({k: prev[r][k] for k in ("rollout_s", "learn_s", "train_s", "eval_s") if k in prev[r]})
-        if r > 0:  # what the round cost: rollout, learning (teacher labels + training) and evaluation (the evaluation
-            # overlaps the next rollout); a rollout reused from an earlier session (rollout_s None) is not counted
-            spent = (row["rollout_s"] or 0.0) + row.get("learn_s", row["train_s"]) + row["eval_s"]
+            row.update({k: prev[r][k] for k in ("rollout_s", "focus_s", "learn_s", "train_s", "eval_s")
+                        if k in prev[r]})
+        if r > 0:  # what the round cost: rollouts, learning (teacher labels + training) and evaluation (the evaluation
+            # overlaps the next rollout); a rollout reused from an earlier session (its seconds None) is not counted
+            spent = ((row["rollout_s"] or 0.0) + (row.get("focus_s") or 0.0) + row.get("learn_s", row["train_s"])
+                     + row["eval_s"])
             row["minutes"] = round(spent / 60, 2)
         rounds.append(row)
         state = load_state(run_dir)
@@ -267,18 +281,11 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
             break
         dirs, focus = [os.path.join(d, "data")], {}
         if focus_frames > 0:
-            t2 = time.time()
-            weak = weakest_scenarios(os.path.join(root, f"r{r - 1}", "eval.json"), cfg["focus_scenarios"])
             # the second half of the round's seed block (the drive above starts at its first seed, one seed per
             # 12 episodes)
-            fseeds = f"{seed0 + 1000 * r + 500}..{seed0 + 1000 * (r + 1)}"
-            reused = rollout_done(os.path.join(d, "focus"))
-            fcard = rollout(rtvla, pol, os.path.join(d, "focus"), focus_frames, fseeds, cfg["rollout_every"], beta,
-                            ",".join(weak))
+            focus = _focus_rollout(rtvla, pol, os.path.join(d, "focus"), os.path.join(root, f"r{r - 1}", "eval.json"),
+                                   cfg, focus_frames, f"{seed0 + 1000 * r + 500}..{seed0 + 1000 * (r + 1)}", beta)
             dirs.append(os.path.join(d, "focus"))
-            focus = dict(focus_scenarios=weak, focus_frames=fcard["frames"],
-                         focus_s=None if reused else round(time.time() - t2, 1))
-            rollout_s = None if rollout_s is None or focus["focus_s"] is None else rollout_s + focus["focus_s"]
         t1 = time.time()
         info = learn(r, dirs)
         extra = dict(info, **focus, learn_s=round(time.time() - t1, 1), beta=beta, rollout_seeds=seeds,
