@@ -63,7 +63,10 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    teacher_tp_noise=0.0,
                    # waypoint loss of the teacher's offline stage only ("" = wp_loss); the bundle's round 0 (run cl3)
                    # was the `full` preset's teacher, trained with "l2" and fine-tuned by DAgger with smooth L1
-                   teacher_offline_wp_loss="")
+                   teacher_offline_wp_loss="",
+                   # the teacher's image stem for a teacher trained here (teacher.conv_stem; a reused checkpoint keeps
+                   # its own): "patch" = one 16×16 convolution, "conv" = four stride-2 3×3 convolutions
+                   teacher_stem="patch")
 
 PRESETS = {
     # CI smoke: tiny data, a few steps per stage, one tiny closed-loop round of each kind; checks the pipeline end to
@@ -311,7 +314,7 @@ def main() -> None:
     # 2. teacher (a reused checkpoint is rebuilt with the config it was trained with)
     if a.init_teacher and not os.path.exists(os.path.join(run_dir, "teacher.pt")):
         init_teacher(a.init_teacher, os.path.join(run_dir, "teacher.pt"), cfg["teacher_steps"])
-    teacher = Teacher(**teacher_config_of(os.path.join(run_dir, "teacher.pt"), TEACHER))
+    teacher = Teacher(**teacher_config_of(os.path.join(run_dir, "teacher.pt"), dict(TEACHER, stem=cfg["teacher_stem"])))
     if not teacher.lm_aligned:
         print("[teacher] checkpoint from before teacher configs were saved: legacy language head (lm_aligned=False)")
     timings["teacher"] = train_teacher(teacher, data, tr, va, run_dir, stage_cfg(cfg["teacher_steps"], cfg["lr_teacher"],

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from data import (ACTIONS, BOS, EOS, TEMPLATES, UNK, VOCAB, DrivingData, normalise_batch, oversample_starts,
-                  oversampled)
+from data import (ACTIONS, BOS, EOS, OBJECTS, TEMPLATES, UNK, VOCAB, DrivingData, normalise_batch,
+                  oversample_starts, oversampled)
 from distill import noisy_targets, text_io, train_student_driving
 from export import export_driving, export_language
 from student import STUDENT_SIZES, Student
@@ -78,6 +78,29 @@ def test_oversampled_repeats_go_around_frames_on_top_of_starts(tiny_dataset):
     assert counts[4] == counts[5] == 4 and (np.delete(counts, [4, 5]) == 1).all()
 
 
+def test_oversampled_repeats_braking_for_a_car_ahead_only(tiny_dataset):
+    d = DrivingData(tiny_dataset)
+    idx = np.arange(len(d))
+    d.speed[:] = 5.0
+    d.action[:] = ACTIONS.index("keep_speed")
+    d.object[:] = OBJECTS.index("none")
+    d.action[[1, 2, 3]] = torch.tensor([ACTIONS.index(a) for a in ("decelerate", "stop", "wait")])
+    d.object[[1, 2, 3, 4]] = OBJECTS.index("car")  # 4 keeps its speed behind the car: not a brake frame
+    d.action[5], d.object[5] = ACTIONS.index("stop"), OBJECTS.index("red_light")  # slows, but not for a car
+    assert (oversampled(d, idx, {"brake_boost": 1}) == idx).all()
+    counts = np.bincount(oversampled(d, idx, {"brake_boost": 3}), minlength=len(d))
+    assert (counts[[1, 2, 3]] == 3).all() and (np.delete(counts, [1, 2, 3]) == 1).all()
+
+
+def test_conv_stem_teacher_keeps_the_patch_grid():
+    img, spd, tp = torch.randn(2, 3, 128, 256), torch.ones(2, 1), torch.ones(2, 2, 2)
+    patch, conv = Teacher(**SMALL_TEACHER), Teacher(**SMALL_TEACHER, stem="conv")
+    assert conv.cfg["stem"] == "conv" and patch.cfg["stem"] == "patch"
+    assert conv.encode(img).shape == patch.encode(img).shape == (2, 8 * 16, 64)
+    with pytest.raises(ValueError, match="power of two"):
+        Teacher(**dict(SMALL_TEACHER, patch=12), stem="conv")
+
+
 def test_model_shapes():
     t = Teacher(**SMALL_TEACHER)
     s = Student()
@@ -138,7 +161,8 @@ def test_teacher_config_of_a_checkpoint(tmp_path):
     assert teacher_config_of(str(tmp_path / "none.pt"), default) == default
     legacy = tmp_path / "legacy.pt"
     save_ckpt(str(legacy), 1, {"teacher": Teacher(**SMALL_TEACHER)}, None, extra={"elapsed_s": 1.0})
-    assert teacher_config_of(str(legacy), default) == dict(default, lm_aligned=False)
+    assert teacher_config_of(str(legacy), default) == dict(default, lm_aligned=False, stem="patch")
+    assert teacher_config_of(str(legacy), dict(default, stem="conv"))["stem"] == "patch"  # no conv stem back then
     t = Teacher(**default)
     saved = tmp_path / "saved.pt"
     save_ckpt(str(saved), 1, {"teacher": t}, None, extra={"teacher_cfg": t.cfg})
@@ -201,6 +225,12 @@ def test_export_parity(tmp_path):
     assert rl["max_abs_diff"] < 1e-3
     from export import sha256
     assert f'features_from = ["{sha256(r["onnx"])}"]' in open(rl["manifest"]).read()
+
+
+def test_conv_stem_teacher_exports_with_parity(tmp_path):
+    from export import TeacherVisionOnly
+    r = export_driving(TeacherVisionOnly(Teacher(**SMALL_TEACHER, stem="conv")), str(tmp_path), "teacher", kind="teacher")
+    assert r["max_abs_diff"] < 1e-3 and r["features_shape"][-1] == SMALL_TEACHER["dim"]
 
 
 def test_commentary_metrics_runs(tiny_dataset):
