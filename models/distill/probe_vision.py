@@ -72,7 +72,8 @@ def measure(plan, data: DrivingData, idx: np.ndarray, empty_images: torch.Tensor
     for i in range(0, len(idx), bs):
         b = data.batch(idx[i: i + bs])
         path, swp = plan(b["image"], b["speed"], b["target_points"])
-        path_b, swp_b = plan(empty_images[: len(idx[i: i + bs])], b["speed"], b["target_points"])
+        blind = empty_images[torch.arange(len(b["speed"])) % len(empty_images)]
+        path_b, swp_b = plan(blind, b["speed"], b["target_points"])
         reach += [swp[:, -1, 0]]
         reach_blind += [swp_b[:, -1, 0]]
         d_speed += [(swp - swp_b).abs().mean((1, 2))]
@@ -96,7 +97,10 @@ def main() -> None:
         ap.error("give at least one --teacher or --student")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     data = DrivingData(a.data)
-    empty = data.batch(pick(data, GROUPS["empty road"], 50))["image"]
+    empty_idx = pick(data, GROUPS["empty road"], 50)
+    if len(empty_idx) == 0:
+        sys.exit(f"probe_vision: {a.data} has no empty-road frames (object none, accelerate or keep speed) to swap in")
+    empty = data.batch(empty_idx)["image"]
     models = [(p, teacher_planner(p)) for p in a.teacher] + [(p, student_planner(p, a.student_size)) for p in a.student]
     for name, keep in GROUPS.items():
         idx = pick(data, keep, a.frames)

@@ -17,8 +17,10 @@ def conv_stem(dim: int, patch: int) -> nn.Sequential:
     """Stride-2 3×3 convolutions down to the patch grid, instead of one patch×patch convolution ("early convolutions
     help transformers see better", Xiao et al. 2021). Why: the patchify-stem teacher, trained from scratch on this
     machine's ~24 000 frames, learnt to plan from the speed and the target points alone -- replacing its camera image
-    by zeros moved its waypoints by 0.06 m, its commentary was right 54 % of the time (the students' 72-84 %), and it
-    drove into cars ahead at its speed (models/distill/README.md, "The teacher did not look")."""
+    by zeros moved its waypoints by 0.06 m, and on the students' states its plan kept going where the expert brakes.
+    Tried once (2026-12-01, run `cs`): the conv-stem teacher's plan follows the image more (0.62 m at a red light),
+    but after two DAgger rounds it drove worse (66.3 vs 79.9 held-out), so no preset sets it (models/distill/README.md,
+    "The teacher did not look")."""
     n = patch.bit_length() - 1
     if 2**n != patch:
         raise ValueError(f"conv stem: patch {patch} is not a power of two")
@@ -35,6 +37,8 @@ class Teacher(nn.Module):
                  vocab: int = len(VOCAB), text_len: int = TEXT_LEN, lm_aligned: bool = False,
                  stem: str = "patch") -> None:
         super().__init__()
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"teacher stem {stem!r}: expected 'patch' or 'conv'")
         self.cfg = dict(dim=dim, depth=depth, heads=heads, dec_depth=dec_depth, patch=patch, vocab=vocab,
                         text_len=text_len, lm_aligned=lm_aligned, stem=stem)
         # lm_aligned=False is the first teachers' (bundled, 2026-11-25) language head: the logits of decoder position j

@@ -99,6 +99,8 @@ def test_conv_stem_teacher_keeps_the_patch_grid():
     assert conv.encode(img).shape == patch.encode(img).shape == (2, 8 * 16, 64)
     with pytest.raises(ValueError, match="power of two"):
         Teacher(**dict(SMALL_TEACHER, patch=12), stem="conv")
+    with pytest.raises(ValueError, match="stem"):
+        Teacher(**SMALL_TEACHER, stem="cnv")
 
 
 def test_model_shapes():
