@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from data import BOS, PAD, TEXT_LEN, DrivingData  # noqa: E402
+from data import DrivingData  # noqa: E402
 from distill import load_ckpt, teacher_config_of  # noqa: E402
+from export import TeacherVisionOnly  # noqa: E402
 from student import STUDENT_SIZES, Student  # noqa: E402
 from teacher import Teacher, load_exported  # noqa: E402
 
@@ -48,14 +49,8 @@ def teacher_planner(path: str):
     else:
         t = Teacher(**teacher_config_of(path, {}))
         load_ckpt(path, {"teacher": t})
-        t.eval()
-
-    def plan(image, speed, tp):
-        text = torch.full((len(speed), TEXT_LEN - 1), PAD, dtype=torch.long)
-        text[:, 0] = BOS
-        o = t(image, speed, tp, text)
-        return o["path"], o["speed_wps"]
-    return plan
+    vision_only = TeacherVisionOnly(t)
+    return lambda image, speed, tp: vision_only(image, speed, tp)[:2]
 
 
 def student_planner(path: str, size: str):
