@@ -57,6 +57,8 @@ TEMPLATES = [
 ]
 MAX_NUM = 150
 ACTIONS = ["accelerate", "keep_speed", "decelerate", "stop", "wait", "go_around", "turn_left", "turn_right"]
+# the actions where the expert slows down or stays stopped (for a car ahead, a light, a sign)
+SLOWING_ACTIONS = ("decelerate", "stop", "wait")
 OBJECTS = ["none", "car", "pedestrian", "red_light", "stop_sign", "parked_car", "junction", "curve"]
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 _TOKEN_RE = re.compile(r"[a-z]+|\d+|[.,]")
@@ -237,7 +239,7 @@ def oversample_lead_brakes(data: DrivingData, indices: np.ndarray, factor: int) 
     (probe_vision.py: 0.07 m). No preset sets it."""
     if factor <= 1:
         return indices
-    slows = torch.isin(data.action[indices], torch.tensor([ACTIONS.index(a) for a in ("decelerate", "stop", "wait")]))
+    slows = torch.isin(data.action[indices], torch.tensor([ACTIONS.index(a) for a in SLOWING_ACTIONS]))
     lead = slows & (data.object[indices] == OBJECTS.index("car"))
     return np.concatenate([indices, np.repeat(indices[lead.numpy()], factor - 1)])
 

@@ -26,11 +26,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from data import ACTIONS, DrivingData  # noqa: E402
+from data import ACTIONS, SLOWING_ACTIONS, DrivingData  # noqa: E402
 from distill import eval_teacher, text_io, train_teacher  # noqa: E402
 from teacher import Teacher, load_exported, save_exported  # noqa: E402
 
-BEHIND = ("stop", "wait", "decelerate")
 
 
 def counts(data_dir: str) -> dict:
@@ -46,7 +45,7 @@ def counts(data_dir: str) -> dict:
                 continue
             if r["action"] == "go_around":
                 c[("go around", r["scenario"])] += 1
-            elif r["object"] == "car" and r["action"] in BEHIND:
+            elif r["object"] == "car" and r["action"] in SLOWING_ACTIONS:
                 c[(f"{r['action']} behind a car", r["scenario"])] += 1
     return dict(sorted(c.items()))
 

@@ -21,16 +21,16 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from data import DrivingData  # noqa: E402
+from data import SLOWING_ACTIONS, DrivingData  # noqa: E402
 from distill import load_ckpt, teacher_config_of  # noqa: E402
 from export import TeacherVisionOnly  # noqa: E402
 from student import STUDENT_SIZES, Student  # noqa: E402
 from teacher import Teacher, load_exported  # noqa: E402
 
 GROUPS = {
-    "car ahead, expert slows": lambda r: r["object"] == "car" and r["action"] in ("decelerate", "stop", "wait")
+    "car ahead, expert slows": lambda r: r["object"] == "car" and r["action"] in SLOWING_ACTIONS
     and r["object_dist"] is not None and r["object_dist"] < 25,
-    "red light, expert stops": lambda r: r["object"] == "red_light" and r["action"] in ("decelerate", "stop", "wait"),
+    "red light, expert stops": lambda r: r["object"] == "red_light" and r["action"] in SLOWING_ACTIONS,
     "empty road": lambda r: r["object"] == "none" and r["action"] in ("accelerate", "keep_speed"),
 }
 
