@@ -8,8 +8,8 @@ Reported per group of frames (a car < 25 m ahead that the expert slows or stops 
 at; an empty road): how far the last speed waypoint reaches -- the expert's, the model's, the model's on the empty
 road's image -- and the mean per-frame change of the speed plan and of the path point 10 ahead.
 
-The 2026-11-30 teacher (patchify ViT, vision-only mode) moved its plan by ~0.1 m: it drove from its speed input alone,
-into the car ahead (models/distill/README.md, "The teacher did not look").
+The 2026-11-30 teachers (patchify ViT, vision-only mode) moved their plan by 0.06-0.08 m: they planned from the speed
+and the route alone (models/distill/README.md, "The teacher did not look").
 
   python probe_vision.py --data DATASET --teacher RUN/teacher.pt [--teacher OTHER.pt] [--student RUN/student_s1.pt]
 """
