@@ -6,6 +6,11 @@
 //! loader and the Rust runtime's start-up count too; `mark_process_start` is called first thing in `main`, and
 //! the parts are timed with `Instant`s from there on. Only the first drive of a process that marked its start
 //! reports one (later episodes of `sim eval` start warm).
+//!
+//! `main` only takes an `Instant`; /proc/self/stat is read when a drive starts, and the time from exec to `main`
+//! is that reading less the time since `main`. Why not read it in `main`: every command would then parse a file
+//! whose numbers (pid, parent pid, start time) change width from run to run, and the ARM ledger's `bench`
+//! commands must retire the same instructions every run (a pid that gained a digit moved a count by 5).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -13,14 +18,19 @@ use std::time::Instant;
 
 use crate::report::ColdStartMs;
 
-/// `main`'s first instant and the time from exec to it, ms.
-static PROCESS_START: OnceLock<(Instant, f64)> = OnceLock::new();
+/// `main`'s first instant.
+static PROCESS_START: OnceLock<Instant> = OnceLock::new();
 /// The cold start was already reported by an earlier drive of this process.
 static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// Call first thing in `main`: the origin of the cold start. Idempotent.
 pub fn mark_process_start() {
-    PROCESS_START.get_or_init(|| (Instant::now(), pre_main_ms().unwrap_or(0.0)));
+    PROCESS_START.get_or_init(Instant::now);
+}
+
+/// Milliseconds from exec to `main_start`: the time since exec now, less the time since `main_start`.
+fn pre_main_at(main_start: Instant) -> f64 {
+    since_exec_ms().map_or(0.0, |ms| (ms - main_start.elapsed().as_secs_f64() * 1e3).max(0.0))
 }
 
 /// Milliseconds from the process's start (fork + exec, the loader, Rust's runtime) to now, from the kernel's
@@ -29,7 +39,7 @@ pub fn mark_process_start() {
 /// then execs the binary in its own process) it would count the whole build as start-up. Such a process has
 /// already reaped children (cargo's rustc), which a plain fork + exec has not: their page faults (`cminflt`) are
 /// not zero.
-fn pre_main_ms() -> Option<f64> {
+fn since_exec_ms() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields counted after the command name (which may hold spaces): the rest starts at field 3.
     let field = |n: usize| stat[stat.rfind(')')? + 1..].split_whitespace().nth(n - 3)?.parse::<f64>().ok();
@@ -55,8 +65,13 @@ pub(super) struct ColdStartTimer {
 }
 
 impl ColdStartTimer {
+    /// Before the drive's first step: the time from exec to `main` is measured here (once per process).
     pub(super) fn start() -> ColdStartTimer {
-        ColdStartTimer { last: Instant::now(), parts: ColdStartMs::default() }
+        let mut parts = ColdStartMs::default();
+        if let (Some(&main_start), false) = (PROCESS_START.get(), TAKEN.load(Ordering::Relaxed)) {
+            parts.pre_main = pre_main_at(main_start);
+        }
+        ColdStartTimer { last: Instant::now(), parts }
     }
 
     /// Milliseconds since the previous lap (or the start), and a new lap begins.
@@ -76,17 +91,16 @@ impl ColdStartTimer {
     /// inference in that tick, the loop having started at `loop_start`); `None` for a process that did not mark
     /// its start, for a later drive of the same process, or when no model command was ever sent.
     pub(super) fn finish(
-        mut self,
+        self,
         loop_start: Instant,
         first_command: Option<Instant>,
         first_inference_ms: f64,
     ) -> Option<ColdStartMs> {
-        let (main_start, pre_main) = *PROCESS_START.get()?;
+        let main_start = *PROCESS_START.get()?;
         let first = first_command?;
         if TAKEN.swap(true, Ordering::Relaxed) {
             return None;
         }
-        self.parts.pre_main = pre_main;
         Some(close(self.parts, main_start, loop_start, first, first_inference_ms))
     }
 }
@@ -109,7 +123,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn pre_main_is_a_finite_nonnegative_duration_on_linux() {
         // cargo test spawns the test binary (fork + exec), so its start is measurable.
-        let ms = pre_main_ms().expect("/proc/self/stat of a freshly spawned process");
+        let ms = since_exec_ms().expect("/proc/self/stat of a freshly spawned process");
         assert!(ms.is_finite() && ms >= 0.0, "{ms}");
     }
 

@@ -15,7 +15,9 @@
 //! should run, and the largest student each board's tick budget allows.
 //!
 //! Exact repeatability takes a fixed guest: a fixed environment, `-seed`, a `/proc/cpuinfo` of the emulated CPU and
-//! getrandom failing over to a fixed `/dev/urandom` (tools/qemu-plugins/no_getrandom.c), each explained where set.
+//! getrandom failing over to a fixed `/dev/urandom` (tools/qemu-plugins/no_getrandom.c), each explained where set;
+//! and a guest that reads nothing whose width varies (its pid: the repeat pass runs in a new PID namespace, see
+//! [`Pass`]).
 //!
 //! Everything it needs is installed here, idempotently: qemu-user and libglib2.0-dev through apt-get, a `deb-src`
 //! entry for Debian's main archive, and `qemu-plugin.h` from Debian's qemu source package (cached next to the cargo
@@ -245,10 +247,10 @@ pub fn ledger(root: &Path, opts: &ArmOptions) -> Result<Value> {
         rows.len(),
         cpus(opts.quick).len()
     ));
-    let first = measure_all(root, &tools, &rows, cpus(opts.quick))?;
+    let first = measure_all(root, &tools, &rows, cpus(opts.quick), Pass::First)?;
     // The determinism pass repeats everything but the teacher (a third of the time, and not a board's model).
     let again: Vec<Row> = rows.iter().filter(|r| r.name != "teacher").cloned().collect();
-    let second = measure_all(root, &tools, &again, cpus(opts.quick))?;
+    let second = measure_all(root, &tools, &again, cpus(opts.quick), Pass::NewPidNamespace)?;
     check_deterministic(&first, &second)?;
     let macs = student_macs(root, &tools)?;
     let mut ledger = to_json(&first, macs, &tools)?;
@@ -425,14 +427,25 @@ fn build_c(root: &Path, cache: &Path, source: &str, output: &str, flags: &[&str]
     Ok(out)
 }
 
+/// Which pass of the ledger a run belongs to.
+#[derive(Clone, Copy)]
+enum Pass {
+    First,
+    /// The determinism pass runs qemu as pid 1 of a new PID namespace (`unshare --pid --fork`), so its pids are one
+    /// digit long where the first pass's are four or five. Why: the guest once parsed /proc/self/stat at start-up,
+    /// and a pid that gained a digit moved a count by 5 instructions -- a CI run failed on it once in many. Pids
+    /// that always differ in width make such a dependence fail the ledger every run, not by chance.
+    NewPidNamespace,
+}
+
 /// Every row at both iteration counts on every CPU, one qemu at a time (niced: the machine is shared).
-fn measure_all(root: &Path, tools: &Tools, rows: &[Row], cpus: &[&str]) -> Result<Vec<Measured>> {
+fn measure_all(root: &Path, tools: &Tools, rows: &[Row], cpus: &[&str], pass: Pass) -> Result<Vec<Measured>> {
     let mut out = Vec::new();
     for cpu in cpus {
         for row in rows.iter().filter(|r| r.only_cpu.is_none_or(|c| c == *cpu)) {
             let t = Instant::now();
-            let lo = count(root, tools, cpu, row, row.iters.0)?;
-            let hi = count(root, tools, cpu, row, row.iters.1)?;
+            let lo = count(root, tools, cpu, row, row.iters.0, pass)?;
+            let hi = count(root, tools, cpu, row, row.iters.1, pass)?;
             eprintln!(
                 "  {cpu:<11} {:<26} {:>14} / {:>14} insns  ({:.0} s)",
                 row.name,
@@ -454,11 +467,23 @@ fn measure_all(root: &Path, tools: &Tools, rows: &[Row], cpus: &[&str]) -> Resul
 }
 
 /// One run of the board binary under qemu with the plugin; its counts.
-fn count(root: &Path, tools: &Tools, cpu: &str, row: &Row, iters: u64) -> Result<Counts> {
+fn count(root: &Path, tools: &Tools, cpu: &str, row: &Row, iters: u64, pass: Pass) -> Result<Counts> {
     let file = tools.out.join(format!("{cpu}-{}-{iters}.json", row.name.replace(':', "-")));
     let _ = std::fs::remove_file(&file);
     let target = root.join(&row.target);
-    let out = Command::new(&tools.no_getrandom)
+    let mut cmd = match pass {
+        Pass::First => Command::new(&tools.no_getrandom),
+        Pass::NewPidNamespace => {
+            let mut c = Command::new("unshare");
+            // SAFETY: geteuid has no preconditions. Not root: a user namespace first (unprivileged namespaces).
+            if unsafe { libc::geteuid() } != 0 {
+                c.args(["--user", "--map-root-user"]);
+            }
+            c.args(["--pid", "--fork", "--kill-child"]).arg(&tools.no_getrandom);
+            c
+        }
+    };
+    let out = cmd
         // qemu-user hands its environment to the guest, and the guest's environment changes what it executes:
         // with RUST_BACKTRACE=1 every error tract raises and catches while optimising captures a backtrace (model
         // loading took 2.6 G instructions instead of 0.14 G); TRACT_* knobs change kernels. A fixed environment.
