@@ -43,7 +43,8 @@ class ConcatData(DrivingData):
     """Several dataset directories as one (DAgger's aggregate), with DrivingData's interface. `part[i]` says which
     directory frame i came from (0 = the first, the expert's offline data)."""
 
-    FIELDS = ("speed", "speed_prev", "target_points", "path", "speed_wps", "tokens", "action", "object")
+    FIELDS = ("speed", "speed_prev", "target_points", "path", "speed_wps", "tokens", "action", "object", "target_speed",
+              "object_dist")
 
     def __init__(self, parts: list[DrivingData]) -> None:  # noqa: D107 -- no DrivingData.__init__: nothing to read
         self.root = parts[0].root
@@ -321,7 +322,7 @@ def dagger_teacher(teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla:
         timing = train_teacher(teacher, agg, tr, va, d, dict(
             steps=cfg["dagger_steps"], batch=cfg["batch"], lr=cfg["dagger_lr"], eval_every=cfg["eval_every"],
             ckpt_every=cfg["ckpt_every"], start_boost=cfg["start_boost"], seed=100 + r, wp_loss=cfg["wp_loss"],
-            tp_noise=cfg["teacher_tp_noise"]))
+            tp_noise=cfg["teacher_tp_noise"], w_aux=cfg["teacher_aux_weight"]))
         ckpts.append(os.path.join(d, "teacher.pt"))
         teacher.eval()
         return {"aggregate_frames": len(agg), "train_s": round(timing["elapsed_s"], 1)}

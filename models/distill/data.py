@@ -160,6 +160,12 @@ class DrivingData:
                   "(a template of src/sim/expert.rs missing from data.TEMPLATES?)", file=sys.stderr)
         self.action = torch.tensor([ACTIONS.index(x["action"]) for x in r], dtype=torch.long)
         self.object = torch.tensor([OBJECTS.index(x["object"]) for x in r], dtype=torch.long)
+        # The expert's target speed and the distance to the object it reacts to (NaN: none or not recorded), the
+        # teacher's perception targets (teacher.PerceptionHead).
+        nan = float("nan")
+        self.target_speed = torch.tensor([nan if x.get("target_speed") is None else x["target_speed"] for x in r], dtype=torch.float32)
+        self.object_dist = torch.tensor([nan if x.get("object_dist") is None else x["object_dist"] for x in r],
+                                        dtype=torch.float32)
         self.seeds = sorted({x["seed"] for x in r})
         # template -> most frequent (action, object) label pair, to score generated commentary on action + object
         counts: dict = {}
@@ -190,6 +196,8 @@ class DrivingData:
             "tokens": self.tokens[t],
             "action": self.action[t],
             "object": self.object[t],
+            "target_speed": self.target_speed[t],
+            "object_dist": self.object_dist[t],
         }
 
     def split(self, val_frac: float = 0.05, seed: int = 0):

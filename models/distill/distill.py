@@ -209,13 +209,29 @@ def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: di
         l_wp = wp_loss(o["path"], o["speed_wps"], b["path"], b["speed_wps"], cfg.get("wp_loss", "l2"))
         l_txt = F.cross_entropy(o["logits"].reshape(-1, o["logits"].shape[-1]), text_out.reshape(-1), ignore_index=PAD)
         loss = l_wp + cfg.get("w_text", 0.2) * l_txt
+        out = {"wp": l_wp.item(), "text": l_txt.item()}
+        if teacher.aux_head is not None and cfg.get("w_aux", 0.5) > 0:
+            l_aux = perception_loss(teacher.perceive(o["features"]), b)
+            loss = loss + cfg.get("w_aux", 0.5) * l_aux
+            out["aux"] = l_aux.item()
         loss.backward()
-        return {"loss": loss.item(), "wp": l_wp.item(), "text": l_txt.item()}
+        return dict(out, loss=loss.item())
 
     # The teacher's config goes into its checkpoint: a later run that reuses it must rebuild the same model (e.g. the
     # language-head convention `lm_aligned`), not whatever the code's default is by then.
     return _loop(name, out, cfg["steps"], {"teacher": teacher}, list(teacher.parameters()), step_fn,
                  dict(cfg, meta={"teacher_cfg": dict(teacher.cfg)}), eval_fn=lambda: eval_teacher(teacher, data, va))
+
+
+def perception_loss(p: dict, b: dict) -> torch.Tensor:
+    """The perception head's loss: object and action cross-entropy, smooth L1 on the target speed (/10) and, where the
+    expert reacts to an object at a recorded distance, on that distance (/30)."""
+    loss = F.cross_entropy(p["object"], b["object"]) + F.cross_entropy(p["action"], b["action"])
+    for key, scale in (("target_speed", 10.0), ("object_dist", 30.0)):
+        known = ~torch.isnan(b[key])
+        if bool(known.any()):
+            loss = loss + F.smooth_l1_loss(p[key][known], b[key][known] / scale)
+    return loss
 
 
 def teacher_config_of(ckpt: str, default: dict) -> dict:

@@ -66,7 +66,11 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    teacher_offline_wp_loss="",
                    # the teacher's image stem for a teacher trained here (teacher.conv_stem; a reused checkpoint keeps
                    # its own): "patch" = one 16×16 convolution, "conv" = four stride-2 3×3 convolutions
-                   teacher_stem="patch")
+                   teacher_stem="patch",
+                   # weight of the teacher's perception loss (teacher.PerceptionHead: object, action, target speed and
+                   # object distance from its visual tokens alone, README "A perception head"); 0 = no head. A reused
+                   # checkpoint keeps whether it has one.
+                   teacher_aux_weight=0.0)
 
 PRESETS = {
     # CI smoke: tiny data, a few steps per stage, one tiny closed-loop round of each kind; checks the pipeline end to
@@ -314,12 +318,14 @@ def main() -> None:
     # 2. teacher (a reused checkpoint is rebuilt with the config it was trained with)
     if a.init_teacher and not os.path.exists(os.path.join(run_dir, "teacher.pt")):
         init_teacher(a.init_teacher, os.path.join(run_dir, "teacher.pt"), cfg["teacher_steps"])
-    teacher = Teacher(**teacher_config_of(os.path.join(run_dir, "teacher.pt"), dict(TEACHER, stem=cfg["teacher_stem"])))
+    teacher = Teacher(**teacher_config_of(os.path.join(run_dir, "teacher.pt"), dict(TEACHER, stem=cfg["teacher_stem"],
+                                                                                 aux=cfg["teacher_aux_weight"] > 0)))
     if not teacher.lm_aligned:
         print("[teacher] checkpoint from before teacher configs were saved: legacy language head (lm_aligned=False)")
     timings["teacher"] = train_teacher(teacher, data, tr, va, run_dir, stage_cfg(cfg["teacher_steps"], cfg["lr_teacher"],
                                                                         start_boost=cfg["start_boost"],
                                                                         tp_noise=cfg["teacher_tp_noise"],
+                                                                        w_aux=cfg["teacher_aux_weight"],
                                                                         wp_loss=cfg["teacher_offline_wp_loss"]
                                                                         or cfg["wp_loss"]))
     teacher.eval()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from data import IMG_H, IMG_W, N_PATH, N_SPEED, TEXT_LEN, VOCAB, BOS, EOS
+from data import ACTIONS, IMG_H, IMG_W, N_PATH, N_SPEED, OBJECTS, TEXT_LEN, VOCAB, BOS, EOS
 from layers import WP_SCALE, DecoderBlock, EncoderBlock, cond_features
 
 
@@ -32,15 +32,29 @@ def conv_stem(dim: int, patch: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class PerceptionHead(nn.Module):
+    """Mean- and max-pooled visual tokens -> object logits, action logits, target speed, object distance."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.n_obj, self.n_act = len(OBJECTS), len(ACTIONS)
+        self.mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, self.n_obj + self.n_act + 2))
+
+    def forward(self, vis: torch.Tensor) -> dict:
+        y = self.mlp(torch.cat([vis.mean(1), vis.amax(1)], dim=-1))
+        a, b = self.n_obj, self.n_obj + self.n_act
+        return {"object": y[:, :a], "action": y[:, a:b], "target_speed": y[:, b], "object_dist": y[:, b + 1]}
+
+
 class Teacher(nn.Module):
     def __init__(self, dim: int = 192, depth: int = 6, heads: int = 3, dec_depth: int = 3, patch: int = 16,
                  vocab: int = len(VOCAB), text_len: int = TEXT_LEN, lm_aligned: bool = False,
-                 stem: str = "patch") -> None:
+                 stem: str = "patch", aux: bool = False) -> None:
         super().__init__()
         if stem not in ("patch", "conv"):
             raise ValueError(f"teacher stem {stem!r}: expected 'patch' or 'conv'")
         self.cfg = dict(dim=dim, depth=depth, heads=heads, dec_depth=dec_depth, patch=patch, vocab=vocab,
-                        text_len=text_len, lm_aligned=lm_aligned, stem=stem)
+                        text_len=text_len, lm_aligned=lm_aligned, stem=stem, aux=aux)
         # lm_aligned=False is the first teachers' (bundled, 2026-11-25) language head: the logits of decoder position j
         # (cond, then text token j-1) were trained to predict text token j+1, so each word was predicted without
         # seeing the word just before it. True: the position of text token j predicts token j+1 (the usual shift).
@@ -61,6 +75,8 @@ class Teacher(nn.Module):
         self.lm_head = nn.Linear(dim, vocab)
         self.wp_head = nn.Linear(dim, 2)
         self.text_len = text_len
+        # aux: a head that reads only the visual tokens and names what the expert reacts to (see `perceive`).
+        self.aux_head = PerceptionHead(dim) if aux else None
 
     @property
     def dim(self) -> int:
@@ -72,6 +88,15 @@ class Teacher(nn.Module):
         for blk in self.enc:
             x = blk(x)
         return self.enc_norm(x)
+
+    def perceive(self, vis: torch.Tensor) -> dict:
+        """From the visual tokens alone: the expert's object and action logits, its target speed (m/s / 10) and the
+        object's distance (m / 30). A training signal only (not exported): the patchify teacher planned from its
+        speed and the commentary and its image moved its plan by 0.06 m (README, "The teacher did not look"); this
+        asks its encoder to see what the plan depends on."""
+        if self.aux_head is None:
+            raise ValueError("this teacher has no perception head (built with aux=False)")
+        return self.aux_head(vis)
 
     def _mask(self, n_text: int, device) -> torch.Tensor:
         p = 1 + n_text

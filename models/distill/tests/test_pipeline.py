@@ -363,3 +363,25 @@ def test_noisy_targets_shift_both_points_sideways_by_one_draw_and_zero_draws_not
     assert torch.allclose(shift[:, 0], shift[:, 1])
     assert bool((shift[:, 0].abs() > 1e-3).all())
     assert torch.equal(tp[0, 0], torch.tensor([10.0, 0.5]))
+
+
+def test_perception_head_reads_the_visual_tokens_and_skips_unknown_targets(tiny_dataset, tmp_path):
+    from distill import perception_loss, train_teacher
+    from export import TeacherVisionOnly
+    d = DrivingData(tiny_dataset)
+    b = d.batch(np.arange(8))
+    assert b["target_speed"].shape == (8,) and b["object_dist"].shape == (8,)
+    with pytest.raises(ValueError, match="perception head"):
+        Teacher(**SMALL_TEACHER).perceive(torch.zeros(1, 128, 64))
+    t = Teacher(**SMALL_TEACHER, aux=True)
+    p = t.perceive(t.encode(b["image"]))
+    assert p["object"].shape == (8, len(OBJECTS)) and p["action"].shape == (8, len(ACTIONS))
+    b["object_dist"][:] = float("nan")  # no frame reacts to an object at a known distance: that term is left out
+    assert torch.isfinite(perception_loss(p, b))
+    train_teacher(t, d, np.arange(len(d)), np.arange(4), str(tmp_path), dict(steps=2, batch=4, lr=1e-3, w_aux=0.5))
+    with open(tmp_path / "teacher.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(float(r["aux"]) > 0 for r in rows)
+    # The head is a training signal only: the exported graph is the same vision-only teacher, with parity.
+    r = export_driving(TeacherVisionOnly(t), str(tmp_path / "x"), "teacher", kind="teacher")
+    assert r["max_abs_diff"] < 1e-3
