@@ -534,7 +534,10 @@ fn check_deterministic(a: &[Measured], b: &[Measured]) -> Result<()> {
     if !diffs.is_empty() {
         bail!("ARM ledger not deterministic: {}", diffs.join("; "));
     }
-    eprintln!("determinism: both passes agree exactly on all {} repeated runs", 2 * b.len());
+    eprintln!(
+        "determinism: both passes (the second in a new PID namespace) agree exactly on all {} repeated runs",
+        2 * b.len()
+    );
     Ok(())
 }
 
