@@ -31,7 +31,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::cross::{apt_get, ensure_apt};
+use crate::cross::{apt_get, ensure_apt, running_as_root};
 use crate::{run, step};
 
 /// What `--arm` was asked for.
@@ -379,8 +379,7 @@ fn os_codename() -> Option<String> {
 
 /// Write a root-owned file: directly as root, else through `sudo tee`.
 fn write_as_root(path: &Path, text: &str) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if running_as_root() {
         return std::fs::write(path, text).with_context(|| format!("writing {}", path.display()));
     }
     use std::io::Write;
@@ -475,8 +474,8 @@ fn count(root: &Path, tools: &Tools, cpu: &str, row: &Row, iters: u64, pass: Pas
         Pass::First => Command::new(&tools.no_getrandom),
         Pass::NewPidNamespace => {
             let mut c = Command::new("unshare");
-            // SAFETY: geteuid has no preconditions. Not root: a user namespace first (unprivileged namespaces).
-            if unsafe { libc::geteuid() } != 0 {
+            // Not root: a user namespace first (unprivileged namespaces).
+            if !running_as_root() {
                 c.args(["--user", "--map-root-user"]);
             }
             c.args(["--pid", "--fork", "--kill-child"]).arg(&tools.no_getrandom);

@@ -25,11 +25,15 @@ fn installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// This process runs as root (then apt, dpkg and root-owned files need no sudo).
+pub(crate) fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// `apt-get` as root, or through sudo when not root.
 pub(crate) fn apt_get() -> Command {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let mut c = if root {
+    let mut c = if running_as_root() {
         Command::new("apt-get")
     } else {
         let mut c = Command::new("sudo");
@@ -81,8 +85,7 @@ pub fn ensure_arm64_arch() -> Result<()> {
         return Ok(());
     }
     step("dpkg --add-architecture arm64");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if running_as_root() {
         run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
     } else {
         run(Command::new("sudo").args(["dpkg", "--add-architecture", "arm64"]))?;
