@@ -162,10 +162,9 @@ class DrivingData:
         self.object = torch.tensor([OBJECTS.index(x["object"]) for x in r], dtype=torch.long)
         # The expert's target speed and the distance to the object it reacts to (NaN: none or not recorded), the
         # teacher's perception targets (teacher.PerceptionHead).
-        nan = float("nan")
-        self.target_speed = torch.tensor([nan if x.get("target_speed") is None else x["target_speed"] for x in r], dtype=torch.float32)
-        self.object_dist = torch.tensor([nan if x.get("object_dist") is None else x["object_dist"] for x in r],
-                                        dtype=torch.float32)
+        def or_nan(key: str) -> torch.Tensor:
+            return torch.tensor([float("nan") if x.get(key) is None else x[key] for x in r], dtype=torch.float32)
+        self.target_speed, self.object_dist = or_nan("target_speed"), or_nan("object_dist")
         self.seeds = sorted({x["seed"] for x in r})
         # template -> most frequent (action, object) label pair, to score generated commentary on action + object
         counts: dict = {}

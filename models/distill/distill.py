@@ -193,6 +193,7 @@ def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: di
     rng = np.random.default_rng(cfg.get("seed", 0))
     gen = torch.Generator().manual_seed(cfg.get("seed", 0))
     it = batches(oversampled(data, tr, cfg), cfg["batch"], rng)
+    w_aux = cfg.get("w_aux", 0.5)  # weight of the perception head's loss, for a teacher that has one
 
     def step_fn(_):
         teacher.train()
@@ -210,9 +211,9 @@ def train_teacher(teacher: Teacher, data: DrivingData, tr, va, out: str, cfg: di
         l_txt = F.cross_entropy(o["logits"].reshape(-1, o["logits"].shape[-1]), text_out.reshape(-1), ignore_index=PAD)
         loss = l_wp + cfg.get("w_text", 0.2) * l_txt
         out = {"wp": l_wp.item(), "text": l_txt.item()}
-        if teacher.aux_head is not None and cfg.get("w_aux", 0.5) > 0:
+        if teacher.aux_head is not None and w_aux > 0:
             l_aux = perception_loss(teacher.perceive(o["features"]), b)
-            loss = loss + cfg.get("w_aux", 0.5) * l_aux
+            loss = loss + w_aux * l_aux
             out["aux"] = l_aux.item()
         loss.backward()
         return dict(out, loss=loss.item())
