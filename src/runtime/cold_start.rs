@@ -38,7 +38,7 @@ fn pre_main_at(main_start: Instant) -> f64 {
 /// process ran something else before it exec'ed us: `starttime` is the fork's, so under `cargo run` (which builds,
 /// then execs the binary in its own process) it would count the whole build as start-up. Such a process has
 /// already reaped children (cargo's rustc), which a plain fork + exec has not: their page faults (`cminflt`) are
-/// not zero.
+/// not zero. A warm `cargo run` that builds nothing reaps no child, so there the figure includes cargo's own start-up.
 fn since_exec_ms() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields counted after the command name (which may hold spaces): the rest starts at field 3.
