@@ -235,6 +235,42 @@ fn stop_signals_end_the_run_cleanly_with_a_report() {
 }
 
 #[test]
+fn a_stop_signal_ends_sim_eval_after_the_run_in_progress() {
+    // Each episode of `sim eval --policy model` is a runtime run with its own stop flag. Before the process-wide
+    // flag, SIGTERM only ended the episode in progress and the table went on with the next one (and between two
+    // episodes it was ignored): `kill` could not stop an evaluation.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("eval.json");
+    let mut child = rtvla()
+        .args(["sim", "eval", "--policy", "model", "--model", "models/fixture/student_fixture.toml"])
+        .args(["--scenarios", "lane_keep", "--seeds", "0..20", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("sim eval still running 60 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted: stopped by a signal after") && err.contains("of 20 runs"), "{err}");
+    assert!(!json.exists(), "a partial table must not be written as the report");
+}
+
+#[test]
 fn an_early_manual_snapshot_request_does_not_kill_the_process() {
     let mut child = rtvla()
         .args(["drive", "--quiet", "--ticks", "10", "--no-store"])

@@ -1,7 +1,7 @@
 //! What a run asks of the operating system: real-time scheduling from the board profile, and the stop signals.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use crate::board::Board;
 
@@ -81,16 +81,43 @@ impl Drop for SignalGuard {
     }
 }
 
-/// Ctrl-C, SIGTERM (how systemd stops a service) and SIGHUP end the loop cleanly: the car is stopped, the store
-/// flushed and the report written. A second one while stopping exits at once (status 130). Registered per run and
-/// unregistered after it, so each run (e.g. each episode of `sim eval`) gets its own stop flag.
-pub(crate) fn install_stop_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<Vec<signal_hook::SigId>> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut ids = Vec::new();
-    for sig in [SIGINT, SIGTERM, SIGHUP] {
-        // Order matters: the conditional exit sees the flag as it was before this signal set it.
-        ids.push(signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?);
-        ids.push(signal_hook::flag::register(sig, stop.clone())?);
+const STOP_SIGNALS: [i32; 3] = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP];
+
+/// Set by the process's first stop signal and never cleared. Per-run handlers alone left a gap: between two runs of
+/// `sim eval` none was registered, and signal-hook does not restore the default action when the last one is
+/// unregistered, so SIGTERM was ignored there, and during a run it only ended that run: the next one started.
+static PROCESS_STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(Default::default);
+static PROCESS_STOP_INSTALLED: Mutex<bool> = Mutex::new(false);
+
+/// Has this process been asked to stop (Ctrl-C, SIGTERM, SIGHUP) since its first run installed the handlers?
+/// Loops over many runs (`sim eval`) check it before starting the next one.
+pub fn stop_requested() -> bool {
+    PROCESS_STOP.load(Ordering::SeqCst)
+}
+
+/// The process-wide stop handlers, once per process and never unregistered: a stop signal sets `stop_requested`,
+/// and a second one exits at once (status 130).
+pub fn install_process_stop_signals() -> anyhow::Result<()> {
+    let mut installed = PROCESS_STOP_INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if !*installed {
+        for sig in STOP_SIGNALS {
+            // Order matters: the conditional exit sees the flag as it was before this signal set it.
+            signal_hook::flag::register_conditional_shutdown(sig, 130, PROCESS_STOP.clone())?;
+            signal_hook::flag::register(sig, PROCESS_STOP.clone())?;
+        }
+        *installed = true;
     }
-    Ok(ids)
+    Ok(())
+}
+
+/// Ctrl-C, SIGTERM (how systemd stops a service) and SIGHUP end the loop cleanly: the car is stopped, the store
+/// flushed and the report written. A second one while stopping exits at once (status 130). The run's own flag is
+/// registered per run and unregistered after it; the process-wide handlers (`install_process_stop_signals`) stay, so
+/// a signal between two runs is not lost and the caller of many runs stops after the one it ended.
+pub(crate) fn install_stop_signals(stop: &Arc<AtomicBool>) -> anyhow::Result<Vec<signal_hook::SigId>> {
+    install_process_stop_signals()?;
+    if stop_requested() {
+        stop.store(true, Ordering::SeqCst);
+    }
+    STOP_SIGNALS.iter().map(|&sig| Ok(signal_hook::flag::register(sig, stop.clone())?)).collect()
 }

@@ -242,11 +242,18 @@ pub(super) fn evaluate_with_progress(
     rep
 }
 
-/// Print the table and the first errors, write the JSON; exit 1 when no run succeeded.
+/// Print the table and the first errors, write the JSON; exit 1 when no run succeeded. An evaluation a stop signal
+/// ended early prints its partial table but writes no JSON (a reader would take it for the whole table) and exits
+/// 130, as a shell does for Ctrl-C.
 pub(super) fn finish_eval(rep: &EvalReport, json: Option<&std::path::Path>) -> anyhow::Result<i32> {
     print!("{}", rep.table());
     for e in rep.errors.iter().take(5) {
         eprintln!("error: {e}");
+    }
+    if let Some(why) = &rep.interrupted {
+        let skipped = json.map_or(String::new(), |p| format!("; {} not written", p.display()));
+        eprintln!("interrupted: {why} (the run in progress is not counted){skipped}");
+        return Ok(130);
     }
     if let Some(p) = json {
         std::fs::write(p, serde_json::to_string_pretty(rep)?)?;
@@ -280,6 +287,8 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
                 None => default_seeds(&scenarios),
             };
             let mut runner = episode_runner(&policy, model)?;
+            // Before the first run, so that a stop signal ends the table after the run in progress, for every policy.
+            crate::runtime::os::install_process_stop_signals()?;
             let rep = evaluate_with_progress(&policy, &names, seeds, &mut *runner, verbose);
             finish_eval(&rep, json.as_deref())
         }

@@ -7,6 +7,7 @@ use rand_pcg::Pcg32;
 use serde::{Deserialize, Serialize};
 
 use super::{EpisodeMetrics, Infractions, World, DT};
+use crate::runtime::os::stop_requested;
 use crate::types::Command;
 
 /// Aggregate of an evaluation.
@@ -31,6 +32,9 @@ pub struct EvalReport {
     /// `sim serve`: what the network did (latency, loss); absent for in-process evaluation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wire: Option<super::serve::WireSummary>,
+    /// Why the evaluation ended before its last run (a stop signal): the table covers only the runs before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -102,9 +106,18 @@ pub fn evaluate(
 ) -> EvalReport {
     let mut rep = EvalReport { policy: policy.to_string(), ..Default::default() };
     let mut ms = vec![];
-    for sc in scenarios {
+    let total = scenarios.len() as u64 * seeds.end.saturating_sub(seeds.start);
+    'runs: for sc in scenarios {
         for seed in seeds.clone() {
-            match run_episode(sc, seed) {
+            if stop_requested() {
+                break 'runs;
+            }
+            let result = run_episode(sc, seed);
+            // A stop signal during the run ended it early (the runtime stops its loop on one): not a finished run.
+            if stop_requested() {
+                break 'runs;
+            }
+            match result {
                 Ok(m) => {
                     if let Some(p) = progress.as_mut() {
                         p(&m);
@@ -114,6 +127,10 @@ pub fn evaluate(
                 Err(e) => rep.errors.push(format!("{sc}/{seed}: {e:#}")),
             }
         }
+    }
+    if stop_requested() {
+        let done = ms.len() + rep.errors.len();
+        rep.interrupted = Some(format!("stopped by a signal after {done} of {total} runs"));
     }
     aggregate(&mut rep, &ms);
     rep

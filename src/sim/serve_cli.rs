@@ -83,6 +83,7 @@ pub(super) fn run(cmd: SimCommand) -> anyhow::Result<i32> {
     let mut rig = Rig::bind(opts)?;
     eprintln!("rig listening on {} ({pacing:?}); start `rtvla drive` once per episode", rig.local_addr()?);
     let mut runner = |sc: &str, seed: u64| rig.episode(sc, seed);
+    crate::runtime::os::install_process_stop_signals()?;
     let mut rep = evaluate_with_progress("wire", &names, seeds, &mut runner, verbose);
     let w = rig.summary.clone();
     println!(
