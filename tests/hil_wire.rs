@@ -124,3 +124,37 @@ fn a_rig_with_the_wrong_key_never_moves_the_car() {
     assert_eq!(r["nominal_ticks_at_end"], 0);
     assert!(link(&r, "auth_failed") > 40, "every datagram of the rig refused and counted: {}", r["link"]);
 }
+
+#[test]
+fn a_stop_signal_ends_a_rig_that_waits_for_a_runtime() {
+    // No `drive` ever announces itself: the rig waits up to --hello-timeout-s (20 s here) for one. A SIGTERM ends
+    // that wait, and the table, at once.
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "rig.key", 0x5a);
+    let mut rig = Command::new(BIN)
+        .args(["sim", "serve", "--bind", &format!("127.0.0.1:{}", free_port()), "--scenarios", "following"])
+        .args(["--seeds", "1000000", "--hello-timeout-s", "20", "--key"])
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The rig installs its stop handlers before it says it listens.
+    let mut err = std::io::BufReader::new(rig.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("rig listening") {
+        line.clear();
+        assert_ne!(std::io::BufRead::read_line(&mut err, &mut line).unwrap(), 0, "the rig exited before listening");
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(rig.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = rig.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the rig still waits for a runtime 10 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "interrupted, as sim eval is");
+}

@@ -286,9 +286,9 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
                 Some(s) => bad(eval::parse_seeds(&s))?,
                 None => default_seeds(&scenarios),
             };
-            let mut runner = episode_runner(&policy, model)?;
             // Before the first run, so that a stop signal ends the table after the run in progress, for every policy.
             crate::runtime::os::install_process_stop_signals()?;
+            let mut runner = episode_runner(&policy, model)?;
             let rep = evaluate_with_progress(&policy, &names, seeds, &mut *runner, verbose);
             finish_eval(&rep, json.as_deref())
         }

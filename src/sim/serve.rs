@@ -131,6 +131,8 @@ impl Rig {
         let mut buf = [0u8; MAX_DATAGRAM + 1];
         self.sock.set_read_timeout(Some(Duration::from_millis(100)))?;
         while start.elapsed() < self.opts.hello_timeout {
+            // `sim eval`'s table stops after this run on a stop signal; waiting out the timeout first would not.
+            anyhow::ensure!(!crate::runtime::os::stop_requested(), "stopped by a signal while waiting for a runtime");
             let Ok((n, from)) = self.sock.recv_from(&mut buf) else { continue };
             let Ok(d) = wire::decode(&buf[..n], self.opts.key.as_ref()) else {
                 self.summary.refused += 1;

@@ -80,10 +80,11 @@ pub(super) fn run(cmd: SimCommand) -> anyhow::Result<i32> {
     if opts.key.is_none() {
         eprintln!("note: no --key: datagrams are not authenticated; runtimes accept this on loopback only");
     }
+    // Before "listening" is printed: from then on a stop signal ends the table (exit 130) instead of killing it.
+    crate::runtime::os::install_process_stop_signals()?;
     let mut rig = Rig::bind(opts)?;
     eprintln!("rig listening on {} ({pacing:?}); start `rtvla drive` once per episode", rig.local_addr()?);
     let mut runner = |sc: &str, seed: u64| rig.episode(sc, seed);
-    crate::runtime::os::install_process_stop_signals()?;
     let mut rep = evaluate_with_progress("wire", &names, seeds, &mut runner, verbose);
     let w = rig.summary.clone();
     println!(
