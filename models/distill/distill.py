@@ -245,7 +245,8 @@ def teacher_config_of(ckpt: str, default: dict) -> dict:
         return dict(default)
     ck = torch.load(ckpt, map_location="cpu", weights_only=False)
     extra = ck.get("extra") or {}
-    cfg = dict(extra["teacher_cfg"]) if "teacher_cfg" in extra else dict(default, lm_aligned=False, stem="patch")
+    cfg = (dict(extra["teacher_cfg"]) if "teacher_cfg" in extra
+           else dict(default, lm_aligned=False, stem="patch", speed_cap=None))
     n_tok = ck["modules"]["teacher"]["tok.weight"].shape[0]
     if n_tok != len(VOCAB):  # e.g. a teacher of before the oncoming-car templates joined data.TEMPLATES
         raise SystemExit(f"{ckpt}: the teacher speaks a {n_tok}-token vocabulary, data.TEMPLATES make "

@@ -88,8 +88,16 @@ def causal_mask(t: int, device=None) -> torch.Tensor:
     return torch.triu(torch.full((t, t), -1e9, device=device), diagonal=1)
 
 
-def cond_features(speed: torch.Tensor, target_points: torch.Tensor) -> torch.Tensor:
-    """[B,1] speed (m/s) + [B,2,2] target points (m) -> [B,5] roughly unit-scale conditioning vector."""
+def cond_features(speed: torch.Tensor, target_points: torch.Tensor, speed_cap: float | None = None) -> torch.Tensor:
+    """[B,1] speed (m/s) + [B,2,2] target points (m) -> [B,5] roughly unit-scale conditioning vector.
+
+    `speed_cap` (m/s): the plan reads min(speed, cap); 0 = it cannot read the speed at all, None = the full speed.
+    Why: a plan that reads the speed learns inertia -- the expert's next 2.5 s are mostly its speed times the time,
+    so the waypoints follow the speed and not the car ahead (README, "The teacher did not look" and "Inertia: the
+    speed input"); without it the plan must read the distance to what is ahead from the pixels. The op is left out
+    of the graph when there is no cap, so models trained before it export the same graph."""
+    if speed_cap is not None:
+        speed = speed.clamp(max=speed_cap)
     return torch.cat([speed / 10.0, target_points.reshape(-1, 4) / 25.0], dim=1)
 
 

@@ -70,7 +70,12 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    # weight of the teacher's perception loss (teacher.PerceptionHead: object, action, target speed and
                    # object distance from its visual tokens alone, README "A perception head"); 0 = no head. A reused
                    # checkpoint keeps whether it has one.
-                   teacher_aux_weight=0.0)
+                   teacher_aux_weight=0.0,
+                   # what the plans may read of the ego speed (layers.cond_features): min(speed, cap) m/s; 0 = none,
+                   # < 0 = all of it. Both student arms get student_speed_cap; a reused teacher checkpoint keeps its
+                   # own. README, "Inertia: the speed input": a student that cannot read the speed drove 74.8 where
+                   # the same student reading it drove 64.0 (card's 48 runs).
+                   student_speed_cap=-1.0, teacher_speed_cap=-1.0)
 
 PRESETS = {
     # CI smoke: tiny data, a few steps per stage, one tiny closed-loop round of each kind; checks the pipeline end to
@@ -121,6 +126,16 @@ START_BOOST = 3
 
 # Teacher size: the largest that trains in the 2 h budget on 2 AVX2 cores (see README.md, measured s/step).
 TEACHER = dict(dim=192, depth=6, heads=3, dec_depth=3, patch=16, lm_aligned=True)
+
+
+def speed_cap(v: float) -> float | None:
+    """A preset's speed cap (< 0: none) as the models take it (None: the full speed)."""
+    return None if v < 0 else float(v)
+
+
+def student_config(cfg: dict) -> dict:
+    """The driving branch's config of both student arms: the preset's size and speed cap."""
+    return dict(STUDENT_SIZES[cfg["student_size"]], speed_cap=speed_cap(cfg["student_speed_cap"]))
 
 
 def find_rtvla(arg: str | None) -> str:
@@ -319,7 +334,9 @@ def main() -> None:
     if a.init_teacher and not os.path.exists(os.path.join(run_dir, "teacher.pt")):
         init_teacher(a.init_teacher, os.path.join(run_dir, "teacher.pt"), cfg["teacher_steps"])
     teacher = Teacher(**teacher_config_of(os.path.join(run_dir, "teacher.pt"), dict(TEACHER, stem=cfg["teacher_stem"],
-                                                                                 aux=cfg["teacher_aux_weight"] > 0)))
+                                                                                 aux=cfg["teacher_aux_weight"] > 0,
+                                                                                 speed_cap=speed_cap(
+                                                                                     cfg["teacher_speed_cap"]))))
     if not teacher.lm_aligned:
         print("[teacher] checkpoint from before teacher configs were saved: legacy language head (lm_aligned=False)")
     timings["teacher"] = train_teacher(teacher, data, tr, va, run_dir, stage_cfg(cfg["teacher_steps"], cfg["lr_teacher"],
@@ -343,7 +360,7 @@ def main() -> None:
         teacher_tag = f"_dagger{cl.load_state(run_dir)['teacher_best_round']}"
         teacher.eval()
     # 3. distilled student: stage 1 driving (offline), on-policy rounds, stage 2 language (driving frozen)
-    student = Student(driving=STUDENT_SIZES[cfg["student_size"]])
+    student = Student(driving=student_config(cfg))
     heads = DistillHeads(student.driving.cfg["feat_dim"], student.driving.cfg["dim"], teacher.dim)
     base_targets = None
     if cfg["onpolicy_rounds"] > 0 and cfg["onpolicy_base_targets"] == "none":
@@ -375,7 +392,7 @@ def main() -> None:
     # 4. ablation: same student, ground truth only, the expert's offline data, as many steps as the distilled arm's
     # offline + on-policy stage 1 (same compute)
     torch.manual_seed(0)
-    ablation = Student(driving=STUDENT_SIZES[cfg["student_size"]])
+    ablation = Student(driving=student_config(cfg))
     timings["ablation_s1"] = train_student_driving(ablation, None, data, tr, va, run_dir,
                                                    stage_cfg(cl.ablation_steps(cfg), cfg["lr_student"],
                                                              start_boost=cfg["student_start_boost"]),

@@ -25,9 +25,9 @@ import closedloop as cl  # noqa: E402
 from data import DrivingData  # noqa: E402
 from distill import DistillHeads, load_ckpt, teacher_config_of, train_student_driving  # noqa: E402
 from export import export_driving  # noqa: E402
-from pipeline import PRESETS, START_BOOST, TEACHER, find_rtvla  # noqa: E402
+from pipeline import PRESETS, START_BOOST, TEACHER, find_rtvla, student_config  # noqa: E402
 from seeds import closed_loop, paired_summary, span  # noqa: E402
-from student import STUDENT_SIZES, Student  # noqa: E402
+from student import Student  # noqa: E402
 from teacher import Teacher  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def stage1(cfg: dict, seed: int, steps: int) -> dict:
 def distilled_arm(seed: int, cfg: dict, data, tr, va, teacher, out: str, rtvla: str) -> str:
     """Stage 1 + on-policy rounds for one seed under `out`; returns the kept round's exported manifest."""
     torch.manual_seed(seed)
-    st = Student(driving=STUDENT_SIZES[cfg["student_size"]])
+    st = Student(driving=student_config(cfg))
     heads = DistillHeads(st.driving.cfg["feat_dim"], st.driving.cfg["dim"], teacher.dim)
     base = cl.no_teacher_targets(len(data), teacher.dim)
     train_student_driving(st, teacher, data, tr, va, out, stage1(cfg, seed, cfg["s1_steps"]), name="student_s1",
@@ -63,7 +63,7 @@ def distilled_arm(seed: int, cfg: dict, data, tr, va, teacher, out: str, rtvla: 
 
 def ablation_arm(seed: int, cfg: dict, data, tr, va, out: str) -> str:
     torch.manual_seed(seed)
-    st = Student(driving=STUDENT_SIZES[cfg["student_size"]])
+    st = Student(driving=student_config(cfg))
     train_student_driving(st, None, data, tr, va, out, stage1(cfg, seed, cl.ablation_steps(cfg)), name="ablation_s1")
     return export_driving(st.driving, os.path.join(out, "export"), "student")["manifest"]
 

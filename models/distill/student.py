@@ -93,11 +93,12 @@ class StudentDriving(nn.Module):
     # depth=2, query_self_attn=True, mlp_ratio=4: ~646 k parameters, ~10 ms). Sweeps: models/distill/README.md.
     def __init__(self, widths=(24, 64), feat_dim: int = 64, dim: int = 48, heads: int = 1, depth: int = 1,
                  stem: str = "patch8", res=(False,), query_self_attn: bool = False, mlp_ratio: int = 2,
-                 proj: bool = False) -> None:
+                 proj: bool = False, speed_cap: float | None = None) -> None:
         super().__init__()
         self.cfg = dict(widths=list(widths), feat_dim=feat_dim, dim=dim, heads=heads, depth=depth, stem=stem,
                         res=None if res is None else list(res), query_self_attn=query_self_attn, mlp_ratio=mlp_ratio,
-                        proj=proj)
+                        proj=proj, speed_cap=speed_cap)
+        self.speed_cap = speed_cap  # layers.cond_features: what the plan may read of the ego speed
         self.encoder = StudentEncoder(widths, feat_dim, stem, res, proj)
         self.n_q = N_PATH + N_SPEED
         self.queries = nn.Parameter(torch.randn(1, self.n_q, dim) * 0.02)
@@ -109,7 +110,7 @@ class StudentDriving(nn.Module):
 
     def forward(self, image, speed, target_points, return_queries: bool = False):
         feats, feats_out = self.encoder(image)
-        q = self.queries + self.cond(cond_features(speed, target_points)).unsqueeze(1)
+        q = self.queries + self.cond(cond_features(speed, target_points, self.speed_cap)).unsqueeze(1)
         for blk in self.blocks:
             q = blk(q, feats)
         q = self.norm(q)

@@ -49,12 +49,13 @@ class PerceptionHead(nn.Module):
 class Teacher(nn.Module):
     def __init__(self, dim: int = 192, depth: int = 6, heads: int = 3, dec_depth: int = 3, patch: int = 16,
                  vocab: int = len(VOCAB), text_len: int = TEXT_LEN, lm_aligned: bool = False,
-                 stem: str = "patch", aux: bool = False) -> None:
+                 stem: str = "patch", aux: bool = False, speed_cap: float | None = None) -> None:
         super().__init__()
         if stem not in ("patch", "conv"):
             raise ValueError(f"teacher stem {stem!r}: expected 'patch' or 'conv'")
         self.cfg = dict(dim=dim, depth=depth, heads=heads, dec_depth=dec_depth, patch=patch, vocab=vocab,
-                        text_len=text_len, lm_aligned=lm_aligned, stem=stem, aux=aux)
+                        text_len=text_len, lm_aligned=lm_aligned, stem=stem, aux=aux, speed_cap=speed_cap)
+        self.speed_cap = speed_cap  # layers.cond_features: what the plan may read of the ego speed
         # lm_aligned=False is the first teachers' (bundled, 2026-11-25) language head: the logits of decoder position j
         # (cond, then text token j-1) were trained to predict text token j+1, so each word was predicted without
         # seeing the word just before it. True: the position of text token j predicts token j+1 (the usual shift).
@@ -109,7 +110,7 @@ class Teacher(nn.Module):
     def decode(self, vis, speed, target_points, text_in):
         """text_in [B, T] token ids (teacher forcing). Returns logits [B,T,V], queries [B,30,dim], wps [B,30,2]."""
         b, t = text_in.shape
-        prefix = torch.cat([self.cond(cond_features(speed, target_points)).unsqueeze(1), self.tok(text_in)], dim=1)
+        prefix = torch.cat([self.cond(cond_features(speed, target_points, self.speed_cap)).unsqueeze(1), self.tok(text_in)], dim=1)
         x = torch.cat([prefix + self.dec_pos[:, : 1 + t], self.queries.expand(b, -1, -1)], dim=1)
         mask = self._mask(t, x.device)
         for blk in self.dec:
@@ -175,7 +176,7 @@ class Teacher(nn.Module):
                 x = x + blk.mlp(blk.n3(x))
             return x
 
-        h = run(self.cond(cond_features(speed, target_points)).unsqueeze(1) + self.dec_pos[:, :1])
+        h = run(self.cond(cond_features(speed, target_points, self.speed_cap)).unsqueeze(1) + self.dec_pos[:, :1])
         pending = self.lm_head(self.dec_norm(h))[:, -1]  # lm_aligned=False: the cond position predicts word 1
         tok = torch.full((b, 1), BOS, dtype=torch.long, device=image.device)
         toks = [tok]

@@ -163,7 +163,7 @@ def test_teacher_config_of_a_checkpoint(tmp_path):
     assert teacher_config_of(str(tmp_path / "none.pt"), default) == default
     legacy = tmp_path / "legacy.pt"
     save_ckpt(str(legacy), 1, {"teacher": Teacher(**SMALL_TEACHER)}, None, extra={"elapsed_s": 1.0})
-    assert teacher_config_of(str(legacy), default) == dict(default, lm_aligned=False, stem="patch")
+    assert teacher_config_of(str(legacy), default) == dict(default, lm_aligned=False, stem="patch", speed_cap=None)
     assert teacher_config_of(str(legacy), dict(default, stem="conv"))["stem"] == "patch"  # no conv stem back then
     t = Teacher(**default)
     saved = tmp_path / "saved.pt"
@@ -227,6 +227,40 @@ def test_export_parity(tmp_path):
     assert rl["max_abs_diff"] < 1e-3
     from export import sha256
     assert f'features_from = ["{sha256(r["onnx"])}"]' in open(rl["manifest"]).read()
+
+
+def test_speed_cap_hides_the_speed_from_the_plan_and_keeps_the_graph_inputs(tmp_path):
+    """speed_cap=0: the plan is the same at every speed, and the exported graph still takes the runtime's speed input;
+    a cap of 3 m/s reads 5 and 9 m/s alike; no cap leaves the graph as it was (no clamp node)."""
+    import onnx
+    import onnxruntime as ort
+    from student import StudentDriving
+    img, tp = torch.randn(1, 3, 128, 256), torch.tensor([[[15.0, 0.5], [35.0, 1.0]]])
+
+    def plan(model, v):
+        with torch.no_grad():
+            return model(img, torch.tensor([[v]]), tp)[1]
+
+    torch.manual_seed(0)
+    blind, capped, full = (StudentDriving(speed_cap=c).eval() for c in (0.0, 3.0, None))
+    assert torch.equal(plan(blind, 0.0), plan(blind, 12.0))
+    assert torch.equal(plan(capped, 5.0), plan(capped, 9.0)) and not torch.equal(plan(capped, 1.0), plan(capped, 5.0))
+    assert not torch.equal(plan(full, 5.0), plan(full, 9.0))
+    t = Teacher(**SMALL_TEACHER, speed_cap=0.0).eval()
+    with torch.no_grad():
+        text = torch.full((1, 1), BOS)
+        assert torch.equal(t(img, torch.zeros(1, 1), tp, text)["speed_wps"], t(img, torch.full((1, 1), 9.0), tp, text)["speed_wps"])
+    ops = {}
+    for name, model in (("blind", blind), ("full", full)):
+        r = export_driving(model, str(tmp_path / name), "student")
+        assert r["max_abs_diff"] < 1e-3
+        ops[name] = {n.op_type for n in onnx.load(r["onnx"]).graph.node}
+        sess = ort.InferenceSession(r["onnx"], providers=["CPUExecutionProvider"])
+        assert [i.name for i in sess.get_inputs()] == ["image", "speed", "target_points"]
+    assert {"Clip", "Min"} & ops["blind"] and not {"Clip", "Min"} & ops["full"]
+    run = ort.InferenceSession(str(tmp_path / "blind" / "student.onnx"), providers=["CPUExecutionProvider"]).run
+    feeds = [{"image": img.numpy(), "speed": np.array([[v]], np.float32), "target_points": tp.numpy()} for v in (0.0, 12.0)]
+    assert np.array_equal(run(None, feeds[0])[1], run(None, feeds[1])[1])
 
 
 def test_conv_stem_teacher_exports_with_parity(tmp_path):
