@@ -100,8 +100,9 @@ PRESETS = {
     # labelled by the kept teacher; rounds measured on 48 held-out runs each (24 until 2026-12-01: the kept round
     # scored ~4 DS lower on the card's runs than on its own). Since 2026-12-02 both student arms are blind to the
     # ego speed and stage 1 is 7 800 ground-truth steps (was 1 500, reading the speed): that stage 1 and two rounds
-    # labelled by a DAgger teacher that reads the speed drove 83.5 on the card's runs (README, "Inertia: the speed
-    # input"); the teacher keeps the speed (blind to it, it gained 2.1 DS, not shown).
+    # labelled by a DAgger teacher that reads the speed drove 83.5 on the card's runs (seed 0; seed 1 74.9, its
+    # stage 1 79.6; the speed-reading ablation 64.0: README, "Inertia: the speed input"); the teacher keeps the
+    # speed (blind to it, it gained 2.1 DS, not shown).
     "closedloop": dict(CLOSED_LOOP, frames=24000, seeds="0..20000", every=10, batch=32, teacher_steps=1600,
                        s1_steps=7800, student_speed_cap=0.0, eval_every=500, ckpt_every=50, lr_teacher=5e-4,
                        lr_student=1e-3, val_limit=256, dagger_rounds=3, dagger_frames=2000, dagger_steps=300,
