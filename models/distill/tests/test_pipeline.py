@@ -249,7 +249,8 @@ def test_speed_cap_hides_the_speed_from_the_plan_and_keeps_the_graph_inputs(tmp_
     t = Teacher(**SMALL_TEACHER, speed_cap=0.0).eval()
     with torch.no_grad():
         text = torch.full((1, 1), BOS)
-        assert torch.equal(t(img, torch.zeros(1, 1), tp, text)["speed_wps"], t(img, torch.full((1, 1), 9.0), tp, text)["speed_wps"])
+        at_rest, at_9 = (t(img, torch.full((1, 1), v), tp, text)["speed_wps"] for v in (0.0, 9.0))
+    assert torch.equal(at_rest, at_9)
     ops = {}
     for name, model in (("blind", blind), ("full", full)):
         r = export_driving(model, str(tmp_path / name), "student")
@@ -259,7 +260,8 @@ def test_speed_cap_hides_the_speed_from_the_plan_and_keeps_the_graph_inputs(tmp_
         assert [i.name for i in sess.get_inputs()] == ["image", "speed", "target_points"]
     assert {"Clip", "Min"} & ops["blind"] and not {"Clip", "Min"} & ops["full"]
     run = ort.InferenceSession(str(tmp_path / "blind" / "student.onnx"), providers=["CPUExecutionProvider"]).run
-    feeds = [{"image": img.numpy(), "speed": np.array([[v]], np.float32), "target_points": tp.numpy()} for v in (0.0, 12.0)]
+    feeds = [{"image": img.numpy(), "speed": np.array([[v]], np.float32), "target_points": tp.numpy()}
+             for v in (0.0, 12.0)]
     assert np.array_equal(run(None, feeds[0])[1], run(None, feeds[1])[1])
 
 
