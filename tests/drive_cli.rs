@@ -3,6 +3,9 @@
 use std::path::Path;
 use std::process::Command;
 
+mod process_common;
+use process_common::wait_or_kill;
+
 fn rtvla() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rtvla"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -252,17 +255,8 @@ fn a_stop_signal_ends_sim_eval_after_the_run_in_progress() {
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > std::time::Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("sim eval still running 60 s after SIGTERM");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let status =
+        wait_or_kill(&mut child, std::time::Duration::from_secs(60), "sim eval still running 60 s after SIGTERM");
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");

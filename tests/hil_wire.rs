@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod process_common;
+use process_common::wait_or_kill;
+
 const BIN: &str = env!("CARGO_BIN_EXE_rtvla");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -148,13 +151,7 @@ fn a_stop_signal_ends_a_rig_that_waits_for_a_runtime() {
     }
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(rig.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = rig.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "the rig still waits for a runtime 10 s after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status =
+        wait_or_kill(&mut rig, Duration::from_secs(10), "the rig still waits for a runtime 10 s after SIGTERM");
     assert_eq!(status.code(), Some(130), "interrupted, as sim eval is");
 }
