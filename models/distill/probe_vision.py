@@ -12,6 +12,7 @@ The 2026-11-30 teachers (patchify ViT, vision-only mode) moved their plan by 0.0
 and the route alone (models/distill/README.md, "The teacher did not look").
 
   python probe_vision.py --data DATASET --teacher RUN/teacher.pt [--teacher OTHER.pt] [--student RUN/student_s1.pt]
+      [--student-speed-cap 0]
 """
 import argparse
 import os
@@ -53,9 +54,10 @@ def teacher_planner(path: str):
     return lambda image, speed, tp: vision_only(image, speed, tp)[:2]
 
 
-def student_planner(path: str, size: str):
-    """A student's driving branch from a stage-1 checkpoint (module `driving`)."""
-    s = Student(driving=STUDENT_SIZES[size])
+def student_planner(path: str, size: str, speed_cap: float):
+    """A student's driving branch from a stage-1 checkpoint (module `driving`). Its checkpoint does not hold its config,
+    so the speed cap it was trained with (pipeline.py's `student_speed_cap`, < 0: none) is given here."""
+    s = Student(driving=dict(STUDENT_SIZES[size], speed_cap=None if speed_cap < 0 else speed_cap))
     load_ckpt(path, {"driving": s.driving})
     s.driving.eval()
     return lambda image, speed, tp: s.driving(image, speed, tp)[:2]
@@ -86,6 +88,8 @@ def main() -> None:
                     help="a teacher: a training checkpoint (RUN/teacher.pt) or an export's (models/student/teacher.pt)")
     ap.add_argument("--student", action="append", default=[], help="a student stage-1 checkpoint (student_s1.pt)")
     ap.add_argument("--student-size", default="p4-147k", choices=sorted(STUDENT_SIZES))
+    ap.add_argument("--student-speed-cap", type=float, default=-1.0,
+                    help="the students' speed cap in m/s, as in their preset (closedloop: 0, blind); < 0: none")
     ap.add_argument("--frames", type=int, default=200, help="frames per group")
     a = ap.parse_args()
     if not a.teacher and not a.student:
@@ -96,7 +100,7 @@ def main() -> None:
     if len(empty_idx) == 0:
         sys.exit(f"probe_vision: {a.data} has no empty-road frames (object none, accelerate or keep speed) to swap in")
     empty = data.batch(empty_idx)["image"]
-    models = [(p, teacher_planner(p)) for p in a.teacher] + [(p, student_planner(p, a.student_size)) for p in a.student]
+    models = [(p, teacher_planner(p)) for p in a.teacher] + [(p, student_planner(p, a.student_size, a.student_speed_cap)) for p in a.student]
     for name, keep in GROUPS.items():
         idx = pick(data, keep, a.frames)
         if len(idx) == 0:
