@@ -9,7 +9,7 @@ use std::process::Command;
 use rtvla::events::snapshot::{Snapshot, TriggerKind, FLAG_COLLISION};
 
 const SCENARIO: &str = "cut_in";
-const SEED: &str = "9";
+const SEED: &str = "4";
 
 fn rtvla() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rtvla"));
