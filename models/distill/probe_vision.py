@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from data import SLOWING_ACTIONS, DrivingData  # noqa: E402
 from distill import load_ckpt, teacher_config_of  # noqa: E402
 from export import TeacherVisionOnly  # noqa: E402
+from pipeline import speed_cap  # noqa: E402
 from student import STUDENT_SIZES, Student  # noqa: E402
 from teacher import Teacher, load_exported  # noqa: E402
 
@@ -54,10 +55,10 @@ def teacher_planner(path: str):
     return lambda image, speed, tp: vision_only(image, speed, tp)[:2]
 
 
-def student_planner(path: str, size: str, speed_cap: float):
+def student_planner(path: str, size: str, cap: float):
     """A student's driving branch from a stage-1 checkpoint (module `driving`). Its checkpoint does not hold its config,
     so the speed cap it was trained with (pipeline.py's `student_speed_cap`, < 0: none) is given here."""
-    s = Student(driving=dict(STUDENT_SIZES[size], speed_cap=None if speed_cap < 0 else speed_cap))
+    s = Student(driving=dict(STUDENT_SIZES[size], speed_cap=speed_cap(cap)))
     load_ckpt(path, {"driving": s.driving})
     s.driving.eval()
     return lambda image, speed, tp: s.driving(image, speed, tp)[:2]
@@ -100,7 +101,8 @@ def main() -> None:
     if len(empty_idx) == 0:
         sys.exit(f"probe_vision: {a.data} has no empty-road frames (object none, accelerate or keep speed) to swap in")
     empty = data.batch(empty_idx)["image"]
-    models = [(p, teacher_planner(p)) for p in a.teacher] + [(p, student_planner(p, a.student_size, a.student_speed_cap)) for p in a.student]
+    models = [(p, teacher_planner(p)) for p in a.teacher]
+    models += [(p, student_planner(p, a.student_size, a.student_speed_cap)) for p in a.student]
     for name, keep in GROUPS.items():
         idx = pick(data, keep, a.frames)
         if len(idx) == 0:
