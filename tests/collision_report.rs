@@ -1,15 +1,15 @@
 //! Issue 17's must-show, store side: in a simulated cut-in the bundled student hits the car cutting in; the store
 //! holds a collision event anchored on the impact, tagged with its run, whose keyframes cover the second before
 //! the impact, and the HTML report shows that event with its lead-up. (`cargo xtask ci` also renders this report
-//! in headless Chromium: xtask/src/report_check.rs, same scenario and seed.)
+//! in headless Chromium: xtask/src/report_check.rs; both take the drive from tests/collision_common.)
 
 use std::path::Path;
 use std::process::Command;
 
 use rtvla::events::snapshot::{Snapshot, TriggerKind, FLAG_COLLISION};
 
-const SCENARIO: &str = "cut_in";
-const SEED: &str = "4";
+mod collision_common;
+use collision_common::{SCENARIO, SEED};
 
 fn rtvla() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rtvla"));
@@ -39,7 +39,7 @@ fn a_cut_in_collision_is_stored_with_its_lead_up_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let (store, report) = (dir.path().join("store"), dir.path().join("r.json"));
     let out = rtvla()
-        .args(["drive", "--quiet", "--fast", "--scenario", SCENARIO, "--seed", SEED, "--store"])
+        .args(["drive", "--quiet", "--fast", "--scenario", SCENARIO, "--seed", &SEED.to_string(), "--store"])
         .arg(&store)
         .arg("--report-json")
         .arg(&report)
@@ -49,8 +49,8 @@ fn a_cut_in_collision_is_stored_with_its_lead_up_and_reported() {
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert!(
         r["infractions"]["collision_vehicle"].as_u64().unwrap_or(0) >= 1,
-        "{SCENARIO} seed {SEED} no longer collides (a retrained model?): pick another seed here and in \
-         xtask/src/report_check.rs. Infractions: {}",
+        "{SCENARIO} seed {SEED} no longer collides (a retrained model?): pick another seed in \
+         tests/collision_common/mod.rs. Infractions: {}",
         r["infractions"]
     );
 
@@ -67,7 +67,7 @@ fn a_cut_in_collision_is_stored_with_its_lead_up_and_reported() {
     assert!(s.keyframes.iter().all(|k| !k.jpeg.is_empty() && !k.features.is_empty()));
     // Tagged with its run.
     assert_eq!(s.run.scenario.as_deref(), Some(SCENARIO));
-    assert_eq!(s.run.seed, Some(SEED.parse().unwrap()));
+    assert_eq!(s.run.seed, Some(SEED));
     assert_eq!((s.run.board.as_str(), s.run.policy.as_str()), ("host-sim", "model"));
     assert_eq!(s.run.run_id.len(), 21, "{}", s.run.run_id);
     let student = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/student/student.toml");
@@ -78,7 +78,7 @@ fn a_cut_in_collision_is_stored_with_its_lead_up_and_reported() {
     let ls = rtvla().args(["store", "ls", "--json"]).arg(&store).output().unwrap();
     let ls: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
     let row = ls.as_array().unwrap().iter().find(|e| e["trigger"] == "collision").unwrap().clone();
-    assert_eq!((row["scenario"].as_str(), row["seed"].as_u64()), (Some(SCENARIO), SEED.parse().ok()));
+    assert_eq!((row["scenario"].as_str(), row["seed"].as_u64()), (Some(SCENARIO), Some(SEED)));
     assert_eq!((row["run"].as_str(), row["model"].as_str()), (Some(s.run.run_id.as_str()), Some(&sha[..12])));
 
     // The HTML shows the collision, its run and its lead-up.

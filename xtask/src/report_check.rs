@@ -2,17 +2,16 @@
 //! `rtvla explain --html`, and a screenshot of that page by real headless Chromium (installed from Debian with
 //! apt-get when `/usr/bin/chromium` is missing). Checks the page names the collision and its run, and that the
 //! screenshot is a real, non-blank PNG of the requested size. `tests/collision_report.rs` checks the store side of
-//! the same drive; keep `SCENARIO` / `SEED` in step with it.
+//! the same drive (both take it from tests/collision_common/mod.rs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// A drive in which the student collides (found by `rtvla drive --scenario cut_in --seed S --fast` over seeds).
-pub const SCENARIO: &str = "cut_in";
-/// See [`SCENARIO`].
-pub const SEED: u64 = 4;
+// `SCENARIO` and `SEED`: the drive in which the bundled student collides, one definition for this check and
+// tests/collision_report.rs.
+include!("../../tests/collision_common/mod.rs");
 const CHROMIUM: &str = "/usr/bin/chromium";
 const WINDOW: (u32, u32) = (1280, 2000);
 
