@@ -421,3 +421,14 @@ def test_perception_head_reads_the_visual_tokens_and_skips_unknown_targets(tiny_
     # The head is a training signal only: the exported graph is the same vision-only teacher, with parity.
     r = export_driving(TeacherVisionOnly(t), str(tmp_path / "x"), "teacher", kind="teacher")
     assert r["max_abs_diff"] < 1e-3
+
+
+def test_a_resumed_run_keeps_the_seconds_its_rounds_cost_before():
+    """The DAgger and on-policy rounds resume from disk; a run resumed to redo a later stage must not report them as
+    costing the few seconds of this invocation (they go into every exported manifest's provenance)."""
+    import time
+
+    from pipeline import rounds_elapsed
+    t0 = time.time() - 2.0
+    assert 102.0 <= rounds_elapsed({"dagger_teacher": {"elapsed_s": 100.0}}, "dagger_teacher", t0) < 110.0
+    assert 2.0 <= rounds_elapsed({}, "onpolicy_student", t0) < 10.0  # a first run: this invocation's seconds
