@@ -151,12 +151,14 @@ def student_config(cfg: dict) -> dict:
     return dict(STUDENT_SIZES[cfg["student_size"]], speed_cap=speed_cap(cfg["student_speed_cap"]))
 
 
-def rounds_elapsed(prior: dict, key: str, t0: float) -> float:
-    """Seconds a round stage (DAgger, on-policy) has cost over every invocation of this run: its rounds resume (each
-    step is skipped when its output exists), so a resumed run adds this invocation's seconds to what the run's
-    timings.json held before -- as `distill._loop` does for a resumed training stage. Without it, a run resumed to
-    redo one later stage reported its rounds as taking seconds (the exported manifests' provenance included)."""
-    return float((prior.get(key) or {}).get("elapsed_s") or 0.0) + time.time() - t0
+def round_timings(prior: dict, key: str, rounds: list[dict], t0: float) -> dict:
+    """timings.json's entry for a round stage (DAgger, on-policy): its rounds, their minutes, and the seconds the stage
+    has cost over every invocation of this run. Its rounds resume (each step is skipped when its output exists), so
+    a resumed run adds this invocation's seconds to what the run's timings.json held before -- as `distill._loop`
+    does for a resumed training stage. Without that, a run resumed to redo one later stage reported its rounds as
+    taking seconds (the exported manifests' provenance included)."""
+    elapsed = float((prior.get(key) or {}).get("elapsed_s") or 0.0) + time.time() - t0
+    return {"rounds": rounds, "minutes_per_round": [r.get("minutes") for r in rounds], "elapsed_s": elapsed}
 
 
 def find_rtvla(arg: str | None) -> str:
@@ -336,7 +338,7 @@ def main() -> None:
     os.makedirs(run_dir, exist_ok=True)
     t_start = time.time()
     timings_path = os.path.join(run_dir, "timings.json")
-    prior = json.load(open(timings_path)) if os.path.exists(timings_path) else {}  # a resumed run's (rounds_elapsed)
+    prior = json.load(open(timings_path)) if os.path.exists(timings_path) else {}  # a resumed run's (round_timings)
     timings = {"preset": preset, "config": cfg, "torch_threads": torch.get_num_threads()}
     print(f"[pipeline] preset {preset}, run dir {run_dir}, torch threads {torch.get_num_threads()}")
 
@@ -379,8 +381,7 @@ def main() -> None:
     if cfg["dagger_rounds"] > 0:
         t0 = time.time()
         rounds = cl.dagger_teacher(teacher, data, tr, va, run_dir, rtvla, cfg)
-        timings["dagger_teacher"] = {"rounds": rounds, "minutes_per_round": [r.get("minutes") for r in rounds],
-                             "elapsed_s": rounds_elapsed(prior, "dagger_teacher", t0)}
+        timings["dagger_teacher"] = round_timings(prior, "dagger_teacher", rounds, t0)
         round_series["teacher (DAgger)"] = rounds
         teacher_tag = f"_dagger{cl.load_state(run_dir)['teacher_best_round']}"
         teacher.eval()
@@ -400,10 +401,9 @@ def main() -> None:
     lang_data, lang_tr = data, tr
     if cfg["onpolicy_rounds"] > 0:
         t0 = time.time()
-        rounds, agg, agg_tr = cl.onpolicy_student(student, teacher, data, tr, va, run_dir, rtvla, cfg,
-                                                         base_targets, heads)
-        timings["onpolicy_student"] = {"rounds": rounds, "minutes_per_round": [r.get("minutes") for r in rounds],
-                             "elapsed_s": rounds_elapsed(prior, "onpolicy_student", t0)}
+        rounds, agg, agg_tr = cl.onpolicy_student(student, teacher, data, tr, va, run_dir, rtvla, cfg, base_targets,
+                                                  heads)
+        timings["onpolicy_student"] = round_timings(prior, "onpolicy_student", rounds, t0)
         round_series["student (on-policy)"] = rounds
         if cfg["s2_data"] == "aggregate":
             lang_data, lang_tr = agg, agg_tr
@@ -415,9 +415,8 @@ def main() -> None:
         cl.plot_rounds(run_dir, round_series, refs)
     # stage 2 on the aggregate (on the student's own drives the targets are the teacher's commentary) or on the
     # offline frames alone; with or without the KL to the teacher's logits (s2_data, s2_w_kl)
-    timings["student_s2"] = train_student_language(student, teacher if cfg["s2_w_kl"] > 0 else None, lang_data,
-                                                   lang_tr, va, run_dir, stage_cfg(cfg["s2_steps"], cfg["lr_student"],
-                                                                                   w_kl=cfg["s2_w_kl"]),
+    timings["student_s2"] = train_student_language(student, teacher, lang_data, lang_tr, va, run_dir,
+                                                   stage_cfg(cfg["s2_steps"], cfg["lr_student"], w_kl=cfg["s2_w_kl"]),
                                                    name="student_s2")
     # 4. ablation: same student, ground truth only, the expert's offline data, as many steps as the distilled arm's
     # offline + on-policy stage 1 (same compute)

@@ -428,7 +428,7 @@ def test_a_resumed_run_keeps_the_seconds_its_rounds_cost_before():
     costing the few seconds of this invocation (they go into every exported manifest's provenance)."""
     import time
 
-    from pipeline import rounds_elapsed
+    from pipeline import round_timings
     t0 = time.time() - 2.0
-    assert 102.0 <= rounds_elapsed({"dagger_teacher": {"elapsed_s": 100.0}}, "dagger_teacher", t0) < 110.0
-    assert 2.0 <= rounds_elapsed({}, "onpolicy_student", t0) < 10.0  # a first run: this invocation's seconds
+    assert 102.0 <= round_timings({"dagger_teacher": {"elapsed_s": 100.0}}, "dagger_teacher", [], t0)["elapsed_s"] < 110.0
+    assert 2.0 <= round_timings({}, "onpolicy_student", [], t0)["elapsed_s"] < 10.0  # a first run: this invocation's
