@@ -89,7 +89,12 @@ fn lossy_wire_real_time_keeps_rate_stops_when_stale_and_recovers() {
     // 120 ticks at 20 Hz: 6 s, whatever the network did (skipped ticks would show a loop that fell behind).
     assert!((5.5..7.5).contains(&wall), "wall {wall} s for 120 ticks at 20 Hz");
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert_eq!(r["skipped_ticks"], 0, "{r}");
+    // The loop never waits on the wire: had it blocked through the 1 s blackout it would have skipped ~20 ticks.
+    // A tick or two lost to the OS's scheduler (CI runs these three tests at once on two cores, without
+    // realtime priority) is not that, and is reported, not asserted: timings are measured by `xtask bench`/`soak`.
+    let skipped = r["skipped_ticks"].as_u64().unwrap();
+    assert!(skipped <= 3, "{skipped} ticks skipped: the loop fell behind by more than a scheduler hiccup: {r}");
+    assert!(skipped == 0 || r["deadline_misses"].as_u64().unwrap() > 0, "a skip follows a missed deadline: {r}");
     // Lost chunks leave frames incomplete; a duplicated datagram repeats its sequence number: refused as a replay.
     for k in ["frames_incomplete", "replayed", "frames_delivered"] {
         assert!(link(&r, k) > 0, "{k} = 0: {}", r["link"]);
