@@ -112,10 +112,11 @@ mod tests {
         c.sleep_until(d);
         assert!(c.now_us() >= d);
         assert!(t0.elapsed() >= std::time::Duration::from_millis(19));
-        // A passed deadline returns at once.
+        // A passed deadline returns at once (a wrapped subtraction would sleep for ages; the bound leaves room for a
+        // loaded CI machine's scheduler, which is not what this checks).
         let t1 = std::time::Instant::now();
         c.sleep_until(0);
-        assert!(t1.elapsed() < std::time::Duration::from_millis(5));
+        assert!(t1.elapsed() < std::time::Duration::from_millis(500));
     }
 
     #[test]
