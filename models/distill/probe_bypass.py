@@ -10,11 +10,15 @@ collision a run: 6.3 DS of the 48-run table. Three measurements:
            and on go-around frames by the parked car's distance
   finetune the teacher fine-tuned with the go-around frames repeated (data.oversample_bypass) on the offline frames +
            DAgger rollouts; exports its vision-only driving graph for `rtvla sim eval`
+  student  the closedloop preset's student stage 1 (blind to the speed, ground truth only, 7 800 steps) trained from
+           scratch with the go-around frames repeated; exports it and drives it on the card's 48 held-out runs and
+           the rounds' 48 (the students look at the camera more than the teacher: probe_vision.py)
 
   python probe_bypass.py counts --data DATASET
   python probe_bypass.py fit --data DATASET --teacher models/student/teacher.pt [--teacher OTHER.pt]
   python probe_bypass.py finetune --data DATASET --teacher models/student/teacher.pt --rollouts R1 R2 R3 \\
       --out DIR --boost 6 --steps 600
+  python probe_bypass.py student --data DATASET --out DIR --boost 4 --steps 7800
 """
 import argparse
 import collections
@@ -114,13 +118,40 @@ def finetune(a) -> None:
     print(f"[finetune] {pol}: drive it with rtvla sim eval --policy model --model {pol}")
 
 
+def student(a) -> None:
+    import closedloop as cl
+    from distill import train_student_driving
+    from pipeline import PRESETS, student_config
+    from student import Student
+    cfg = PRESETS["closedloop"]
+    data = DrivingData(a.data)
+    tr, va = data.split()
+    torch.manual_seed(0)
+    drv = Student(driving=student_config(cfg))
+    os.makedirs(a.out, exist_ok=True)
+    train_student_driving(drv, None, data, tr, va[: cfg["val_limit"]], a.out, dict(
+        steps=a.steps, batch=cfg["batch"], lr=cfg["lr_student"], eval_every=cfg["eval_every"],
+        ckpt_every=cfg["ckpt_every"], wp_loss=cfg["wp_loss"], start_boost=cfg["student_start_boost"],
+        bypass_boost=a.boost, seed=1), name="student_s1")
+    pol = cl.export_policy(drv.driving, os.path.join(a.out, "policy"), "student", "student",
+                           f"blind stage-1 student, go-around frames x{a.boost} (probe_bypass.py student)")
+    rtvla = a.rtvla or os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../target/release/rtvla")
+    for name, seeds in (("card", "1000000..1000004"), ("rounds", "1000100..1000104")):
+        out = os.path.join(a.out, f"{name}_eval.json")
+        r = cl.eval_ds(rtvla, pol, out, "held-out", seeds)
+        with open(out) as f:
+            static = json.load(f)["infractions"]["collision_static"]
+        print(f"[student] {name}'s 48 runs: DS {r['driving_score']:.1f}, static collisions {static}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["counts", "fit", "finetune"])
+    ap.add_argument("what", choices=["counts", "fit", "finetune", "student"])
     ap.add_argument("--data", required=True, help="an expert dataset directory (rtvla sim dataset)")
     ap.add_argument("--teacher", action="append", default=[], help="teacher.pt (an export's)")
     ap.add_argument("--rollouts", nargs="*", default=[], help="finetune: DAgger rollout dataset directories")
-    ap.add_argument("--out", help="finetune: output directory")
+    ap.add_argument("--out", help="finetune, student: output directory")
+    ap.add_argument("--rtvla", help="student: the rtvla binary that drives it (default: target/release/rtvla)")
     ap.add_argument("--boost", type=int, default=6)
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--lr", type=float, default=2e-4)
@@ -135,6 +166,10 @@ def main() -> None:
             print(f"{label:28s} {scenario:20s} {k:5d}")
     elif a.what == "fit":
         print(json.dumps(fit(a.data, a.teacher or ["models/student/teacher.pt"]), indent=2))
+    elif a.what == "student":
+        if not a.out:
+            ap.error("student needs --out")
+        student(a)
     else:
         if not a.out or len(a.teacher) != 1:
             ap.error("finetune needs --out and one --teacher")
