@@ -10,6 +10,7 @@ The kept round is then driven on the card's 48 held-out runs (seeds 1 000 000..1
 
   python probe_labeller.py --run /work/distill-runs/closedloop --out /work/distill-runs/oracle \\
       [--set onpolicy_steps=1500 --set student_onpolicy_frac=0.5 ...]
+      [--set onpolicy_focus_frames=2000 --focus parked_obstacle,obstacle_two_ways]
 """
 import argparse
 import json
@@ -55,6 +56,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="this probe's run directory (resumable)")
     ap.add_argument("--rtvla", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../target/release/rtvla"))
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a closedloop value")
+    ap.add_argument("--focus", help="with --set onpolicy_focus_frames=N: the focus rollouts drive these scenarios "
+                                    "(e.g. parked_obstacle,obstacle_two_ways) instead of the round's weakest")
     a = ap.parse_args()
     cfg = dict(PRESETS["closedloop"], start_boost=START_BOOST)
     for kv in a.set:
@@ -74,6 +77,8 @@ def main() -> None:
     heads = DistillHeads(student.driving.cfg["feat_dim"], student.driving.cfg["dim"], teacher.dim)
     load_ckpt(os.path.join(a.out, "student_s1.pt"), {"driving": student.driving, "heads": heads})
     cl.teacher_labels = expert_labelled(cl.teacher_labels)
+    if a.focus:
+        cl.weakest_scenarios = lambda _eval_json, _k: a.focus.split(",")
     rounds, _, _ = cl.onpolicy_student(student, teacher, data, tr, va, a.out, a.rtvla, cfg,
                                        cl.no_teacher_targets(len(data), teacher.dim), heads)
     best = cl.load_state(a.out)["student_best_round"]
