@@ -36,6 +36,8 @@ from distill import (DistillHeads, cache_teacher_targets, eval_driving, eval_tea
 from export import TeacherVisionOnly, export_driving
 
 STATE = "closedloop.json"
+# `cargo xtask eval`'s held-out seeds per scenario: the model card's 48 runs (the rounds measure on others)
+CARD_SEEDS = "1000000..1000004"
 
 
 # ------------------------------------------------------------------------------------------------------------ data

@@ -161,6 +161,15 @@ def round_timings(prior: dict, key: str, rounds: list[dict], t0: float) -> dict:
     return {"rounds": rounds, "minutes_per_round": [r.get("minutes") for r in rounds], "elapsed_s": elapsed}
 
 
+def apply_sets(cfg: dict, sets: list[str]) -> dict:
+    """`cfg` with each `--set KEY=VALUE` applied, the value cast to the type of the key's preset value (a new key
+    stays a string)."""
+    for kv in sets:
+        k, v = kv.split("=", 1)
+        cfg[k] = type(cfg[k])(v) if k in cfg else v
+    return cfg
+
+
 def find_rtvla(arg: str | None) -> str:
     for c in [arg, os.environ.get("RTVLA_BIN"), os.path.join(ROOT, "target", "release", "rtvla"),
               "/work/main/target/release/rtvla", shutil.which("rtvla")]:
@@ -324,10 +333,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset value")
     a = ap.parse_args()
     preset = "smoke" if a.smoke else a.preset
-    cfg = dict(PRESETS[preset], start_boost=START_BOOST)
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        cfg[k] = type(cfg[k])(v) if k in cfg else v
+    cfg = apply_sets(dict(PRESETS[preset], start_boost=START_BOOST), a.set)
     if cfg["s2_data"] not in ("aggregate", "offline"):
         raise SystemExit(f"--set s2_data={cfg['s2_data']}: expected aggregate or offline")
     if a.threads:

@@ -18,7 +18,7 @@ collision a run: 6.3 DS of the 48-run table. Three measurements:
   python probe_bypass.py fit --data DATASET --teacher models/student/teacher.pt [--teacher OTHER.pt]
   python probe_bypass.py finetune --data DATASET --teacher models/student/teacher.pt --rollouts R1 R2 R3 \\
       --out DIR --boost 6 --steps 600
-  python probe_bypass.py student --data DATASET --out DIR --boost 4 --steps 7800
+  python probe_bypass.py student --data DATASET --out DIR --boost 4
 """
 import argparse
 import collections
@@ -108,7 +108,7 @@ def finetune(a) -> None:
     os.makedirs(a.out, exist_ok=True)
     print(f"[finetune] validation waypoint error before: {eval_teacher(teacher, base, va):.3f} m")
     train_teacher(teacher, agg, aggregate_indices(tr, agg, 0.5), va, a.out,
-                  dict(steps=a.steps, batch=32, lr=a.lr, eval_every=200, ckpt_every=50, start_boost=3,
+                  dict(steps=a.steps or 600, batch=32, lr=a.lr, eval_every=200, ckpt_every=50, start_boost=3,
                        bypass_boost=a.boost, seed=7, wp_loss="l1", text_dropout=a.text_dropout,
                        tp_noise=a.tp_noise))
     teacher.eval()
@@ -121,7 +121,8 @@ def finetune(a) -> None:
 def student(a) -> None:
     import closedloop as cl
     from distill import train_student_driving
-    from pipeline import PRESETS, student_config
+    from pipeline import PRESETS, find_rtvla, student_config
+    from seeds_closedloop import stage1
     from student import Student
     cfg = PRESETS["closedloop"]
     data = DrivingData(a.data)
@@ -129,14 +130,14 @@ def student(a) -> None:
     torch.manual_seed(0)
     drv = Student(driving=student_config(cfg))
     os.makedirs(a.out, exist_ok=True)
-    train_student_driving(drv, None, data, tr, va[: cfg["val_limit"]], a.out, dict(
-        steps=a.steps, batch=cfg["batch"], lr=cfg["lr_student"], eval_every=cfg["eval_every"],
-        ckpt_every=cfg["ckpt_every"], wp_loss=cfg["wp_loss"], start_boost=cfg["student_start_boost"],
-        bypass_boost=a.boost, seed=1), name="student_s1")
+    # seeds_closedloop's stage 1 of seed 0 (the preset's), validated as the pipeline does, with the go-around frames
+    train_student_driving(drv, None, data, tr, va[: cfg["val_limit"]], a.out,
+                          dict(stage1(cfg, 0, a.steps or cfg["s1_steps"]), eval_every=cfg["eval_every"], bypass_boost=a.boost),
+                          name="student_s1")
     pol = cl.export_policy(drv.driving, os.path.join(a.out, "policy"), "student", "student",
                            f"blind stage-1 student, go-around frames x{a.boost} (probe_bypass.py student)")
-    rtvla = a.rtvla or os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../target/release/rtvla")
-    for name, seeds in (("card", "1000000..1000004"), ("rounds", "1000100..1000104")):
+    rtvla = find_rtvla(a.rtvla)
+    for name, seeds in (("card", cl.CARD_SEEDS), ("rounds", cfg["round_eval_seeds"])):
         out = os.path.join(a.out, f"{name}_eval.json")
         r = cl.eval_ds(rtvla, pol, out, "held-out", seeds)
         with open(out) as f:
@@ -151,9 +152,9 @@ def main() -> None:
     ap.add_argument("--teacher", action="append", default=[], help="teacher.pt (an export's)")
     ap.add_argument("--rollouts", nargs="*", default=[], help="finetune: DAgger rollout dataset directories")
     ap.add_argument("--out", help="finetune, student: output directory")
-    ap.add_argument("--rtvla", help="student: the rtvla binary that drives it (default: target/release/rtvla)")
+    ap.add_argument("--rtvla", help="student: the rtvla binary that drives it (default: pipeline.find_rtvla's)")
     ap.add_argument("--boost", type=int, default=6)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, help="training steps (default: finetune 600, student the preset's s1_steps)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--text-dropout", type=float, default=0.25,
                     help="finetune: share of samples trained with an empty commentary, i.e. vision-only as the "

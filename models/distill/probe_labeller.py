@@ -6,7 +6,7 @@ form -- on a car there is no privileged expert -- but the bound on what any teac
 The rollout's frames already carry the expert's labels (`rtvla sim dataset --policy model` records them for every
 state the model visits); `closedloop.onpolicy_student` replaces them with the teacher's, this probe puts them back.
 Round 0 (the stage-1 student) and round 1's rollout are those of RUN (same policy, same seeds), copied, not redone.
-The kept round is then driven on the card's 48 held-out runs (seeds 1 000 000..1 000 004).
+The kept round is then driven on the card's 48 held-out runs (closedloop.CARD_SEEDS).
 
   python probe_labeller.py --run /work/distill-runs/closedloop --out /work/distill-runs/oracle \\
       [--set onpolicy_steps=1500 --set student_onpolicy_frac=0.5 ...]
@@ -23,10 +23,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import closedloop as cl  # noqa: E402
 from data import DrivingData  # noqa: E402
-from distill import DistillHeads, load_ckpt, teacher_config_of  # noqa: E402
-from pipeline import PRESETS, START_BOOST, TEACHER, speed_cap, student_config  # noqa: E402
+from distill import DistillHeads, load_ckpt  # noqa: E402
+from pipeline import PRESETS, START_BOOST, apply_sets, find_rtvla, student_config  # noqa: E402
+from seeds_closedloop import kept_teacher  # noqa: E402
 from student import Student  # noqa: E402
-from teacher import Teacher  # noqa: E402
 
 
 def seed_from(run: str, out: str) -> None:
@@ -54,36 +54,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a closedloop-preset run directory (its DAgger teacher, stage 1)")
     ap.add_argument("--out", required=True, help="this probe's run directory (resumable)")
-    ap.add_argument("--rtvla", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../target/release/rtvla"))
+    ap.add_argument("--rtvla", help="the rtvla binary that drives the rounds (default: pipeline.find_rtvla's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a closedloop value")
     ap.add_argument("--focus", help="with --set onpolicy_focus_frames=N: the focus rollouts drive these scenarios "
                                     "(e.g. parked_obstacle,obstacle_two_ways) instead of the round's weakest")
     a = ap.parse_args()
-    cfg = dict(PRESETS["closedloop"], start_boost=START_BOOST)
-    for kv in a.set:
-        k, v = kv.split("=", 1)
-        cfg[k] = type(cfg[k])(v)
+    cfg = apply_sets(dict(PRESETS["closedloop"], start_boost=START_BOOST), a.set)
+    rtvla = find_rtvla(a.rtvla)
     torch.manual_seed(0)
     seed_from(a.run, a.out)
     data = DrivingData(os.path.join(a.out, "dataset"))
     tr, va = data.split()
     va = va[: cfg["val_limit"]]
-    best_t = cl.load_state(a.run)["teacher_best_round"]
-    t_ck = os.path.join(a.run, "dagger", f"r{best_t}", "teacher.pt") if best_t else os.path.join(a.run, "teacher.pt")
-    teacher = Teacher(**teacher_config_of(t_ck, dict(TEACHER, speed_cap=speed_cap(cfg["teacher_speed_cap"]))))
-    load_ckpt(t_ck, {"teacher": teacher})
-    teacher.eval()
+    teacher = kept_teacher(a.run)
     student = Student(driving=student_config(cfg))
     heads = DistillHeads(student.driving.cfg["feat_dim"], student.driving.cfg["dim"], teacher.dim)
     load_ckpt(os.path.join(a.out, "student_s1.pt"), {"driving": student.driving, "heads": heads})
     cl.teacher_labels = expert_labelled(cl.teacher_labels)
     if a.focus:
         cl.weakest_scenarios = lambda _eval_json, _k: a.focus.split(",")
-    rounds, _, _ = cl.onpolicy_student(student, teacher, data, tr, va, a.out, a.rtvla, cfg,
+    rounds, _, _ = cl.onpolicy_student(student, teacher, data, tr, va, a.out, rtvla, cfg,
                                        cl.no_teacher_targets(len(data), teacher.dim), heads)
     best = cl.load_state(a.out)["student_best_round"]
     pol = os.path.join(a.out, "onpolicy", f"r{best}", "policy", "student.toml")
-    card = cl.eval_ds(a.rtvla, pol, os.path.join(a.out, "card_eval.json"), "held-out", "1000000..1000004")
+    card = cl.eval_ds(rtvla, pol, os.path.join(a.out, "card_eval.json"), "held-out", cl.CARD_SEEDS)
     print(json.dumps({"rounds_ds": [round(r["driving_score"], 1) for r in rounds], "kept": best,
                       "card_ds": round(card["driving_score"], 1)}))
 

@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", default="1..3", help="training seeds A..B (exclusive); the pipeline's own run is seed 0")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="closedloop")
-    ap.add_argument("--eval-seeds", default="1000000..1000004", help="held-out seeds per scenario (cargo xtask eval's)")
+    ap.add_argument("--eval-seeds", default=cl.CARD_SEEDS, help="held-out seeds per scenario (cargo xtask eval's)")
     ap.add_argument("--rtvla", help="rtvla binary (default: target/release/rtvla, $RTVLA_BIN)")
     a = ap.parse_args()
     cfg = dict(PRESETS[a.preset], start_boost=START_BOOST)
