@@ -34,6 +34,7 @@ from data import PAD, DrivingData, template_key
 from distill import (DistillHeads, cache_teacher_targets, eval_driving, eval_teacher, load_ckpt, pool_tokens,
                      train_student_driving, train_teacher)
 from export import TeacherVisionOnly, export_driving
+from teacher import PerceptionHead
 
 STATE = "closedloop.json"
 # `cargo xtask eval`'s held-out seeds per scenario: the model card's 48 runs (the rounds measure on others)
@@ -354,6 +355,7 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
     training indices)."""
     parts, targets = [base], [base_targets]
     ckpts = [os.path.join(run_dir, "student_s1.pt")]
+    perceive = perception_head_of(student, ckpts[0], cfg.get("student_aux_weight", 0.0))
     n_parts = [1]  # len(parts) after each round: a round adds one part per rollout (its drive, and a focus drive)
 
     def export(out_dir: str, r: int) -> str:
@@ -379,8 +381,9 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
             cache["has"] = torch.cat([t.get("has", torch.ones(len(t["path"]))) for t in targets])
         timing = train_student_driving(student, teacher, agg, tr, va, d, dict(
             steps=cfg["onpolicy_steps"], batch=cfg["batch"], lr=cfg["onpolicy_lr"], eval_every=cfg["eval_every"],
-            ckpt_every=cfg["ckpt_every"], seed=200 + r, wp_loss=cfg["wp_loss"]), name="student_s1", cached=cache,
-            heads=heads)  # no start-from-rest boost here: a drive stuck at rest records hundreds of such frames
+            ckpt_every=cfg["ckpt_every"], seed=200 + r, wp_loss=cfg["wp_loss"],
+            aux_weight=cfg.get("student_aux_weight", 0.0)), name="student_s1", cached=cache, heads=heads,
+            perceive=perceive)  # no start-from-rest boost here: a drive stuck at rest records hundreds of such frames
             # already, and tripling them cost 5.6 DS in a one-round A/B (README, closed-loop training, second run)
         ckpts.append(os.path.join(d, "student_s1.pt"))
         n_parts.append(len(parts))
@@ -395,6 +398,17 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
         load_ckpt(ckpts[best], {"driving": student.driving, "heads": heads})
     agg = ConcatData(parts[: n_parts[best]])  # stage 2 reads the drives up to the kept round
     return rounds, agg, aggregate_indices(base_tr, agg, cfg["student_onpolicy_frac"])
+
+
+def perception_head_of(student, ckpt: str, weight: float) -> PerceptionHead | None:
+    """The student's perception head for the rounds (`student_aux_weight` > 0), as stage 1 left it in `ckpt` (a new
+    one when stage 1 trained none); None when the rounds train none."""
+    if weight <= 0:
+        return None
+    head = PerceptionHead(student.driving.cfg["feat_dim"])
+    if os.path.exists(ckpt) and "perceive" in torch.load(ckpt, map_location="cpu", weights_only=False)["modules"]:
+        load_ckpt(ckpt, {"perceive": head})
+    return head
 
 
 def _decode_all(tokens) -> list[str]:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from data import PAD, VOCAB, DrivingData, batches, oversampled
 from layers import WP_SCALE
 from student import Student, StudentEncoder
-from teacher import Teacher
+from teacher import PerceptionHead, Teacher
 
 POOL_GRID = (4, 8)
 
@@ -278,10 +278,11 @@ def cache_teacher_targets(teacher: Teacher, data: DrivingData, bs: int = 64) -> 
 
 def train_student_driving(student: Student, teacher: Teacher | None, data: DrivingData, tr, va, out: str, cfg: dict,
                           name: str = "student_s1", cached: dict | None = None,
-                          heads: DistillHeads | None = None) -> dict:
+                          heads: DistillHeads | None = None, perceive: PerceptionHead | None = None) -> dict:
     """Stage 1. `cached`: `cache_teacher_targets` of `data` to read instead of running the teacher (same targets); with
     a `has` entry (1/0 per frame) only the frames that have teacher targets get the teacher's terms.
-    `heads`: the distillation projections to train (closed-loop rounds carry them from round to round); default new."""
+    `heads`: the distillation projections to train (closed-loop rounds carry them from round to round); default new.
+    `perceive`: the perception head trained when `cfg["aux_weight"]` > 0 (rounds carry it too); default new."""
     rng = np.random.default_rng(cfg.get("seed", 1))
     it = batches(oversampled(data, tr, cfg), cfg["batch"], rng)
     drv = student.driving
@@ -293,9 +294,20 @@ def train_student_driving(student: Student, teacher: Teacher | None, data: Drivi
         modules["heads"] = heads
         params += list(heads.parameters())
         teacher.eval()
+    # A perception head on the student's own tokens (`aux_weight` > 0; a training signal only, not exported): the
+    # object the expert reacts to -- a parked car (hazard lamps) vs a queued one --, its action, target speed and the
+    # object's distance. Without it the stage-1 features do not tell a parked car from a queued one (README).
+    if cfg.get("aux_weight", 0.0) <= 0:
+        perceive = None
+    elif perceive is None:
+        perceive = PerceptionHead(drv.cfg["feat_dim"])
+    if perceive is not None:
+        modules["perceive"] = perceive
+        params += list(perceive.parameters())
     # Feature and query L2 at 0.1: at 0.5 the 67 k-parameter student drove ~2 DS under the ablation (two seeds x 144
     # held-out runs: 59.3 / 60.2 vs 61.8 / 61.6); at 0.1 ~1 above it (63.4 / 62.1). See models/distill/README.md.
-    w = cfg.get("weights", {"gt": 1.0, "teacher_wp": 1.0, "feat": 0.1, "query": 0.1})
+    w = dict(cfg.get("weights", {"gt": 1.0, "teacher_wp": 1.0, "feat": 0.1, "query": 0.1}),
+             aux=cfg.get("aux_weight", 0.0))
     kind = cfg.get("wp_loss", "l2")
 
     def step_fn(_):
@@ -305,6 +317,8 @@ def train_student_driving(student: Student, teacher: Teacher | None, data: Drivi
         path, sw, feats, q = drv(b["image"], b["speed"], b["target_points"], return_queries=True)
         l_gt = wp_loss(path, sw, b["path"], b["speed_wps"], kind)
         losses = {"gt": l_gt}
+        if perceive is not None:
+            losses["aux"] = perception_loss(perceive(feats), b)
         if teacher is not None:
             if cached is not None:
                 t = {k: v[torch.as_tensor(idx)].float() for k, v in cached.items()}

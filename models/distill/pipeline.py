@@ -56,6 +56,10 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    student_size="s43k",
                    # waypoint loss of every stage that regresses waypoints (distill.wp_loss: "l2" or "l1")
                    wp_loss="l2",
+                   # weight of the students' perception loss (distill.train_student_driving's `aux_weight`: object,
+                   # action, target speed, object distance from the student's own tokens; both arms, every stage
+                   # that regresses waypoints; 0 = off)
+                   student_aux_weight=0.0,
                    # start-from-rest frames repeated this many times in the students' stage 1 (the teacher: START_BOOST)
                    student_start_boost=1,
                    # std (m) of the sideways target-point shift in the teacher's offline stage and DAgger rounds
@@ -402,7 +406,8 @@ def main() -> None:
                                  lambda: cache_teacher_targets(teacher, data))
     timings["student_s1"] = train_student_driving(student, teacher, data, tr, va, run_dir,
                                                   stage_cfg(cfg["s1_steps"], cfg["lr_student"],
-                                                            start_boost=cfg["student_start_boost"]), name="student_s1",
+                                                            start_boost=cfg["student_start_boost"],
+                                                            aux_weight=cfg["student_aux_weight"]), name="student_s1",
                                                   cached=base_targets, heads=heads)
     lang_data, lang_tr = data, tr
     if cfg["onpolicy_rounds"] > 0:
@@ -430,7 +435,8 @@ def main() -> None:
     ablation = Student(driving=student_config(cfg))
     timings["ablation_s1"] = train_student_driving(ablation, None, data, tr, va, run_dir,
                                                    stage_cfg(cl.ablation_steps(cfg), cfg["lr_student"],
-                                                             start_boost=cfg["student_start_boost"]),
+                                                             start_boost=cfg["student_start_boost"],
+                                                             aux_weight=cfg["student_aux_weight"]),
                                                    name="ablation_s1")
     timings["ablation_s2"] = train_student_language(ablation, None, data, tr, va, run_dir,
                                                     stage_cfg(cfg["s2_steps"], cfg["lr_student"]), name="ablation_s2")

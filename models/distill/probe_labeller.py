@@ -29,16 +29,24 @@ from seeds_closedloop import kept_teacher  # noqa: E402
 from student import Student  # noqa: E402
 
 
-def seed_from(run: str, out: str) -> None:
-    """`out` starts where RUN's on-policy rounds started: its dataset, stage-1 student, round 0 and round 1's drive."""
+def seed_from(run: str, out: str, stage1: str | None = None) -> None:
+    """`out` starts where RUN's on-policy rounds started: its dataset, stage-1 student, round 0 and round 1's drive.
+    With `stage1` (another stage-1 checkpoint on RUN's dataset) only the dataset: round 0 and 1 are then this one's."""
     os.makedirs(os.path.join(out, "onpolicy", "r1"), exist_ok=True)
     if not os.path.exists(os.path.join(out, "dataset")):
         os.symlink(os.path.abspath(os.path.join(run, "dataset")), os.path.join(out, "dataset"))
     if not os.path.exists(os.path.join(out, "student_s1.pt")):
-        shutil.copy(os.path.join(run, "student_s1.pt"), os.path.join(out, "student_s1.pt"))
+        shutil.copy(stage1 or os.path.join(run, "student_s1.pt"), os.path.join(out, "student_s1.pt"))
+    if stage1:
+        return
     for src, dst in (("onpolicy/r0", "onpolicy/r0"), ("onpolicy/r1/data", "onpolicy/r1/data")):
         if not os.path.exists(os.path.join(out, dst)):
             shutil.copytree(os.path.join(run, src), os.path.join(out, dst))
+
+
+def has_module(ckpt: str, name: str) -> bool:
+    """A stage 1 trained without a teacher (`--stage1`) saved no distillation heads: the rounds start them new."""
+    return name in torch.load(ckpt, map_location="cpu", weights_only=False)["modules"]
 
 
 def expert_labelled(teacher_labels):
@@ -58,18 +66,21 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a closedloop value")
     ap.add_argument("--focus", help="with --set onpolicy_focus_frames=N: the focus rollouts drive these scenarios "
                                     "(e.g. parked_obstacle,obstacle_two_ways) instead of the round's weakest")
+    ap.add_argument("--stage1", help="start from this stage-1 checkpoint (trained on RUN's dataset, e.g. with "
+                                     "--set student_aux_weight) instead of RUN's; rounds 0 and 1 are driven anew")
     a = ap.parse_args()
     cfg = apply_sets(dict(PRESETS["closedloop"], start_boost=START_BOOST), a.set)
     rtvla = find_rtvla(a.rtvla)
     torch.manual_seed(0)
-    seed_from(a.run, a.out)
+    seed_from(a.run, a.out, a.stage1)
     data = DrivingData(os.path.join(a.out, "dataset"))
     tr, va = data.split()
     va = va[: cfg["val_limit"]]
     teacher = kept_teacher(a.run)
     student = Student(driving=student_config(cfg))
     heads = DistillHeads(student.driving.cfg["feat_dim"], student.driving.cfg["dim"], teacher.dim)
-    load_ckpt(os.path.join(a.out, "student_s1.pt"), {"driving": student.driving, "heads": heads})
+    s1 = os.path.join(a.out, "student_s1.pt")
+    load_ckpt(s1, {"driving": student.driving, "heads": heads} if has_module(s1, "heads") else {"driving": student.driving})
     cl.teacher_labels = expert_labelled(cl.teacher_labels)
     if a.focus:
         cl.weakest_scenarios = lambda _eval_json, _k: a.focus.split(",")

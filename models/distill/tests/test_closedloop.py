@@ -194,3 +194,33 @@ def test_a_rollout_reused_from_an_earlier_session_is_recorded_as_not_timed(tmp_p
     assert rounds[1]["rollout_s"] is None
     assert rounds[1]["minutes"] == pytest.approx((rounds[1]["learn_s"] + 3.0) / 60, abs=0.01)
     assert cl.load_state(str(tmp_path))["teacher"][1]["rollout_s"] is None
+
+
+def test_student_perception_head_trains_the_encoder_and_the_rounds_reload_it(tiny_dataset, tmp_path):
+    """`aux_weight` > 0: the step logs an `aux` term, the checkpoint holds the head, and the encoder moves differently
+    than without it (the head's gradient reaches the student's tokens); `perception_head_of` gives the rounds that
+    head back, a new one when stage 1 trained none, and none at weight 0."""
+    import csv
+    from distill import train_student_driving
+    from student import Student
+    data = DrivingData(tiny_dataset)
+    encoders = {}
+    for w in (0.0, 1.0):
+        torch.manual_seed(1)
+        s = Student()
+        out = tmp_path / f"w{w}"
+        out.mkdir()
+        cfg = {"steps": 2, "batch": 4, "lr": 1e-3, "eval_every": 10**9, "ckpt_every": 10**9, "aux_weight": w}
+        train_student_driving(s, None, data, np.arange(len(data)), np.arange(4), str(out), cfg)
+        with open(out / "student_s1.csv") as f:
+            row = next(csv.DictReader(f))
+        mods = torch.load(out / "student_s1.pt", weights_only=False)["modules"]
+        assert ("aux" in row and float(row["aux"]) > 0) == (w > 0)
+        assert ("perceive" in mods) == (w > 0)
+        encoders[w] = torch.cat([p.flatten() for p in s.driving.encoder.parameters()])
+        head = cl.perception_head_of(s, str(out / "student_s1.pt"), 0.5)
+        if w > 0:
+            for k, v in head.state_dict().items():
+                assert torch.equal(v, mods["perceive"][k]), k
+    assert not torch.allclose(encoders[0.0], encoders[1.0])
+    assert cl.perception_head_of(s, str(tmp_path / "w1.0" / "student_s1.pt"), 0.0) is None
