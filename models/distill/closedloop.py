@@ -382,7 +382,8 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
         timing = train_student_driving(student, teacher, agg, tr, va, d, dict(
             steps=cfg["onpolicy_steps"], batch=cfg["batch"], lr=cfg["onpolicy_lr"], eval_every=cfg["eval_every"],
             ckpt_every=cfg["ckpt_every"], seed=200 + r, wp_loss=cfg["wp_loss"],
-            aux_weight=cfg.get("student_aux_weight", 0.0)), name="student_s1", cached=cache, heads=heads,
+            aux_weight=cfg.get("student_aux_weight", 0.0), aux_balance=cfg.get("student_aux_balance", 0.0)),
+            name="student_s1", cached=cache, heads=heads,
             perceive=perceive)  # no start-from-rest boost here: a drive stuck at rest records hundreds of such frames
             # already, and tripling them cost 5.6 DS in a one-round A/B (README, closed-loop training, second run)
         ckpts.append(os.path.join(d, "student_s1.pt"))

@@ -60,6 +60,8 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    # action, target speed, object distance from the student's own tokens; both arms, every stage
                    # that regresses waypoints; 0 = off)
                    student_aux_weight=0.0,
+                   # its object classes weighted (count / class count) ** this (0 = plain cross-entropy)
+                   student_aux_balance=0.0,
                    # start-from-rest frames repeated this many times in the students' stage 1 (the teacher: START_BOOST)
                    student_start_boost=1,
                    # std (m) of the sideways target-point shift in the teacher's offline stage and DAgger rounds
@@ -407,7 +409,8 @@ def main() -> None:
     timings["student_s1"] = train_student_driving(student, teacher, data, tr, va, run_dir,
                                                   stage_cfg(cfg["s1_steps"], cfg["lr_student"],
                                                             start_boost=cfg["student_start_boost"],
-                                                            aux_weight=cfg["student_aux_weight"]), name="student_s1",
+                                                            aux_weight=cfg["student_aux_weight"],
+                                                            aux_balance=cfg["student_aux_balance"]), name="student_s1",
                                                   cached=base_targets, heads=heads)
     lang_data, lang_tr = data, tr
     if cfg["onpolicy_rounds"] > 0:
@@ -436,7 +439,8 @@ def main() -> None:
     timings["ablation_s1"] = train_student_driving(ablation, None, data, tr, va, run_dir,
                                                    stage_cfg(cl.ablation_steps(cfg), cfg["lr_student"],
                                                              start_boost=cfg["student_start_boost"],
-                                                             aux_weight=cfg["student_aux_weight"]),
+                                                             aux_weight=cfg["student_aux_weight"],
+                                                             aux_balance=cfg["student_aux_balance"]),
                                                    name="ablation_s1")
     timings["ablation_s2"] = train_student_language(ablation, None, data, tr, va, run_dir,
                                                     stage_cfg(cfg["s2_steps"], cfg["lr_student"]), name="ablation_s2")

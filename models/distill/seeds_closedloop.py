@@ -45,7 +45,7 @@ def stage1(cfg: dict, seed: int, steps: int) -> dict:
     """Stage-1 settings of either arm, as pipeline.py's: the seed sets the batch order."""
     return {"steps": steps, "batch": cfg["batch"], "lr": cfg["lr_student"], "seed": 1 + seed, "eval_every": 10**9,
             "ckpt_every": cfg["ckpt_every"], "wp_loss": cfg["wp_loss"], "start_boost": cfg["student_start_boost"],
-            "aux_weight": cfg.get("student_aux_weight", 0.0)}
+            "aux_weight": cfg.get("student_aux_weight", 0.0), "aux_balance": cfg.get("student_aux_balance", 0.0)}
 
 
 def distilled_arm(seed: int, cfg: dict, data, tr, va, teacher, out: str, rtvla: str) -> str:

@@ -224,3 +224,15 @@ def test_student_perception_head_trains_the_encoder_and_the_rounds_reload_it(tin
                 assert torch.equal(v, mods["perceive"][k]), k
     assert not torch.allclose(encoders[0.0], encoders[1.0])
     assert cl.perception_head_of(s, str(tmp_path / "w1.0" / "student_s1.pt"), 0.0) is None
+
+
+def test_balanced_object_weights_make_each_class_weigh_the_same_and_average_one():
+    from distill import balanced_object_weights
+    objects = torch.tensor([0] * 90 + [1] * 9 + [2])
+    assert balanced_object_weights(objects, 4, 0.0) is None
+    w = balanced_object_weights(objects, 4, 1.0)
+    per_class = torch.stack([w[c] * (objects == c).sum() for c in range(3)])
+    assert torch.allclose(per_class, per_class[0].expand(3))  # power 1: every present class weighs as much in all
+    assert w[objects].mean() == pytest.approx(1.0)
+    half = balanced_object_weights(objects, 4, 0.5)
+    assert half[2] / half[0] == pytest.approx(90 ** 0.5)
