@@ -58,7 +58,7 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    wp_loss="l2",
                    # weight of the students' perception loss (distill.train_student_driving's `aux_weight`: object,
                    # action, target speed, object distance from the student's own tokens; both arms, every stage
-                   # that regresses waypoints; 0 = off)
+                   # that regresses waypoints; 0 = off; README, "A perception head for the student")
                    student_aux_weight=0.0,
                    # its object classes weighted (count / class count) ** this (0 = plain cross-entropy)
                    student_aux_balance=0.0,
