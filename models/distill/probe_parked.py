@@ -42,7 +42,8 @@ def held_out_episodes(data: DrivingData, idx: np.ndarray, frac: float = 0.25, se
     """True for the frames of `idx` whose episode (scenario, seed) is in a random `frac` of the episodes."""
     eps = [(data.records[i]["scenario"], data.records[i]["seed"]) for i in idx]
     unique = sorted(set(eps))
-    chosen = np.random.default_rng(seed).permutation(len(unique))[: max(1, int(len(unique) * frac))]
+    n_held = min(len(unique) - 1, max(1, int(len(unique) * frac)))  # one episode alone is fitted, not held out
+    chosen = np.random.default_rng(seed).permutation(len(unique))[:n_held]
     held = {unique[j] for j in chosen}
     return np.array([e in held for e in eps])
 

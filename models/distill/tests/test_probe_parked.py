@@ -20,11 +20,14 @@ def test_car_frames_are_cars_and_parked_cars_within_reach(tiny_dataset):
 def test_held_out_episodes_split_whole_episodes(tiny_dataset):
     data = DrivingData(tiny_dataset)
     idx = np.arange(len(data))
+    data.records = [dict(r, scenario="following", seed=i % 4) for i, r in enumerate(data.records)]  # 4 episodes
     held = pp.held_out_episodes(data, idx, frac=0.5)
     ep = [(r["scenario"], r["seed"]) for r in data.records]
-    assert held.any() and not held.all()
+    assert len({e for e, h in zip(ep, held) if h}) == 2
     for i in idx:  # every frame of an episode on the same side
         assert all(held[j] == held[i] for j in idx if ep[j] == ep[i])
+    data.records = [dict(r, seed=0) for r in data.records]  # one episode: fitted, nothing held out
+    assert not pp.held_out_episodes(data, idx, frac=0.5).any()
 
 
 def test_lamp_detector_finds_the_one_token_that_carries_the_lamp():
