@@ -307,9 +307,9 @@ def train_student_driving(student: Student, teacher: Teacher | None, data: Drivi
         teacher.eval()
     # A perception head on the student's own tokens (`aux_weight` > 0; a training signal only, not exported): the
     # object the expert reacts to -- a parked car (hazard lamps) vs a queued one --, its action, target speed and the
-    # object's distance. Without it the stage-1 features do not tell a parked car from a queued one; with it the
-    # student names more parked cars, and stops behind them rather than passing (README, "A perception head for the
-    # student"). No preset sets it.
+    # object's distance. Without it the stage-1 features do not tell a parked car from a queued one; with it (and more
+    # obstacle frames) the student names ~72 % of them, and expert labels on its own drives at the car then teach it
+    # to pass only those (README, "A perception head for the student"). No preset sets it.
     if cfg.get("aux_weight", 0.0) <= 0:
         perceive = None
     elif perceive is None:
