@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import PAD, DrivingData, template_key
-from distill import (DistillHeads, cache_teacher_targets, eval_driving, eval_teacher, load_ckpt, pool_tokens,
-                     train_student_driving, train_teacher)
+from distill import (DistillHeads, cache_teacher_targets, ckpt_has, eval_driving, eval_teacher, load_ckpt,
+                     pool_tokens, student_aux, train_student_driving, train_teacher)
 from export import TeacherVisionOnly, export_driving
 from teacher import PerceptionHead
 
@@ -381,8 +381,7 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
             cache["has"] = torch.cat([t.get("has", torch.ones(len(t["path"]))) for t in targets])
         timing = train_student_driving(student, teacher, agg, tr, va, d, dict(
             steps=cfg["onpolicy_steps"], batch=cfg["batch"], lr=cfg["onpolicy_lr"], eval_every=cfg["eval_every"],
-            ckpt_every=cfg["ckpt_every"], seed=200 + r, wp_loss=cfg["wp_loss"],
-            aux_weight=cfg.get("student_aux_weight", 0.0), aux_balance=cfg.get("student_aux_balance", 0.0)),
+            ckpt_every=cfg["ckpt_every"], seed=200 + r, wp_loss=cfg["wp_loss"], **student_aux(cfg)),
             name="student_s1", cached=cache, heads=heads,
             perceive=perceive)  # no start-from-rest boost here: a drive stuck at rest records hundreds of such frames
             # already, and tripling them cost 5.6 DS in a one-round A/B (README, closed-loop training, second run)
@@ -407,7 +406,7 @@ def perception_head_of(student, ckpt: str, weight: float) -> PerceptionHead | No
     if weight <= 0:
         return None
     head = PerceptionHead(student.driving.cfg["feat_dim"])
-    if os.path.exists(ckpt) and "perceive" in torch.load(ckpt, map_location="cpu", weights_only=False)["modules"]:
+    if ckpt_has(ckpt, "perceive"):
         load_ckpt(ckpt, {"perceive": head})
     return head
 

@@ -58,6 +58,18 @@ def load_ckpt(path: str, modules: dict, opt=None) -> int:
     return load_ckpt_with_extra(path, modules, opt)[0]
 
 
+def ckpt_has(path: str, name: str) -> bool:
+    """Whether the checkpoint at `path` exists and saved module `name` (e.g. a stage 1 trained without a teacher has
+    no distillation heads, one without `aux_weight` no perception head)."""
+    return os.path.exists(path) and name in torch.load(path, map_location="cpu", weights_only=False)["modules"]
+
+
+def student_aux(cfg: dict) -> dict:
+    """A preset's student perception-head settings (`student_aux_weight`, `student_aux_balance`) as the stage config
+    keys `train_student_driving` reads; every stage that trains a student's driving branch passes them."""
+    return {"aux_weight": cfg.get("student_aux_weight", 0.0), "aux_balance": cfg.get("student_aux_balance", 0.0)}
+
+
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup

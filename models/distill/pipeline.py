@@ -29,7 +29,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 
 from data import VOCAB, DrivingData  # noqa: E402
-from distill import (language_context, load_ckpt, teacher_config_of, train_student_driving, train_student_language, train_teacher,  # noqa: E402
+from distill import (language_context, load_ckpt, student_aux, teacher_config_of, train_student_driving, train_student_language, train_teacher,  # noqa: E402
                      commentary_metrics, eval_driving, eval_teacher)
 from export import (TeacherLanguageInTheLoop, TeacherVisionOnly, derive_f16, export_driving, export_language,  # noqa: E402
                     ort_latency, quantize_driving, raw_val_frames)
@@ -409,8 +409,7 @@ def main() -> None:
     timings["student_s1"] = train_student_driving(student, teacher, data, tr, va, run_dir,
                                                   stage_cfg(cfg["s1_steps"], cfg["lr_student"],
                                                             start_boost=cfg["student_start_boost"],
-                                                            aux_weight=cfg["student_aux_weight"],
-                                                            aux_balance=cfg["student_aux_balance"]), name="student_s1",
+                                                            **student_aux(cfg)), name="student_s1",
                                                   cached=base_targets, heads=heads)
     lang_data, lang_tr = data, tr
     if cfg["onpolicy_rounds"] > 0:
@@ -439,8 +438,7 @@ def main() -> None:
     timings["ablation_s1"] = train_student_driving(ablation, None, data, tr, va, run_dir,
                                                    stage_cfg(cl.ablation_steps(cfg), cfg["lr_student"],
                                                              start_boost=cfg["student_start_boost"],
-                                                             aux_weight=cfg["student_aux_weight"],
-                                                             aux_balance=cfg["student_aux_balance"]),
+                                                             **student_aux(cfg)),
                                                    name="ablation_s1")
     timings["ablation_s2"] = train_student_language(ablation, None, data, tr, va, run_dir,
                                                     stage_cfg(cfg["s2_steps"], cfg["lr_student"]), name="ablation_s2")

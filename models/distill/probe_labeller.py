@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import closedloop as cl  # noqa: E402
 from data import DrivingData  # noqa: E402
-from distill import DistillHeads, load_ckpt  # noqa: E402
+from distill import DistillHeads, ckpt_has, load_ckpt  # noqa: E402
 from pipeline import PRESETS, START_BOOST, apply_sets, find_rtvla, student_config  # noqa: E402
 from seeds_closedloop import kept_teacher  # noqa: E402
 from student import Student  # noqa: E402
@@ -42,11 +42,6 @@ def seed_from(run: str, out: str, stage1: str | None = None) -> None:
     for src, dst in (("onpolicy/r0", "onpolicy/r0"), ("onpolicy/r1/data", "onpolicy/r1/data")):
         if not os.path.exists(os.path.join(out, dst)):
             shutil.copytree(os.path.join(run, src), os.path.join(out, dst))
-
-
-def has_module(ckpt: str, name: str) -> bool:
-    """A stage 1 trained without a teacher (`--stage1`) saved no distillation heads: the rounds start them new."""
-    return name in torch.load(ckpt, map_location="cpu", weights_only=False)["modules"]
 
 
 def expert_labelled(teacher_labels):
@@ -80,7 +75,8 @@ def main() -> None:
     student = Student(driving=student_config(cfg))
     heads = DistillHeads(student.driving.cfg["feat_dim"], student.driving.cfg["dim"], teacher.dim)
     s1 = os.path.join(a.out, "student_s1.pt")
-    load_ckpt(s1, {"driving": student.driving, "heads": heads} if has_module(s1, "heads") else {"driving": student.driving})
+    # a stage 1 trained without a teacher (`--stage1`) saved no distillation heads: the rounds start them new
+    load_ckpt(s1, {"driving": student.driving, "heads": heads} if ckpt_has(s1, "heads") else {"driving": student.driving})
     cl.teacher_labels = expert_labelled(cl.teacher_labels)
     if a.focus:
         cl.weakest_scenarios = lambda _eval_json, _k: a.focus.split(",")

@@ -23,7 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import closedloop as cl  # noqa: E402
 from data import DrivingData  # noqa: E402
-from distill import DistillHeads, load_ckpt, teacher_config_of, train_student_driving  # noqa: E402
+from distill import DistillHeads, load_ckpt, student_aux, teacher_config_of, train_student_driving  # noqa: E402
 from export import export_driving  # noqa: E402
 from pipeline import PRESETS, START_BOOST, TEACHER, find_rtvla, student_config  # noqa: E402
 from seeds import closed_loop, paired_summary, span  # noqa: E402
@@ -45,7 +45,7 @@ def stage1(cfg: dict, seed: int, steps: int) -> dict:
     """Stage-1 settings of either arm, as pipeline.py's: the seed sets the batch order."""
     return {"steps": steps, "batch": cfg["batch"], "lr": cfg["lr_student"], "seed": 1 + seed, "eval_every": 10**9,
             "ckpt_every": cfg["ckpt_every"], "wp_loss": cfg["wp_loss"], "start_boost": cfg["student_start_boost"],
-            "aux_weight": cfg.get("student_aux_weight", 0.0), "aux_balance": cfg.get("student_aux_balance", 0.0)}
+            **student_aux(cfg)}
 
 
 def distilled_arm(seed: int, cfg: dict, data, tr, va, teacher, out: str, rtvla: str) -> str:
