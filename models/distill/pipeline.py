@@ -86,7 +86,12 @@ CLOSED_LOOP = dict(dagger_rounds=4, dagger_frames=4000, dagger_steps=300, dagger
                    # with the expert's commentary + the on-policy drives with the teacher's) or "offline" (the expert's
                    # frames only, as the ablation) -- and the weight of its KL to the teacher's commentary logits
                    # (0 = cross-entropy to the ground truth alone). README, "Stage 2 (language)".
-                   s2_data="aggregate", s2_w_kl=0.5)
+                   s2_data="aggregate", s2_w_kl=0.5,
+                   # more of the expert's frames for stage 2 (language) of both arms: rendered once into
+                   # <run>/dataset_s2 on seeds s2_extra_seeds (disjoint from `seeds`, the rollouts' and the held-out
+                   # 1 000 000+), added to whatever s2_data names; 0 = none. The driving stages never see them: a
+                   # language branch over frozen features overfits 24 000 frames (README, "Stage 2: more frames").
+                   s2_extra_frames=0, s2_extra_seeds="100000..300000")
 
 PRESETS = {
     # CI smoke: tiny data, a few steps per stage, one tiny closed-loop round of each kind; checks the pipeline end to
@@ -184,8 +189,12 @@ def find_rtvla(arg: str | None) -> str:
     raise SystemExit("rtvla binary not found: build it (cargo build --release) or pass --rtvla / set RTVLA_BIN")
 
 
+def dataset_done(out: str) -> bool:
+    return os.path.exists(os.path.join(out, "index.jsonl")) and os.path.exists(os.path.join(out, "data_card.json"))
+
+
 def make_dataset(rtvla: str, out: str, cfg: dict) -> None:
-    if os.path.exists(os.path.join(out, "index.jsonl")) and os.path.exists(os.path.join(out, "data_card.json")):
+    if dataset_done(out):
         print(f"[dataset] {out} exists, reusing")
         return
     tmp = out + ".tmp"
@@ -195,6 +204,29 @@ def make_dataset(rtvla: str, out: str, cfg: dict) -> None:
     print("[dataset]", " ".join(cmd))
     subprocess.run(cmd, check=True)
     os.replace(tmp, out)
+
+
+def language_frames(rtvla_arg: str | None, run_dir: str, cfg: dict) -> DrivingData | None:
+    """The extra expert frames stage 2 trains on (s2_extra_frames of seeds s2_extra_seeds, rendered once into
+    <run>/dataset_s2, every `every`-th tick as the offline set), or None when the preset asks for none."""
+    if cfg["s2_extra_frames"] <= 0:
+        return None
+    out = os.path.join(run_dir, "dataset_s2")
+    if not dataset_done(out):
+        make_dataset(find_rtvla(rtvla_arg), out, dict(cfg, frames=cfg["s2_extra_frames"], seeds=cfg["s2_extra_seeds"]))
+    held = json.load(open(os.path.join(out, "data_card.json")))["frames"]
+    if held != cfg["s2_extra_frames"]:
+        raise SystemExit(f"{out} holds {held} frames, s2_extra_frames asks for {cfg['s2_extra_frames']}: "
+                         "remove that directory to render it again")
+    return DrivingData(out)
+
+
+def with_frames(data: DrivingData, idx: np.ndarray, extra: DrivingData | None) -> tuple[DrivingData, np.ndarray]:
+    """`data` at training indices `idx`, plus every frame of `extra` (None: unchanged)."""
+    if extra is None:
+        return data, idx
+    both = cl.ConcatData([data, extra])
+    return both, np.concatenate([idx, len(data) + np.arange(len(extra))])
 
 
 def plot(run_dir: str, stages: list[str]) -> str | None:
@@ -427,7 +459,12 @@ def main() -> None:
         timings["round_eval_blind_expert_ds"] = refs["blind expert"]
         cl.plot_rounds(run_dir, round_series, refs)
     # stage 2 on the aggregate (on the student's own drives the targets are the teacher's commentary) or on the
-    # offline frames alone; with or without the KL to the teacher's logits (s2_data, s2_w_kl)
+    # offline frames alone; with or without the KL to the teacher's logits (s2_data, s2_w_kl); both arms with the
+    # extra expert frames, if any (s2_extra_frames)
+    t0 = time.time()
+    s2_extra = language_frames(a.rtvla, run_dir, cfg)
+    timings["s2_extra_dataset_s"] = time.time() - t0
+    lang_data, lang_tr = with_frames(lang_data, lang_tr, s2_extra)
     timings["student_s2"] = train_student_language(student, teacher, lang_data, lang_tr, va, run_dir,
                                                    stage_cfg(cfg["s2_steps"], cfg["lr_student"], w_kl=cfg["s2_w_kl"]),
                                                    name="student_s2")
@@ -440,7 +477,8 @@ def main() -> None:
                                                              start_boost=cfg["student_start_boost"],
                                                              **student_aux(cfg)),
                                                    name="ablation_s1")
-    timings["ablation_s2"] = train_student_language(ablation, None, data, tr, va, run_dir,
+    abl_data, abl_tr = with_frames(data, tr, s2_extra)
+    timings["ablation_s2"] = train_student_language(ablation, None, abl_data, abl_tr, va, run_dir,
                                                     stage_cfg(cfg["s2_steps"], cfg["lr_student"]), name="ablation_s2")
     # 5. validation summary
     val = {"teacher_wp_l2_m": eval_teacher(teacher, data, va),

@@ -432,3 +432,30 @@ def test_a_resumed_run_keeps_the_seconds_its_rounds_cost_before():
     t0 = time.time() - 2.0
     assert 102.0 <= round_timings({"dagger_teacher": {"elapsed_s": 100.0}}, "dagger_teacher", [], t0)["elapsed_s"] < 110.0
     assert 2.0 <= round_timings({}, "onpolicy_student", [], t0)["elapsed_s"] < 10.0  # a first run: this invocation's
+
+
+def test_stage2_extra_frames_come_after_the_training_indices(tiny_dataset, tmp_path):
+    import shutil
+    from pipeline import with_frames
+    base = DrivingData(tiny_dataset)
+    tr, _ = base.split()
+    assert with_frames(base, tr, None) == (base, tr)
+    other = str(tmp_path / "extra")
+    shutil.copytree(tiny_dataset, other)
+    extra = DrivingData(other)
+    both, idx = with_frames(base, tr, extra)
+    assert len(idx) == len(tr) + len(extra) and list(idx[: len(tr)]) == list(tr)
+    got = both.batch(idx[len(tr):][:2])
+    torch.testing.assert_close(got["image"], extra.batch([0, 1])["image"])
+
+
+def test_stage2_extra_frames_refuse_a_directory_of_another_size(tiny_dataset, tmp_path):
+    import shutil
+    from pipeline import PRESETS, language_frames
+    assert language_frames(None, str(tmp_path), dict(PRESETS["closedloop"])) is None  # the default: none
+    shutil.copytree(tiny_dataset, str(tmp_path / "dataset_s2"))
+    frames = len(DrivingData(tiny_dataset))
+    cfg = dict(PRESETS["closedloop"], s2_extra_frames=frames)
+    assert len(language_frames("/nonexistent/rtvla", str(tmp_path), cfg)) == frames  # reused, nothing rendered
+    with pytest.raises(SystemExit, match="remove that directory"):
+        language_frames(None, str(tmp_path), dict(cfg, s2_extra_frames=frames + 1))
