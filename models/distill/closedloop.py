@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from data import PAD, DrivingData, template_key
-from distill import (DistillHeads, cache_teacher_targets, ckpt_has, eval_driving, eval_teacher, load_ckpt,
+from distill import (LABEL_FIELDS, DistillHeads, cache_teacher_targets, ckpt_has, eval_driving, eval_teacher, load_ckpt,
                      pool_tokens, student_aux, train_student_driving, train_teacher)
 from export import TeacherVisionOnly, export_driving
 from teacher import PerceptionHead
@@ -46,8 +46,7 @@ class ConcatData(DrivingData):
     """Several dataset directories as one (DAgger's aggregate), with DrivingData's interface. `part[i]` says which
     directory frame i came from (0 = the first, the expert's offline data)."""
 
-    FIELDS = ("speed", "speed_prev", "target_points", "path", "speed_wps", "tokens", "action", "object", "target_speed",
-              "object_dist")
+    FIELDS = LABEL_FIELDS
 
     def __init__(self, parts: list[DrivingData]) -> None:  # noqa: D107 -- no DrivingData.__init__: nothing to read
         self.root = parts[0].root

@@ -183,9 +183,67 @@ def _loop(name: str, out: str, steps: int, modules: dict, params, step_fn, cfg: 
 
 def language_context(drv, b: dict) -> tuple:
     """What the language branch reads: the driving branch's features and plan on the batch's frames + the ego inputs
-    and the speed 0.5 s before, i.e. the fields a snapshot keeps around a keyframe tick (the runtime stores the plan it drove, not the ground truth)."""
-    path, sw, feats = drv(b["image"], b["speed"], b["target_points"])
+    and the speed 0.5 s before, i.e. the fields a snapshot keeps around a keyframe tick (the runtime stores the plan it drove, not the ground truth).
+    A batch of `PlannedData` carries the driving branch's outputs already ("plan"): `drv` is then not run."""
+    path, sw, feats = b["plan"] if "plan" in b else drv(b["image"], b["speed"], b["target_points"])
     return (feats, b["speed"], b["speed_prev"], b["target_points"], path, sw)
+
+
+# Every per-frame label a batch carries besides the image (DrivingData.batch's keys).
+LABEL_FIELDS = ("speed", "speed_prev", "target_points", "path", "speed_wps", "tokens", "action", "object",
+                "target_speed", "object_dist")
+
+
+def torch_plan(drv):
+    """The PyTorch driving branch as a plan function: a batch -> (path, speed waypoints, features)."""
+    return lambda b: drv.eval()(b["image"], b["speed"], b["target_points"])
+
+
+class PlannedData:
+    """`data` with a frozen driving branch's outputs (path, speed waypoints, features) computed once, on first use,
+    for the frames `idx`. Stage 2 trains the language branch for thousands of steps on top of a driving branch that no
+    longer changes: running it again on every batch only repeats work (and an exported graph, `pipeline.py
+    --language-only`, runs one frame at a time through ONNX Runtime). Batches carry the outputs as "plan", which
+    `language_context` reads, and no image unless `images` (the KL to the teacher, which looks at the image)."""
+
+    def __init__(self, data, idx: np.ndarray, plan_fn, images: bool = False, batch: int = 64) -> None:
+        self.data, self.plan_fn, self.images_too, self.chunk = data, plan_fn, images, batch
+        self.idx = np.unique(np.asarray(idx))
+        self.row = np.full(len(data), -1, dtype=np.int64)
+        self.row[self.idx] = np.arange(len(self.idx))
+        self.plan: tuple | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getattr__(self, name: str):  # records, template_labels, ...: the wrapped data's
+        if name == "data":
+            raise AttributeError(name)
+        return getattr(self.data, name)
+
+    @torch.no_grad()
+    def _compute(self) -> tuple:
+        plan = None
+        for i in tqdm(range(0, len(self.idx), self.chunk), desc="stage-2 plan (frozen driving branch)",
+                      dynamic_ncols=True, mininterval=2.0):
+            out = self.plan_fn(self.data.batch(self.idx[i : i + self.chunk]))
+            if plan is None:  # preallocated: 100 000+ frames of features are gigabytes
+                plan = tuple(torch.empty((len(self.idx),) + tuple(o.shape[1:]), dtype=o.dtype) for o in out)
+            for p, o in zip(plan, out):
+                p[i : i + len(o)] = o
+        return plan
+
+    def batch(self, idx) -> dict:
+        idx = np.asarray(idx)
+        rows = self.row[idx]
+        if (rows < 0).any():
+            raise ValueError(f"frame {int(idx[rows < 0][0])} has no precomputed plan")
+        if self.plan is None:
+            self.plan = self._compute()
+        t = torch.as_tensor(idx)
+        b = self.data.batch(idx) if self.images_too else {k: getattr(self.data, k)[t] for k in LABEL_FIELDS}
+        b["plan"] = tuple(p[torch.as_tensor(rows)] for p in self.plan)
+        return b
 
 
 def noisy_targets(tp: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:
@@ -376,7 +434,9 @@ def train_student_driving(student: Student, teacher: Teacher | None, data: Drivi
 
 
 def train_student_language(student: Student, teacher: Teacher | None, data: DrivingData, tr, va, out: str, cfg: dict,
-                           name: str = "student_s2") -> dict:
+                           name: str = "student_s2", plan_fn=None) -> dict:
+    """Stage 2: the language branch on the frozen driving branch's outputs, computed once per frame (`PlannedData`)
+    by `plan_fn` (default: `student.driving` itself)."""
     rng = np.random.default_rng(cfg.get("seed", 2))
     it = batches(tr, cfg["batch"], rng)
     drv, lang = student.driving, student.language
@@ -388,6 +448,7 @@ def train_student_language(student: Student, teacher: Teacher | None, data: Driv
     # The teacher's own greedy commentary is right on ~60 % of held-out frames (it never sees the plan the language
     # branch reads), so its softened logits regularise rather than lead: half the weight of the ground truth.
     w_kl = cfg.get("w_kl", 0.5) if teacher is not None else 0.0
+    data = PlannedData(data, np.concatenate([tr, va]), plan_fn or torch_plan(drv), images=w_kl > 0)
 
     def step_fn(_):
         drv.eval()

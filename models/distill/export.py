@@ -55,11 +55,17 @@ def sha256(path: str) -> str:
 
 
 def git_commit() -> str:
+    """HEAD's short hash, "+dirty" when the training code (this directory's .py files) differs from it: the export
+    then came from code no commit holds."""
+    here = os.path.dirname(os.path.abspath(__file__))
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "*.py"], capture_output=True, text=True,
+                               cwd=here).stdout.strip()
     except OSError:
         return "unknown"
+    return (head + ("+dirty" if dirty else "")) if head else "unknown"
 
 
 def _toml_value(v) -> str:

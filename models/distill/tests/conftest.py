@@ -36,4 +36,6 @@ def tiny_dataset(tmp_path_factory):
                                 "speed_wps": [[0.5 * (k + 1), 0.0] for k in range(10)],
                                 "commentary": "Decelerate to stay behind the car in 12 m.", "action": "decelerate",
                                 "object": "car"}) + "\n")
+    with open(out / "data_card.json", "w") as f:  # what `rtvla sim dataset` writes last (pipeline.dataset_done)
+        json.dump({"frames": n}, f)
     return str(out)

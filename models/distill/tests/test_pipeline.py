@@ -452,10 +452,78 @@ def test_stage2_extra_frames_come_after_the_training_indices(tiny_dataset, tmp_p
 def test_stage2_extra_frames_refuse_a_directory_of_another_size(tiny_dataset, tmp_path):
     import shutil
     from pipeline import PRESETS, language_frames
-    assert language_frames(None, str(tmp_path), dict(PRESETS["closedloop"])) is None  # the default: none
+    assert language_frames(None, str(tmp_path), dict(PRESETS["closedloop"], s2_extra_frames=0)) is None  # 0: none
     shutil.copytree(tiny_dataset, str(tmp_path / "dataset_s2"))
     frames = len(DrivingData(tiny_dataset))
     cfg = dict(PRESETS["closedloop"], s2_extra_frames=frames)
     assert len(language_frames("/nonexistent/rtvla", str(tmp_path), cfg)) == frames  # reused, nothing rendered
     with pytest.raises(SystemExit, match="remove that directory"):
         language_frames(None, str(tmp_path), dict(cfg, s2_extra_frames=frames + 1))
+
+
+def test_planned_data_serves_the_frozen_driving_branchs_outputs(tiny_dataset):
+    from distill import PlannedData, language_context, torch_plan
+    torch.manual_seed(0)
+    d = DrivingData(tiny_dataset)
+    drv = Student().driving.eval()
+    idx = np.arange(10)
+    planned = PlannedData(d, idx, torch_plan(drv), batch=4)  # chunks of 4: the last one is short
+    b = planned.batch([7, 2, 9])
+    assert "image" not in b and planned.template_labels == d.template_labels
+    raw = d.batch([7, 2, 9])
+    with torch.no_grad():
+        for got, want in zip(language_context(None, b), language_context(drv, raw)):
+            torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="no precomputed plan"):
+        planned.batch([10])
+    assert "image" in PlannedData(d, idx, torch_plan(drv), images=True).batch([0])
+
+
+def test_onnx_plan_is_the_exported_graphs_outputs(tiny_dataset, tmp_path):
+    from distill import torch_plan
+    from pipeline import onnx_plan
+    torch.manual_seed(0)
+    drv = Student().driving.eval()
+    r = export_driving(drv, str(tmp_path), "student")
+    b = DrivingData(tiny_dataset).batch([0, 5, 11])
+    with torch.no_grad():
+        for got, want in zip(onnx_plan(r["onnx"])(b), torch_plan(drv)(b)):
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_language_only_retrains_stage_2_on_a_bundles_graphs(tiny_dataset, tmp_path):
+    import shutil
+    import tomllib
+    from types import SimpleNamespace
+    from export import sha256
+    from pipeline import PRESETS, language_only, student_config
+    cfg = dict(PRESETS["smoke"], s2_data="offline", s2_w_kl=0.0, s2_steps=3)
+    bundle = tmp_path / "bundle"
+    for graph, prefix in (("student", "language"), ("student_nodistill", "language_nodistill")):
+        torch.manual_seed(1)
+        s = Student(driving=student_config(cfg))
+        r = export_driving(s.driving, str(bundle), graph)
+        export_language(s.language, r["features_shape"], str(bundle), {"preset": "smoke", "trained": False,
+                        "train_stages_s": "x_s1 2.0 + " + ("student_s2" if graph == "student" else "ablation_s2") + " 9.0"},
+                        prefix=prefix, features_from=[r["onnx"]])
+    shutil.copy(bundle / "student.onnx", bundle / "student_int8.onnx")
+    d = DrivingData(tiny_dataset)
+    tr, va = d.split()
+
+    def stage_cfg(steps, lr, **extra):
+        return {"steps": steps, "batch": 4, "lr": lr, "eval_every": 2, "ckpt_every": 2, "wp_loss": "l2", **extra}
+
+    run = tmp_path / "run"
+    t = language_only(str(bundle), SimpleNamespace(rtvla=None), cfg, str(run), d, tr, va, stage_cfg)
+    assert t["student_s2"]["steps"] == 3 and 0 <= t["ablation_s2_val_commentary"]["action_object"] <= 1
+    with open(run / "export" / "language.toml", "rb") as f:
+        man = tomllib.load(f)
+    assert man["io"]["features_from"] == [sha256(str(bundle / "student.onnx")), sha256(str(bundle / "student_int8.onnx"))]
+    prov = man["provenance"]
+    assert prov["s2_steps"] == 3 and prov["preset"] == "smoke" and prov["language_only"].startswith("stage 2 retrained")
+    assert prov["train_stages_s"].startswith("x_s1 2.0 + student_s2 ") and "9.0" not in prov["train_stages_s"]
+    with pytest.raises(SystemExit, match="s2_data=offline and s2_w_kl=0"):
+        language_only(str(bundle), SimpleNamespace(rtvla=None), dict(cfg, s2_w_kl=0.5), str(run), d, tr, va, stage_cfg)
+    (bundle / "student_nodistill.onnx").unlink()
+    with pytest.raises(SystemExit, match="missing .*student_nodistill.onnx"):
+        language_only(str(bundle), SimpleNamespace(rtvla=None), cfg, str(tmp_path / "run2"), d, tr, va, stage_cfg)
