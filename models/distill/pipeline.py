@@ -395,11 +395,8 @@ LANGUAGE_ARMS = (("student_s2", "language", "student", ["student.onnx", "student
                  ("ablation_s2", "language_nodistill", "student_nodistill", ["student_nodistill.onnx"]))
 
 
-def language_only(bundle: str, a, cfg: dict, run_dir: str, data: DrivingData, tr, va, stage_cfg) -> dict:
-    """Stage 2 (language) of both arms again on `bundle`'s exported driving graphs: the driving branch is frozen in
-    stage 2, so its export (through ONNX Runtime) is all the stage needs -- no teacher, no rollouts, no stage 1. Each
-    language branch starts from torch seed 0 (as the ablation's in a whole run), trains on the offline frames + the
-    extra ones (s2_extra_frames) and is exported with parity into <run>/export; returns timings."""
+def language_only_preflight(bundle: str, cfg: dict) -> None:
+    """Refuse, before anything is rendered, a preset whose stage 2 needs a whole run or a bundle missing a file."""
     if cfg["s2_data"] != "offline" or cfg["s2_w_kl"] > 0:
         raise SystemExit(f"--language-only needs s2_data=offline and s2_w_kl=0 (this preset: {cfg['s2_data']}, "
                          f"{cfg['s2_w_kl']}): the aggregate and the teacher's logits exist only in a whole run")
@@ -407,6 +404,14 @@ def language_only(bundle: str, a, cfg: dict, run_dir: str, data: DrivingData, tr
     missing = [f for f in need if not os.path.exists(f)]
     if missing:
         raise SystemExit(f"--language-only {bundle}: missing {', '.join(missing)} (an export of pipeline.py)")
+
+
+def language_only(bundle: str, a, cfg: dict, run_dir: str, data: DrivingData, tr, va, stage_cfg) -> dict:
+    """Stage 2 (language) of both arms again on `bundle`'s exported driving graphs: the driving branch is frozen in
+    stage 2, so its export (through ONNX Runtime) is all the stage needs -- no teacher, no rollouts, no stage 1. Each
+    language branch starts from torch seed 0 (as the ablation's in a whole run), trains on the offline frames + the
+    extra ones (s2_extra_frames) and is exported with parity into <run>/export; returns timings."""
+    language_only_preflight(bundle, cfg)
     os.makedirs(run_dir, exist_ok=True)
     t0 = time.time()
     lang_data, lang_tr = with_frames(data, tr, language_frames(a.rtvla, run_dir, cfg))
@@ -453,6 +458,8 @@ def main() -> None:
     cfg = apply_sets(dict(PRESETS[preset], start_boost=START_BOOST), a.set)
     if cfg["s2_data"] not in ("aggregate", "offline"):
         raise SystemExit(f"--set s2_data={cfg['s2_data']}: expected aggregate or offline")
+    if a.language_only:
+        language_only_preflight(a.language_only, cfg)
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
