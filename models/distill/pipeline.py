@@ -420,7 +420,7 @@ def language_only(bundle: str, a, cfg: dict, run_dir: str, data: DrivingData, tr
     real = [data.batch(va[i : i + 1]) for i in range(min(4, len(va)))]
     for stage, prefix, graph, features_from in LANGUAGE_ARMS:
         torch.manual_seed(0)
-        student = Student(driving=student_config(cfg))  # its driving branch is never run: the bundle's graph is
+        student = Student(driving=student_config(cfg))  # only its language branch trains: the plan is the graph's
         plan = onnx_plan(os.path.join(bundle, graph + ".onnx"))
         timings[stage] = train_student_language(student, None, lang_data, lang_tr, va, run_dir,
                                                 stage_cfg(cfg["s2_steps"], cfg["lr_student"]), name=stage,
