@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import PAD, DrivingData, template_key
-from distill import (LABEL_FIELDS, DistillHeads, cache_teacher_targets, ckpt_has, eval_driving, eval_teacher, load_ckpt,
+from data import LABEL_FIELDS, PAD, DrivingData, template_key
+from distill import (DistillHeads, cache_teacher_targets, ckpt_has, eval_driving, eval_teacher, load_ckpt,
                      pool_tokens, student_aux, train_student_driving, train_teacher)
 from export import TeacherVisionOnly, export_driving
 from teacher import PerceptionHead
@@ -46,8 +46,6 @@ class ConcatData(DrivingData):
     """Several dataset directories as one (DAgger's aggregate), with DrivingData's interface. `part[i]` says which
     directory frame i came from (0 = the first, the expert's offline data)."""
 
-    FIELDS = LABEL_FIELDS
-
     def __init__(self, parts: list[DrivingData]) -> None:  # noqa: D107 -- no DrivingData.__init__: nothing to read
         self.root = parts[0].root
         self.roots = [p.root for p in parts]
@@ -56,7 +54,7 @@ class ConcatData(DrivingData):
         offsets = np.cumsum([0] + [len(p.shards) for p in parts])[:-1]
         self.shard_idx = np.concatenate([p.shard_idx + o for p, o in zip(parts, offsets)])
         self.frame_idx = np.concatenate([p.frame_idx for p in parts])
-        for k in self.FIELDS:
+        for k in LABEL_FIELDS:
             setattr(self, k, torch.cat([getattr(p, k) for p in parts]))
         self.seeds = sorted({x["seed"] for x in self.records})
         self.part = np.concatenate([np.full(len(p), i) for i, p in enumerate(parts)])

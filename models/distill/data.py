@@ -119,6 +119,11 @@ def normalise_batch(images_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
+# Every per-frame tensor a DrivingData holds besides the images: what `batch` returns with the image.
+LABEL_FIELDS = ("speed", "speed_prev", "target_points", "path", "speed_wps", "tokens", "action", "object",
+                "target_speed", "object_dist")
+
+
 class DrivingData:
     """All frames of one dataset directory; `batch(idx)` returns a dict of tensors."""
 
@@ -182,22 +187,14 @@ class DrivingData:
             out[k] = self.shards[self.shard_idx[i]][self.frame_idx[i], :IMG_H]
         return out
 
+    def labels(self, idx) -> dict:
+        """Every per-frame field of frames `idx` but the image (LABEL_FIELDS)."""
+        t = torch.as_tensor(np.asarray(idx))
+        return {k: getattr(self, k)[t] for k in LABEL_FIELDS}
+
     def batch(self, idx) -> dict:
         idx = np.asarray(idx)
-        t = torch.as_tensor(idx)
-        return {
-            "image": normalise_batch(self.images(idx)),
-            "speed": self.speed[t],
-            "speed_prev": self.speed_prev[t],
-            "target_points": self.target_points[t],
-            "path": self.path[t],
-            "speed_wps": self.speed_wps[t],
-            "tokens": self.tokens[t],
-            "action": self.action[t],
-            "object": self.object[t],
-            "target_speed": self.target_speed[t],
-            "object_dist": self.object_dist[t],
-        }
+        return {"image": normalise_batch(self.images(idx)), **self.labels(idx)}
 
     def split(self, val_frac: float = 0.05, seed: int = 0):
         """Train/val index arrays split by episode (scenario, seed) so val frames are unseen episodes."""

@@ -189,11 +189,6 @@ def language_context(drv, b: dict) -> tuple:
     return (feats, b["speed"], b["speed_prev"], b["target_points"], path, sw)
 
 
-# Every per-frame label a batch carries besides the image (DrivingData.batch's keys).
-LABEL_FIELDS = ("speed", "speed_prev", "target_points", "path", "speed_wps", "tokens", "action", "object",
-                "target_speed", "object_dist")
-
-
 def torch_plan(drv):
     """The PyTorch driving branch as a plan function: a batch -> (path, speed waypoints, features)."""
     return lambda b: drv.eval()(b["image"], b["speed"], b["target_points"])
@@ -240,8 +235,7 @@ class PlannedData:
             raise ValueError(f"frame {int(idx[rows < 0][0])} has no precomputed plan")
         if self.plan is None:
             self.plan = self._compute()
-        t = torch.as_tensor(idx)
-        b = self.data.batch(idx) if self.images_too else {k: getattr(self.data, k)[t] for k in LABEL_FIELDS}
+        b = self.data.batch(idx) if self.images_too else self.data.labels(idx)
         b["plan"] = tuple(p[torch.as_tensor(rows)] for p in self.plan)
         return b
 
