@@ -265,6 +265,30 @@ fn a_stop_signal_ends_sim_eval_after_the_run_in_progress() {
 }
 
 #[test]
+fn sim_eval_jobs_do_not_change_the_table() {
+    // `--jobs` runs episodes of the model through the runtime on several threads at once (a closed-loop training
+    // round waits for this table): each run must stay its own, bit for bit (commands fingerprints included).
+    let dir = tempfile::tempdir().unwrap();
+    let table = |jobs: &str| -> serde_json::Value {
+        let json = dir.path().join(format!("eval-{jobs}.json"));
+        let out = rtvla()
+            .args(["sim", "eval", "--policy", "model", "--model", "models/fixture/student_fixture.toml"])
+            .args(["--scenarios", "lane_keep,following", "--seeds", "7..9", "--jobs", jobs, "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "--jobs {jobs}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let (one, three) = (table("1"), table("3"));
+    assert_eq!(one["runs"].as_array().map(Vec::len), Some(4));
+    assert!(one["runs"].as_array().unwrap().iter().all(|r| r["commands_hash"].is_string()));
+    assert_eq!(one, three);
+    let zero = rtvla().args(["sim", "eval", "--jobs", "0"]).output().unwrap();
+    assert_eq!(zero.status.code(), Some(2), "--jobs 0 is bad input");
+}
+
+#[test]
 fn an_early_manual_snapshot_request_does_not_kill_the_process() {
     let mut child = rtvla()
         .args(["drive", "--quiet", "--ticks", "10", "--no-store"])

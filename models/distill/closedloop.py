@@ -104,7 +104,9 @@ def rollout(rtvla: str, manifest: str, out: str, frames: int, seeds: str, every:
 class Eval:
     """Closed-loop held-out driving score through the runtime (`rtvla sim eval --policy model`; or a built-in policy,
     e.g. `blind`, with `manifest` None), run in the background: a round's rollout of the same policy runs meanwhile
-    (each is one single-threaded process). `result()` waits for it."""
+    (one thread). The evaluation runs as many episodes at a time as there are CPUs (`sim eval --jobs`; one at a time
+    until 2026-12-03, when it was most of a DAgger round's wall time and left a core idle after the rollout).
+    `result()` waits for it."""
 
     def __init__(self, rtvla: str, manifest: str | None, out_json: str, scenarios: str, seeds: str,
                  policy: str = "model") -> None:

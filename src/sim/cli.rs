@@ -29,6 +29,10 @@ pub enum SimCommand {
         /// Print one line per run.
         #[arg(long)]
         verbose: bool,
+        /// Runs at a time, each on its own thread with its own model (default: the CPUs this process may use). The
+        /// table and the JSON do not depend on it.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
     },
     /// Be the rig of a hardware-in-the-loop run: render frames and ego state to a runtime over the wire
     /// (`docs/wire-protocol.md`), apply its commands, and score each episode as `sim eval` does. One `rtvla drive`
@@ -171,8 +175,8 @@ pub(super) fn default_seeds(split: &str) -> std::ops::Range<u64> {
     }
 }
 
-/// Boxed episode runner: (scenario, seed) -> metrics.
-pub type EpisodeRunner = Box<dyn FnMut(&str, u64) -> anyhow::Result<super::EpisodeMetrics>>;
+/// Boxed episode runner: (scenario, seed) -> metrics; threads may share it (`sim eval --jobs`).
+pub type EpisodeRunner = Box<eval::SharedRunner>;
 
 /// Episode runner for a policy name: built-ins here, `model` through the runtime.
 pub fn episode_runner(policy: &str, model: Option<PathBuf>) -> anyhow::Result<EpisodeRunner> {
@@ -209,15 +213,13 @@ fn runtime_episode(
 
 pub use crate::error::BadInput;
 
-/// Run every scenario × seed with a progress bar (and a line per run with `verbose`).
+/// Run a table with a progress bar (and a line per run with `verbose`): `evaluate` is `eval::evaluate` or
+/// `eval::evaluate_parallel` over `total` runs, given the callback that moves the bar.
 pub(super) fn evaluate_with_progress(
-    policy: &str,
-    names: &[&str],
-    seeds: std::ops::Range<u64>,
-    runner: &mut dyn FnMut(&str, u64) -> anyhow::Result<super::EpisodeMetrics>,
+    total: u64,
     verbose: bool,
+    evaluate: impl FnOnce(&mut dyn FnMut(&super::EpisodeMetrics)) -> EvalReport,
 ) -> EvalReport {
-    let total = names.len() as u64 * (seeds.end - seeds.start);
     let pb = indicatif::ProgressBar::new(total);
     pb.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}<{eta}]")
@@ -237,9 +239,14 @@ pub(super) fn evaluate_with_progress(
             ));
         }
     };
-    let rep = eval::evaluate(policy, names, seeds, runner, Some(&mut prog));
+    let rep = evaluate(&mut prog);
     pb.finish_and_clear();
     rep
+}
+
+/// `--jobs`, or the CPUs this process may use.
+fn eval_jobs(jobs: Option<u16>) -> usize {
+    jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from)
 }
 
 /// Print the table and the first errors, write the JSON; exit 1 when no run succeeded. An evaluation a stop signal
@@ -280,7 +287,7 @@ pub fn run(cmd: SimCommand) -> anyhow::Result<i32> {
 fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
     match cmd {
         SimCommand::Serve { .. } => super::serve_cli::run(cmd),
-        SimCommand::Eval { policy, model, scenarios, seeds, json, verbose } => {
+        SimCommand::Eval { policy, model, scenarios, seeds, json, verbose, jobs } => {
             let names = bad(eval::resolve_scenarios(&scenarios))?;
             let seeds = match seeds {
                 Some(s) => bad(eval::parse_seeds(&s))?,
@@ -288,8 +295,11 @@ fn run_inner(cmd: SimCommand) -> anyhow::Result<i32> {
             };
             // Before the first run, so that a stop signal ends the table after the run in progress, for every policy.
             crate::runtime::os::install_process_stop_signals()?;
-            let mut runner = episode_runner(&policy, model)?;
-            let rep = evaluate_with_progress(&policy, &names, seeds, &mut *runner, verbose);
+            let runner = episode_runner(&policy, model)?;
+            let total = names.len() as u64 * (seeds.end - seeds.start);
+            let rep = evaluate_with_progress(total, verbose, |prog| {
+                eval::evaluate_parallel(&policy, &names, seeds, eval_jobs(jobs), &*runner, Some(prog))
+            });
             finish_eval(&rep, json.as_deref())
         }
         SimCommand::Dataset { out, frames, seeds, scenarios, width, height, every, shard, noise, model, beta } => {

@@ -1,6 +1,8 @@
 //! Closed-loop evaluation over scenarios × seeds with a Bench2Drive-style table and JSON report.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg32;
@@ -96,7 +98,19 @@ pub fn parse_seeds(s: &str) -> anyhow::Result<std::ops::Range<u64>> {
     }
 }
 
-/// Run `run_episode` over every scenario × seed and aggregate.
+/// Runs one (scenario, seed) episode and can be shared by threads: every run is independent (its own world, runtime
+/// and model), so [`evaluate_parallel`] may run several at once.
+pub type SharedRunner = dyn Fn(&str, u64) -> anyhow::Result<EpisodeMetrics> + Sync;
+
+/// What became of one (scenario, seed) of the table: `None` when a stop signal came before it finished.
+type Slot = Option<anyhow::Result<EpisodeMetrics>>;
+
+/// Every scenario × seed, in the table's order.
+fn table_order<'a>(scenarios: &[&'a str], seeds: std::ops::Range<u64>) -> Vec<(&'a str, u64)> {
+    scenarios.iter().flat_map(|sc| seeds.clone().map(move |seed| (*sc, seed))).collect()
+}
+
+/// Run `run_episode` over every scenario × seed, one after another, and aggregate.
 pub fn evaluate(
     policy: &str,
     scenarios: &[&str],
@@ -104,33 +118,81 @@ pub fn evaluate(
     run_episode: &mut dyn FnMut(&str, u64) -> anyhow::Result<EpisodeMetrics>,
     mut progress: Option<&mut dyn FnMut(&EpisodeMetrics)>,
 ) -> EvalReport {
+    let order = table_order(scenarios, seeds);
+    let mut slots: Vec<Slot> = Vec::with_capacity(order.len());
+    for &(sc, seed) in &order {
+        if stop_requested() {
+            break;
+        }
+        let result = run_episode(sc, seed);
+        // A stop signal during the run ended it early (the runtime stops its loop on one): not a finished run.
+        if stop_requested() {
+            break;
+        }
+        if let (Ok(m), Some(p)) = (&result, progress.as_mut()) {
+            p(m);
+        }
+        slots.push(Some(result));
+    }
+    report_from(policy, &order, slots)
+}
+
+/// [`evaluate`] with `jobs` runs at a time, each on its own thread. The report is the same for any `jobs` (runs
+/// are aggregated in the table's order, and each run is deterministic in its scenario and seed); only the
+/// progress callback sees them in the order they finish. Why: a closed-loop training round waits for its
+/// held-out evaluation, and one run at a time leaves all cores but one idle.
+pub fn evaluate_parallel(
+    policy: &str,
+    scenarios: &[&str],
+    seeds: std::ops::Range<u64>,
+    jobs: usize,
+    run_episode: &SharedRunner,
+    mut progress: Option<&mut dyn FnMut(&EpisodeMetrics)>,
+) -> EvalReport {
+    let order = table_order(scenarios, seeds);
+    let mut slots: Vec<Slot> = (0..order.len()).map(|_| None).collect();
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, order.len().max(1)) {
+            let (tx, next, order) = (tx.clone(), &next, &order);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= order.len() || stop_requested() {
+                    break;
+                }
+                let result = run_episode(order[i].0, order[i].1);
+                if stop_requested() || tx.send((i, result)).is_err() {
+                    break; // ended early by the signal: not a finished run
+                }
+            });
+        }
+        drop(tx);
+        for (i, result) in rx {
+            if let (Ok(m), Some(p)) = (&result, progress.as_mut()) {
+                p(m);
+            }
+            slots[i] = Some(result);
+        }
+    });
+    report_from(policy, &order, slots)
+}
+
+/// The report of a table whose runs ended as `slots` say (missing or `None`: not finished).
+fn report_from(policy: &str, order: &[(&str, u64)], slots: Vec<Slot>) -> EvalReport {
     let mut rep = EvalReport { policy: policy.to_string(), ..Default::default() };
     let mut ms = vec![];
-    let total = scenarios.len() as u64 * seeds.end.saturating_sub(seeds.start);
-    'runs: for sc in scenarios {
-        for seed in seeds.clone() {
-            if stop_requested() {
-                break 'runs;
-            }
-            let result = run_episode(sc, seed);
-            // A stop signal during the run ended it early (the runtime stops its loop on one): not a finished run.
-            if stop_requested() {
-                break 'runs;
-            }
-            match result {
-                Ok(m) => {
-                    if let Some(p) = progress.as_mut() {
-                        p(&m);
-                    }
-                    ms.push(m);
-                }
-                Err(e) => rep.errors.push(format!("{sc}/{seed}: {e:#}")),
-            }
+    let mut done = 0;
+    for (&(sc, seed), slot) in order.iter().zip(slots) {
+        match slot {
+            Some(Ok(m)) => ms.push(m),
+            Some(Err(e)) => rep.errors.push(format!("{sc}/{seed}: {e:#}")),
+            None => continue,
         }
+        done += 1;
     }
     if stop_requested() {
-        let done = ms.len() + rep.errors.len();
-        rep.interrupted = Some(format!("stopped by a signal after {done} of {total} runs"));
+        rep.interrupted = Some(format!("stopped by a signal after {done} of {} runs", order.len()));
     }
     aggregate(&mut rep, &ms);
     rep

@@ -85,7 +85,9 @@ pub(super) fn run(cmd: SimCommand) -> anyhow::Result<i32> {
     let mut rig = Rig::bind(opts)?;
     eprintln!("rig listening on {} ({pacing:?}); start `rtvla drive` once per episode", rig.local_addr()?);
     let mut runner = |sc: &str, seed: u64| rig.episode(sc, seed);
-    let mut rep = evaluate_with_progress("wire", &names, seeds, &mut runner, verbose);
+    let total = names.len() as u64 * (seeds.end - seeds.start);
+    let mut rep =
+        evaluate_with_progress(total, verbose, |prog| eval::evaluate("wire", &names, seeds, &mut runner, Some(prog)));
     let w = rig.summary.clone();
     println!(
         "wire ({}): frame→command latency p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms; {} datagrams sent ({} dropped by injection), {} frames, {} unanswered, {} commands, {} refused, {} resends",

@@ -260,3 +260,20 @@ fn infractions_read_as_words() {
     let i = Infractions { collision_vehicle: 1, red_light: 2, outside_lanes_m: 3.31, ..Default::default() };
     assert_eq!(i.describe(), "1 vehicle collision, 2 red lights run, 3.3 m outside the lanes");
 }
+
+/// `sim eval --jobs`: the same table whether the runs go one after another or several at a time.
+#[test]
+fn parallel_evaluation_gives_the_sequential_report() {
+    let names = ["lane_keep", "following", "stop_sign"];
+    let run = |sc: &str, seed: u64| eval::builtin_episode("blind", sc, seed);
+    let in_turn = eval::evaluate("blind", &names, 3..5, &mut |sc: &str, seed: u64| run(sc, seed), None);
+    let mut finished = 0;
+    let parallel =
+        eval::evaluate_parallel("blind", &names, 3..5, 4, &run, Some(&mut |_: &EpisodeMetrics| finished += 1));
+    assert_eq!(finished, 6);
+    let order: Vec<(String, u64)> = parallel.runs.iter().map(|r| (r.scenario.clone(), r.seed)).collect();
+    let table: Vec<(String, u64)> =
+        names.iter().flat_map(|sc| (3..5).map(move |seed| (sc.to_string(), seed))).collect();
+    assert_eq!(order, table, "runs are reported in the table's order, not as they finished");
+    assert_eq!(serde_json::to_value(&in_turn).unwrap(), serde_json::to_value(&parallel).unwrap());
+}

@@ -211,7 +211,8 @@ pub fn eval(root: &Path, o: &EvalOptions) -> Result<()> {
             continue;
         }
         let mut c = Command::new(&bin);
-        c.args(["sim", "eval", "--scenarios", scen, "--seeds"])
+        // Two tables at a time (run_parallel below), one run at a time each.
+        c.args(["sim", "eval", "--jobs", "1", "--scenarios", scen, "--seeds"])
             .arg(format!("{HELD_OUT_FIRST_SEED}..{}", HELD_OUT_FIRST_SEED + n))
             .arg("--json")
             .arg(work.join(format!("ds-{key}.json")));
