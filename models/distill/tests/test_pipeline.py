@@ -1,6 +1,7 @@
 """Shapes, a tiny overfit step, the KV-cache step vs the parallel decoder, and ONNX export parity."""
 import csv
 import os
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from data import (ACTIONS, BOS, EOS, OBJECTS, TEMPLATES, UNK, VOCAB, DrivingData
                   oversample_starts, oversampled)
 from distill import noisy_targets, text_io, train_student_driving
 from export import export_driving, export_language
+import pipeline
 from student import STUDENT_SIZES, Student
 from teacher import Teacher
 
@@ -527,3 +529,22 @@ def test_language_only_retrains_stage_2_on_a_bundles_graphs(tiny_dataset, tmp_pa
     (bundle / "student_nodistill.onnx").unlink()
     with pytest.raises(SystemExit, match="missing .*student_nodistill.onnx"):
         language_only(str(bundle), SimpleNamespace(rtvla=None), cfg, str(tmp_path / "run2"), d, tr, va, stage_cfg)
+
+
+def test_timing_per_step_cancels_what_a_stage_does_once(tmp_path):
+    # a fake stage: a one-off cost (stage 2's plan pass) plus a cost per step; the checkpoint it leaves is removed
+    import timing
+    ckpt = tmp_path / "stage.pt"
+
+    def train(n: int) -> None:
+        time.sleep(0.05 + 0.01 * n)
+        ckpt.write_bytes(b"x")
+
+    assert abs(timing.per_step(train, str(ckpt), 10) - 0.01) < 0.003
+    assert not ckpt.exists()
+
+
+def test_machine_names_the_vector_isa():
+    m = pipeline.machine()
+    assert m["cpus"] >= 1 and isinstance(m["cpu"], str) and m["torch_cpu_capability"]
+    assert set(m["isa"]) <= {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"}
