@@ -83,7 +83,21 @@ def student_commentary(models: str, name: str, lang: str, data: DrivingData, idx
         path, speed_wps, feats = drv.run(None, dict(ego, image=b["image"].numpy()))
         ctx = dict(ego, features=feats, path=path, speed_wps=speed_wps, speed_prev=b["speed_prev"].numpy())
         texts.append(vocab.decode(decode_ort(res, step, ctx, kv)))
-    return score(texts, data, idx)
+    out = score(texts, data, idx)
+    if "int8" in name:
+        out["onnxruntime_int8_exact"] = ort_int8_exact(drv, drv_path, data.batch([int(idx[0])]))
+    return out
+
+
+def ort_int8_exact(drv, drv_path: str, b: dict) -> bool:
+    """Whether ORT's int8 kernels compute this graph exactly on this CPU (they saturate without VNNI): against the
+    ONNX reference evaluator on one frame. When not, the int8 commentary above is ORT's, not what tract would read."""
+    feed = {"image": b["image"].numpy(), "speed": b["speed"].numpy(), "target_points": b["target_points"].numpy()}
+    off = max(float(np.abs(x - y).max()) for x, y in zip(drv.run(None, feed), export.Int8Reference(drv_path).run(None, feed)))
+    if off > 1e-3:
+        print(f"[commentary] warning: onnxruntime's int8 kernels differ from the ONNX reference by {off:.3g} on this "
+              "CPU (no VNNI?): the int8 commentary is measured on features tract would not produce")
+    return off <= 1e-3
 
 
 def teacher_commentary(models: str, data: DrivingData, idx: np.ndarray) -> dict | None:

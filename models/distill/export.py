@@ -106,6 +106,27 @@ def _ort(path: str, threads: int = 1):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
+class Int8Reference:
+    """The ONNX spec's reference evaluator (onnx.reference, numpy) on a quantized graph: int32 accumulation, one
+    float rescale, round half to even -- what tract computes, on any CPU. Seconds a frame: for parity vectors only.
+
+    Its QuantizeLinear/DequantizeLinear start at opset 19; the exporter writes opset 17, whose per-tensor uint8
+    forms are the same operation, so the graph is evaluated as opset 21 (every other op in it is unchanged there)."""
+
+    def __init__(self, path: str) -> None:
+        import onnx
+        from onnx.reference import ReferenceEvaluator
+        model = onnx.load(path)
+        for imp in model.opset_import:
+            if imp.domain in ("", "ai.onnx"):
+                imp.version = max(imp.version, 21)
+        self.name = f"ONNX reference evaluator (onnx {onnx.__version__}, exact integer arithmetic)"
+        self._eval = ReferenceEvaluator(model)
+
+    def run(self, output_names, feed: dict) -> list:
+        return self._eval.run(output_names, feed)
+
+
 def export_driving(driving, out_dir: str, name: str = "student", provenance: dict | None = None,
                    description: str = "", real_inputs: list[dict] | None = None, metrics: dict | None = None,
                    kind: str = "student", raw_frames: list[dict] | None = None, optimize: bool = True) -> dict:
@@ -270,33 +291,38 @@ def quantize_driving(f32: dict, name: str, calib: list[dict], provenance: dict, 
                     op_types_to_quantize=["Conv", "Relu"], activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
     _onnx_check(q_path)
-    # `again`: a fresh two-thread session must reproduce the int8 outputs to float rounding, or they are no parity
-    # reference. onnxruntime 1.22-1.24 on AMX/VNNI CPUs wrote garbage into some outputs of a QLinearConv, different
-    # on every run (microsoft/onnxruntime#26324; tests/test_ort_int8.py): the smoke's parity passed or failed by chance.
-    sf, sq, again = _ort(f32["onnx"]), _ort(q_path), _ort(q_path, threads=2)
-    diff = 0.0
-    for k, fd in enumerate(feeds):
-        q = sq.run(None, fd)
-        for a, b in zip(q, again.run(None, fd)):
-            if float(np.abs(a - b).max()) > 1e-4:
-                raise RuntimeError(f"{q_path}: onnxruntime gives different int8 outputs for the same calibration frame "
-                                   f"{k} (max abs diff {np.abs(a - b).max():.3g}); its int8 kernels are not usable as "
-                                   "a parity reference on this CPU (see models/distill/tests/test_ort_int8.py)")
-        for a, b in zip(sf.run(None, fd)[:2], q[:2]):
-            diff = max(diff, float(np.abs(a - b).max()))
-    print(f"[quantize] {q_path}: int8 vs f32 waypoints max abs diff {diff:.3f} m over {len(feeds)} frames (onnxruntime)")
+    # The parity reference is the ONNX spec's own numpy evaluator (exact integer accumulation), not ONNX Runtime:
+    # ORT's int8 kernels are not exact on every CPU (garbage on AMX/VNNI in 1.22-1.24, microsoft/onnxruntime#26324;
+    # int16 saturation of U8S8 products without VNNI, e.g. AVX2-only CPUs), so a reference made with them made the
+    # smoke's parity pass or fail by the machine it ran on (tests/test_ort_int8.py).
+    ref, sf, sq = Int8Reference(q_path), _ort(f32["onnx"]), _ort(q_path)
+    probe = feeds[: min(2, len(feeds))]
+    ort_off = max(float(np.abs(a - b).max()) for fd in probe for a, b in zip(sq.run(None, fd), ref.run(None, fd)))
+    ort_exact = ort_off <= 1e-3
+    # int8 vs f32 over all calibration frames with ORT where its kernels are exact here (the reference takes
+    # seconds a frame), else with the reference on the first few
+    q_run, diff_feeds = (sq, feeds) if ort_exact else (ref, probe)
+    diff = max(float(np.abs(a - b).max()) for fd in diff_feeds
+               for a, b in zip(sf.run(None, fd)[:2], q_run.run(None, fd)[:2]))
+    if not ort_exact:
+        print(f"[quantize] warning: onnxruntime's int8 kernels on this CPU differ from the ONNX reference by "
+              f"{ort_off:.3g} (U8S8 saturation without VNNI, or microsoft/onnxruntime#26324); its int8 numbers "
+              "here are not tract's")
+    print(f"[quantize] {q_path}: int8 vs f32 waypoints max abs diff {diff:.3f} m over {len(diff_feeds)} frames "
+          f"({'onnxruntime' if ort_exact else 'ONNX reference evaluator'})")
     if raw_frames:
-        run_int8 = lambda i, s, t: sq.run(None, {"image": i.numpy(), "speed": s.numpy(), "target_points": t.numpy()})
-        # tract runs the same integer arithmetic: it agrees with ONNX Runtime to float rounding (bundle 6.7e-6 m on
-        # x86 and under qemu-aarch64, features exactly), so the f32 graphs' tolerance applies.
-        write_parity_vectors(os.path.join(out_dir, f"{name}.parity.json"), raw_frames, run_int8,
-                             "onnxruntime (same int8 file)", 1e-3)
+        run_int8 = lambda i, s, t: ref.run(None, {"image": i.numpy(), "speed": s.numpy(), "target_points": t.numpy()})
+        # tract runs the same integer arithmetic: it agrees with the reference to float rounding (bundle 6e-6 m,
+        # features exactly: on AVX-512 VNNI, on AVX2-only (qemu-x86_64 -cpu Haswell) and under qemu-aarch64), so the
+        # f32 graphs' tolerance applies.
+        write_parity_vectors(os.path.join(out_dir, f"{name}.parity.json"), raw_frames, run_int8, ref.name, 1e-3)
     prov = dict(provenance)
     prov.setdefault("generator", "models/distill/export.py (onnxruntime quantize_static, QOperator, per-tensor)")
     prov.setdefault("commit", git_commit())
     prov["quantized_from"] = os.path.basename(f32["onnx"])
     prov["calibration_frames"] = len(feeds)
     prov["int8_vs_f32_max_abs_diff_m"] = diff
+    prov["onnxruntime_int8_exact_here"] = ort_exact
     man = write_driving_manifest(q_path, name, "student", "int8", f32["features_shape"], prov, description, metrics)
     return {"onnx": q_path, "manifest": man, "int8_vs_f32_max_abs_diff": diff}
 

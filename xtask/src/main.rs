@@ -153,8 +153,8 @@ enum Task {
         #[arg(long)]
         vm_only: bool,
     },
-    /// Check the bundled models as CI does: `rtvla model check` on every manifest in models/student, and the
-    /// student's closed-loop driving score on the model card's held-out runs against its card value.
+    /// Check the bundled models as CI does: `rtvla model check` on every manifest in models/student (and the
+    /// students again as an AVX2-only CPU, under qemu-x86_64 -cpu Haswell), and the student's closed-loop driving score on the model card's held-out runs against its card value.
     ModelsCheck,
     /// Install the release binary in PREFIX/bin and its bundle (boards, models) in PREFIX/share/rtvla, where the
     /// binary finds them from any directory.
@@ -234,6 +234,7 @@ fn run_task(task: Task, root: &Path) -> Result<()> {
         Task::ModelsCheck => {
             run(cargo().args(["build", "--release", "--package", "rtvla", "--bin", "rtvla"]))?;
             models_check::host(root, &release_bin(root))?;
+            models_check::x86_avx2_bundled(root, &release_bin(root))?;
             models_check::closed_loop_floor(root, &release_bin(root))
         }
         Task::Install { prefix } => install::install(root, &prefix.map_or_else(install::default_prefix, Ok)?),
@@ -303,6 +304,8 @@ fn ci(root: &Path) -> Result<()> {
     first_contact::from_anywhere(root)?;
     step("bundled models: rtvla model check on every manifest in models/student (tract vs the exporter's outputs)");
     models_check::host(root, &release_bin(root))?;
+    step("bundled students on an AVX2-only CPU: rtvla model check under qemu-x86_64 -cpu Haswell (no AVX-512, VNNI)");
+    models_check::x86_avx2_bundled(root, &release_bin(root))?;
     step("bundled student: closed-loop floor on the model card's held-out runs");
     models_check::closed_loop_floor(root, &release_bin(root))?;
     step("HIL over the wire (local, lockstep): same scores and commands hashes as sim eval on held-out seeds");
@@ -630,6 +633,8 @@ fn distill_smoke(root: &Path) -> Result<()> {
     for m in ["student", "student_nodistill", "teacher", "student_int8", "language", "language_nodistill"] {
         run(Command::new(release_bin(root)).arg("model").arg("check").arg(run_dir.join(format!("export/{m}.toml"))))?;
     }
+    // The int8 reference is exact integer arithmetic: tract's AVX2 kernels must meet it too, whatever CPU CI has.
+    models_check::x86_avx2(&release_bin(root), &run_dir.join("export/student_int8.toml"))?;
     eprintln!("distillation smoke: {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
 }
