@@ -292,6 +292,29 @@ def export_teacher_language(teacher, exp: str, prov: dict, real: list, raw: list
                                       "(22 cached decoder steps), then waypoints conditioned on it.")
 
 
+def kept_round(rounds: list[dict]) -> int:
+    """The round a closed-loop stage kept: the best held-out DS (closedloop.py's rule; round 0 = trained offline)."""
+    return int(np.argmax([r["driving_score"] for r in rounds])) if rounds else 0
+
+
+def teacher_in_student(cfg: dict, timings: dict) -> list[str]:
+    """What of the teacher the exported student learnt from; empty when nothing. With `onpolicy_base_targets =
+    "none"` stage 1 is ground truth only and the teacher comes in through the on-policy rounds, so a run that keeps
+    round 0 (its rounds lowered the held-out DS) exports a second ground-truth student, not a distilled one -- as
+    run `cl-time` of 2026-12-04 did (README, "The closedloop preset timed as one run")."""
+    rounds = (timings.get("onpolicy_student") or {}).get("rounds") or []
+    parts = []
+    if cfg.get("onpolicy_rounds", 0) == 0 or cfg.get("onpolicy_base_targets") != "none":
+        parts.append("stage 1 on the teacher's targets")
+    if len(rounds) > 1 and kept_round(rounds) > 0:
+        parts.append(f"on-policy rounds 1-{kept_round(rounds)}, labelled by the teacher")
+    if cfg.get("s2_w_kl", 0) > 0:
+        parts.append("stage 2's KL to the teacher's commentary")
+    if cfg.get("s2_data") == "aggregate" and len(rounds) > 1:
+        parts.append("stage 2 on the teacher's commentary of the student's drives")
+    return parts
+
+
 def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, preset: str, timings: dict,
                val: dict) -> dict:
     """Every artifact the runtime and `cargo xtask eval` use: distilled student (f32 + int8), its language branch, the
@@ -303,35 +326,40 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
         return {"train_s": round(sum(secs.values()), 1),
                 "train_stages_s": " + ".join(f"{s} {v}" for s, v in secs.items())}
 
+    from_teacher = teacher_in_student(cfg, timings)
+    if not from_teacher:
+        print("[export] warning: the exported student learnt nothing from the teacher (on-policy round 0 kept, stage 1 "
+              "on ground truth only, no teacher in stage 2): it is a second ground-truth student, not a distilled one")
     prov = {"dataset_seeds": cfg["seeds"], "dataset_frames": len(data), "preset": preset, "trained": preset != "smoke",
             **trained("teacher", "student_s1", "student_s2")}
     prov_teacher = dict(prov, **trained("teacher"))
     for key, stage in (("dagger_teacher", "teacher"), ("onpolicy_student", "student")):
         rounds = (timings.get(key) or {}).get("rounds") or []
         if len(rounds) > 1:  # closed-loop rounds ran (closedloop.py): say how many, which was kept, its round DS
-            best = int(np.argmax([r["driving_score"] for r in rounds]))
+            best = kept_round(rounds)
             summary = {f"{key}_rounds": len(rounds) - 1, f"{key}_kept_round": best,
                        f"{key}_round_ds": round(float(rounds[best]["driving_score"]), 1),
                        f"{key}_s": round(timings[key]["elapsed_s"], 1)}
             prov.update(summary)
             if stage == "teacher":
                 prov_teacher.update(summary)
+    prov_student = dict(prov, distilled=bool(from_teacher), from_teacher="; ".join(from_teacher) or "nothing")
     prov_ablation = {k: v for k, v in prov.items() if not k.startswith(("onpolicy", "dagger"))}
     prov_ablation.update(trained("ablation_s1", "ablation_s2"))
     real = [data.batch(va[i : i + 1]) for i in range(min(4, len(va)))]
     raw = raw_val_frames(data, va[: min(3, len(va))])
-    r = export_driving(student.driving, exp, "student", dict(prov, distilled=True), real_inputs=real,
+    r = export_driving(student.driving, exp, "student", prov_student, real_inputs=real,
                        metrics={"val_wp_l2_m": val["student_wp_l2_m"]}, raw_frames=raw,
                        description=f"Distilled student ({preset} run), driving branch.")
     rng = np.random.default_rng(7)
     calib = [data.batch([int(i)]) for i in rng.choice(tr, min(64, len(tr)), replace=False)]
-    rq = quantize_driving(r, "student_int8", calib, dict(prov, distilled=True), raw_frames=raw,
+    rq = quantize_driving(r, "student_int8", calib, prov_student, raw_frames=raw,
                           description=f"Distilled student ({preset} run), int8 QLinearConv backbone.")
     derive_f16(r["manifest"])  # same ONNX, run in f16 by tract on arm64 (precision "f16")
     with torch.no_grad():  # keyframe contexts as the runtime stores them: the driving branch's features and plan
         ctxs = [language_context(student.driving.eval(), b) for b in real]
         ctxs_abl = [language_context(ablation.driving.eval(), b) for b in real]
-    rl = export_language(student.language, r["features_shape"], exp, dict(prov, distilled=True), contexts=ctxs,
+    rl = export_language(student.language, r["features_shape"], exp, prov_student, contexts=ctxs,
                          features_from=[r["onnx"], rq["onnx"]])
     ra = export_driving(ablation.driving, exp, "student_nodistill", dict(prov_ablation, distilled=False), real_inputs=real,
                         metrics={"val_wp_l2_m": val["ablation_wp_l2_m"]}, raw_frames=raw,
@@ -614,6 +642,41 @@ def machine() -> dict:
             "isa": [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni") if f in flags]}
 
 
+# timings.json's keys in pipeline order, and what the summary calls them
+STAGE_NAMES = (("dataset_s", "dataset"), ("teacher", "teacher, offline"), ("dagger_teacher", "teacher, DAgger rounds"),
+               ("student_s1", "student stage 1"), ("onpolicy_student", "student, on-policy rounds"),
+               ("s2_extra_dataset_s", "stage 2's extra frames"), ("student_s2", "student stage 2 (language)"),
+               ("ablation_s1", "ablation stage 1"), ("ablation_s2", "ablation stage 2 (language)"),
+               ("export_s", "export + parity"))
+
+
+def stage_seconds(timings: dict) -> dict:
+    """Seconds per stage, in pipeline order, from timings.json's entries (a number, or a stage's `elapsed_s`). A stage
+    whose checkpoint was reused reports the seconds saved in that checkpoint, so on a resumed run the sum can exceed
+    this invocation's wall time."""
+    out = {}
+    for key, _ in STAGE_NAMES:
+        v = timings.get(key)
+        secs = v.get("elapsed_s") if isinstance(v, dict) else v
+        if isinstance(secs, (int, float)):
+            out[key] = round(float(secs), 1)
+    return out
+
+
+def stage_table(stages_s: dict, total_s: float) -> str:
+    """The run's cost by stage, in minutes and as a share of the stages' sum: what to cut when a run must be
+    shorter. "rest" is this invocation's wall time the stages do not account for (validation, the blind expert's
+    reference drive, plots); negative when a resumed run reused checkpoints."""
+    names = dict(STAGE_NAMES)
+    total_stages = sum(stages_s.values()) or 1.0
+    lines = ["[pipeline] minutes by stage:"]
+    for key, secs in stages_s.items():
+        lines.append(f"  {names[key]:<30} {secs / 60:7.1f}  {100 * secs / total_stages:5.1f} %")
+    lines.append(f"  {'rest':<30} {(total_s - sum(stages_s.values())) / 60:7.1f}")
+    lines.append(f"  {'this invocation, wall':<30} {total_s / 60:7.1f}")
+    return "\n".join(lines)
+
+
 def finish(run_dir: str, exp: str, export_to: str | None, stages: list[str], timings: dict, t_start: float,
            timings_path: str) -> None:
     """Copy the export to `export_to` (e.g. models/student: the bundle the boards and `cargo xtask eval` use), plot
@@ -625,8 +688,10 @@ def finish(run_dir: str, exp: str, export_to: str | None, stages: list[str], tim
         print(f"[export] copied {len(os.listdir(exp))} files of {exp} to {export_to}")
     plot(run_dir, stages)
     timings["total_s"] = time.time() - t_start
+    timings["stages_s"] = stage_seconds(timings)
     with open(timings_path, "w") as f:
         json.dump(timings, f, indent=2, default=str)
+    print(stage_table(timings["stages_s"], timings["total_s"]))
     parity = timings.get("parity_max_abs_diff")  # export_all's (a language-only run prints its own per branch)
     print(f"[pipeline] done in {timings['total_s']:.1f}s" + (f"; parity max abs diff {parity}" if parity else ""))
 

@@ -548,3 +548,29 @@ def test_machine_names_the_vector_isa():
     m = pipeline.machine()
     assert m["cpus"] >= 1 and isinstance(m["cpu"], str) and m["torch_cpu_capability"]
     assert set(m["isa"]) <= {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"}
+
+
+def test_stage_summary_reads_numbers_and_stage_entries_in_pipeline_order():
+    timings = {"preset": "smoke", "config": {}, "student_s1": {"elapsed_s": 120.0, "steps": 3},
+               "dataset_s": 6.0, "dagger_teacher": {"rounds": [], "elapsed_s": 600.0}, "val": {"x": 1.0},
+               "teacher": {"elapsed_s": 240.0}}
+    stages = pipeline.stage_seconds(timings)
+    assert list(stages) == ["dataset_s", "teacher", "dagger_teacher", "student_s1"]
+    assert stages["dagger_teacher"] == 600.0
+    table = pipeline.stage_table(stages, total_s=1026.0)
+    assert "teacher, DAgger rounds" in table and "10.0   62.1 %" in table  # 600 s of the stages' 966 s
+    assert table.splitlines()[-2].split()[-1] == "1.0"  # rest: 1026 - 966 s
+    assert table.splitlines()[-1].split()[-1] == "17.1"
+
+
+def test_a_student_that_kept_round_0_of_ground_truth_rounds_learnt_nothing_from_the_teacher():
+    closed = {"onpolicy_rounds": 3, "onpolicy_base_targets": "none", "s2_w_kl": 0.0, "s2_data": "offline"}
+    rounds = lambda *ds: {"onpolicy_student": {"rounds": [{"driving_score": d} for d in ds]}}  # noqa: E731
+    assert pipeline.teacher_in_student(closed, rounds(77.8, 76.3, 75.5)) == []  # run cl-time, 2026-12-04
+    assert pipeline.teacher_in_student(closed, rounds(77.0, 77.9, 80.4, 80.5)) == [
+        "on-policy rounds 1-3, labelled by the teacher"]
+    # offline distillation (no rounds): stage 1 reads the teacher's targets; the KL in stage 2 counts as well
+    assert pipeline.teacher_in_student(dict(closed, onpolicy_rounds=0, s2_w_kl=0.5), {}) == [
+        "stage 1 on the teacher's targets", "stage 2's KL to the teacher's commentary"]
+    assert pipeline.teacher_in_student(dict(closed, onpolicy_base_targets="teacher"), rounds(80.0, 70.0)) == [
+        "stage 1 on the teacher's targets"]
