@@ -298,12 +298,17 @@ def _rounds(kind: str, run_dir: str, rtvla: str, cfg: dict, n_rounds: int, beta0
         pol, ev = start(r)
     if ev is not None:
         finish(len(rounds), pol, ev, extra)
-    best = int(np.argmax([x["driving_score"] for x in rounds]))
+    best = kept_round(rounds)
     state = load_state(run_dir)
     state[f"{kind}_best_round"] = best
     save_state(run_dir, state)
     print(f"[{kind} rounds] keeping round {best} (held-out DS {rounds[best]['driving_score']:.1f})")
     return rounds
+
+
+def kept_round(rounds: list[dict]) -> int:
+    """The round a closed-loop stage keeps: the best held-out DS (round 0 = trained offline; 0 when none ran)."""
+    return int(np.argmax([x["driving_score"] for x in rounds])) if rounds else 0
 
 
 def dagger_teacher(teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla: str, cfg: dict) -> list[dict]:
@@ -332,7 +337,7 @@ def dagger_teacher(teacher, base: DrivingData, base_tr, va, run_dir: str, rtvla:
     rounds = _rounds("teacher", run_dir, rtvla, cfg, cfg["dagger_rounds"], cfg["dagger_beta0"], cfg["rollout_seed0"],
                      cfg["dagger_frames"], export, lambda: eval_teacher(teacher, base, va), learn,
                      cfg["dagger_focus_frames"])
-    best = int(np.argmax([x["driving_score"] for x in rounds]))
+    best = kept_round(rounds)
     if best != len(rounds) - 1:
         load_ckpt(ckpts[best], {"teacher": teacher})
     teacher.eval()
@@ -392,7 +397,7 @@ def onpolicy_student(student, teacher, base: DrivingData, base_tr, va, run_dir: 
     rounds = _rounds("student", run_dir, rtvla, cfg, cfg["onpolicy_rounds"], cfg["student_beta0"],
                      cfg["rollout_seed0"] + 50_000, cfg["onpolicy_frames"], export,
                      lambda: eval_driving(student.driving, base, va), learn, cfg["onpolicy_focus_frames"])
-    best = int(np.argmax([x["driving_score"] for x in rounds]))
+    best = kept_round(rounds)
     if best != len(rounds) - 1:
         load_ckpt(ckpts[best], {"driving": student.driving, "heads": heads})
     agg = ConcatData(parts[: n_parts[best]])  # stage 2 reads the drives up to the kept round

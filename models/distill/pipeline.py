@@ -292,9 +292,10 @@ def export_teacher_language(teacher, exp: str, prov: dict, real: list, raw: list
                                       "(22 cached decoder steps), then waypoints conditioned on it.")
 
 
-def kept_round(rounds: list[dict]) -> int:
-    """The round a closed-loop stage kept: the best held-out DS (closedloop.py's rule; round 0 = trained offline)."""
-    return int(np.argmax([r["driving_score"] for r in rounds])) if rounds else 0
+def stage1_reads_teacher(cfg: dict) -> bool:
+    """Whether the student's stage 1 trains on the teacher's targets: always without on-policy rounds; with them only
+    when `onpolicy_base_targets` is not "none" (then the teacher comes in through the rounds alone)."""
+    return cfg.get("onpolicy_rounds", 0) == 0 or cfg.get("onpolicy_base_targets") != "none"
 
 
 def teacher_in_student(cfg: dict, timings: dict) -> list[str]:
@@ -302,15 +303,15 @@ def teacher_in_student(cfg: dict, timings: dict) -> list[str]:
     "none"` stage 1 is ground truth only and the teacher comes in through the on-policy rounds, so a run that keeps
     round 0 (its rounds lowered the held-out DS) exports a second ground-truth student, not a distilled one -- as
     run `cl-time` of 2026-12-04 did (README, "The closedloop preset timed as one run")."""
-    rounds = (timings.get("onpolicy_student") or {}).get("rounds") or []
+    kept = cl.kept_round((timings.get("onpolicy_student") or {}).get("rounds") or [])
     parts = []
-    if cfg.get("onpolicy_rounds", 0) == 0 or cfg.get("onpolicy_base_targets") != "none":
+    if stage1_reads_teacher(cfg):
         parts.append("stage 1 on the teacher's targets")
-    if len(rounds) > 1 and kept_round(rounds) > 0:
-        parts.append(f"on-policy rounds 1-{kept_round(rounds)}, labelled by the teacher")
+    if kept > 0:
+        parts.append(f"on-policy rounds 1-{kept}, labelled by the teacher")
     if cfg.get("s2_w_kl", 0) > 0:
         parts.append("stage 2's KL to the teacher's commentary")
-    if cfg.get("s2_data") == "aggregate" and len(rounds) > 1:
+    if cfg.get("s2_data") == "aggregate" and kept > 0:  # the aggregate holds the drives up to the kept round only
         parts.append("stage 2 on the teacher's commentary of the student's drives")
     return parts
 
@@ -336,7 +337,7 @@ def export_all(exp: str, data, tr, va, teacher, student, ablation, cfg: dict, pr
     for key, stage in (("dagger_teacher", "teacher"), ("onpolicy_student", "student")):
         rounds = (timings.get(key) or {}).get("rounds") or []
         if len(rounds) > 1:  # closed-loop rounds ran (closedloop.py): say how many, which was kept, its round DS
-            best = kept_round(rounds)
+            best = cl.kept_round(rounds)
             summary = {f"{key}_rounds": len(rounds) - 1, f"{key}_kept_round": best,
                        f"{key}_round_ds": round(float(rounds[best]["driving_score"]), 1),
                        f"{key}_s": round(timings[key]["elapsed_s"], 1)}
@@ -556,7 +557,7 @@ def main() -> None:
     student = Student(driving=student_config(cfg))
     heads = DistillHeads(student.driving.cfg["feat_dim"], student.driving.cfg["dim"], teacher.dim)
     base_targets = None
-    if cfg["onpolicy_rounds"] > 0 and cfg["onpolicy_base_targets"] == "none":
+    if not stage1_reads_teacher(cfg):
         base_targets = cl.no_teacher_targets(len(data), teacher.dim)
     elif cfg["onpolicy_rounds"] > 0:  # the teacher's targets on the offline frames, once (stage 1 and every round)
         base_targets = cl.cached(os.path.join(run_dir, f"teacher_targets{teacher_tag}.pt"),

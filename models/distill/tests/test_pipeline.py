@@ -567,6 +567,8 @@ def test_a_student_that_kept_round_0_of_ground_truth_rounds_learnt_nothing_from_
     closed = {"onpolicy_rounds": 3, "onpolicy_base_targets": "none", "s2_w_kl": 0.0, "s2_data": "offline"}
     rounds = lambda *ds: {"onpolicy_student": {"rounds": [{"driving_score": d} for d in ds]}}  # noqa: E731
     assert pipeline.teacher_in_student(closed, rounds(77.8, 76.3, 75.5)) == []  # run cl-time, 2026-12-04
+    # stage 2 on the aggregate reads the drives up to the kept round only: none when round 0 is kept
+    assert pipeline.teacher_in_student(dict(closed, s2_data="aggregate"), rounds(77.8, 76.3, 75.5)) == []
     assert pipeline.teacher_in_student(closed, rounds(77.0, 77.9, 80.4, 80.5)) == [
         "on-policy rounds 1-3, labelled by the teacher"]
     # offline distillation (no rounds): stage 1 reads the teacher's targets; the KL in stage 2 counts as well
