@@ -556,6 +556,9 @@ def test_stage_summary_reads_numbers_and_stage_entries_in_pipeline_order():
                "teacher": {"elapsed_s": 240.0}}
     stages = pipeline.stage_seconds(timings)
     assert list(stages) == ["dataset_s", "teacher", "dagger_teacher", "student_s1"]
+    # the teacher's pass over the offline frames (onpolicy_base_targets = "teacher") is a stage of its own, not "rest"
+    with_targets = pipeline.stage_seconds(dict(timings, teacher_targets_s=138.0))
+    assert list(with_targets) == ["dataset_s", "teacher", "dagger_teacher", "teacher_targets_s", "student_s1"]
     assert stages["dagger_teacher"] == 600.0
     table = pipeline.stage_table(stages, total_s=1026.0)
     assert "teacher, DAgger rounds" in table and "10.0   62.1 %" in table  # 600 s of the stages' 966 s
