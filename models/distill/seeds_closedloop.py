@@ -1,14 +1,15 @@
 """Seed study of the closed-loop arms (issue 22): on-policy distilled student vs the ablation, per training seed.
 
-For each seed: the distilled arm repeats what pipeline.py did for the student -- stage 1 on the expert's offline frames,
-then the on-policy rounds (the student drives, the kept DAgger teacher labels what it saw, aggregate, fine-tune; the
+For each seed: the distilled arm repeats what pipeline.py did for the student -- stage 1 on the offline frames (the
+expert's ground truth, plus the teacher's targets when the preset's `onpolicy_base_targets` is "teacher"), then the
+on-policy rounds (the student drives, the kept DAgger teacher labels what it saw, aggregate, fine-tune; the
 best round by its own held-out DS is kept) -- with the seed setting the initialisation, the batch order and the
 rollout seeds; the ablation trains the same student on the offline frames only, ground truth only, for as many steps
 (closedloop.ablation_steps). Both are exported and driven over `cargo xtask eval`'s held-out runs; the summary is
 the paired difference per seed (seeds.paired_summary).
 
   python seeds_closedloop.py --run-dir /work/distill-runs/cl3 --data DATASET --preset closedloop --seeds 1..3 \\
-      --out /work/distill-runs/cl3-seeds
+      --out /work/distill-runs/cl3-seeds [--set KEY=VALUE ...]  (the run's own overrides, as pipeline.py's --set)
 
 Resumable: a finished (arm, seed) is not run again; an unfinished seed's rounds resume like the pipeline's.
 """
@@ -25,7 +26,9 @@ import closedloop as cl  # noqa: E402
 from data import DrivingData  # noqa: E402
 from distill import DistillHeads, load_ckpt, student_aux, teacher_config_of, train_student_driving  # noqa: E402
 from export import export_driving  # noqa: E402
-from pipeline import PRESETS, START_BOOST, TEACHER, find_rtvla, student_config  # noqa: E402
+from distill import cache_teacher_targets  # noqa: E402
+from pipeline import (PRESETS, START_BOOST, TEACHER, apply_sets, find_rtvla, stage1_reads_teacher,  # noqa: E402
+                      student_config)
 from seeds import closed_loop, paired_summary, span  # noqa: E402
 from student import Student  # noqa: E402
 from teacher import Teacher  # noqa: E402
@@ -48,12 +51,20 @@ def stage1(cfg: dict, seed: int, steps: int) -> dict:
             **student_aux(cfg)}
 
 
-def distilled_arm(seed: int, cfg: dict, data, tr, va, teacher, out: str, rtvla: str) -> str:
+def offline_targets(cfg: dict, teacher, data, out: str):
+    """What stage 1 and the rounds read on the offline frames, as pipeline.py: the teacher's targets (one pass, cached
+    under `out` for every seed) or none (ground truth only). Until 2026-12-04 this study always used none, so with a
+    preset whose stage 1 reads the teacher it studied another recipe than the pipeline's."""
+    if not stage1_reads_teacher(cfg):
+        return cl.no_teacher_targets(len(data), teacher.dim)
+    return cl.cached(os.path.join(out, "teacher_targets.pt"), lambda: cache_teacher_targets(teacher, data))
+
+
+def distilled_arm(seed: int, cfg: dict, data, tr, va, teacher, base, out: str, rtvla: str) -> str:
     """Stage 1 + on-policy rounds for one seed under `out`; returns the kept round's exported manifest."""
     torch.manual_seed(seed)
     st = Student(driving=student_config(cfg))
     heads = DistillHeads(st.driving.cfg["feat_dim"], st.driving.cfg["dim"], teacher.dim)
-    base = cl.no_teacher_targets(len(data), teacher.dim)
     train_student_driving(st, teacher, data, tr, va, out, stage1(cfg, seed, cfg["s1_steps"]), name="student_s1",
                           cached=base, heads=heads)
     seeded = dict(cfg, rollout_seed0=cfg["rollout_seed0"] + 7_000 * seed)  # each seed drives its own routes
@@ -78,14 +89,17 @@ def main() -> None:
     ap.add_argument("--preset", choices=sorted(PRESETS), default="closedloop")
     ap.add_argument("--eval-seeds", default=cl.CARD_SEEDS, help="held-out seeds per scenario (cargo xtask eval's)")
     ap.add_argument("--rtvla", help="rtvla binary (default: target/release/rtvla, $RTVLA_BIN)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a preset value, as the run's own pipeline.py --set")
     a = ap.parse_args()
-    cfg = dict(PRESETS[a.preset], start_boost=START_BOOST)
+    cfg = apply_sets(dict(PRESETS[a.preset], start_boost=START_BOOST), a.set)
     rtvla = find_rtvla(a.rtvla)
     data = DrivingData(a.data)
     tr, va = data.split()
     va = va[: cfg["val_limit"]]
     teacher = kept_teacher(a.run_dir)
     os.makedirs(a.out, exist_ok=True)
+    base = offline_targets(cfg, teacher, data, a.out)
     results_path = os.path.join(a.out, "seeds.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     for seed in span(a.seeds):
@@ -96,7 +110,7 @@ def main() -> None:
             t0 = time.time()
             out = os.path.join(a.out, key)
             os.makedirs(out, exist_ok=True)
-            manifest = (distilled_arm(seed, cfg, data, tr, va, teacher, out, rtvla) if arm == "distilled"
+            manifest = (distilled_arm(seed, cfg, data, tr, va, teacher, base, out, rtvla) if arm == "distilled"
                         else ablation_arm(seed, cfg, data, tr, va, out))
             ds = closed_loop(rtvla, manifest, a.eval_seeds, os.path.join(out, "eval.json"))
             results[key] = {"arm": arm, "seed": seed, "driving_score": ds, "manifest": manifest,
