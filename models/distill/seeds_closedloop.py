@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import closedloop as cl  # noqa: E402
 from data import DrivingData  # noqa: E402
-from distill import DistillHeads, load_ckpt, student_aux, teacher_config_of, train_student_driving  # noqa: E402
+from distill import (DistillHeads, cache_teacher_targets, load_ckpt, student_aux, teacher_config_of,  # noqa: E402
+                     train_student_driving)
 from export import export_driving  # noqa: E402
-from distill import cache_teacher_targets  # noqa: E402
 from pipeline import (PRESETS, START_BOOST, TEACHER, apply_sets, find_rtvla, stage1_reads_teacher,  # noqa: E402
                       student_config)
 from seeds import closed_loop, paired_summary, span  # noqa: E402
