@@ -298,6 +298,18 @@ def stage1_reads_teacher(cfg: dict) -> bool:
     return cfg.get("onpolicy_rounds", 0) == 0 or cfg.get("onpolicy_base_targets") != "none"
 
 
+def offline_teacher_targets(cfg: dict, teacher, data, cache: str):
+    """What the student's stage 1 and every on-policy round read of the teacher on the offline frames: nothing (zero
+    targets, ground truth only) when stage 1 does not read the teacher; else its targets, one pass cached at `cache`
+    -- or None without rounds (stage 1 then runs the teacher batch by batch). The pipeline and the seed study
+    (seeds_closedloop.py) both call it, so a seed repeats the pipeline's recipe."""
+    if not stage1_reads_teacher(cfg):
+        return cl.no_teacher_targets(len(data), teacher.dim)
+    if cfg["onpolicy_rounds"] == 0:
+        return None
+    return cl.cached(cache, lambda: cache_teacher_targets(teacher, data))
+
+
 def teacher_in_student(cfg: dict, timings: dict) -> list[str]:
     """What of the teacher the exported student learnt from; empty when nothing. With `onpolicy_base_targets =
     "none"` stage 1 is ground truth only and the teacher comes in through the on-policy rounds, so a run that keeps
@@ -556,14 +568,11 @@ def main() -> None:
     # 3. distilled student: stage 1 driving (offline), on-policy rounds, stage 2 language (driving frozen)
     student = Student(driving=student_config(cfg))
     heads = DistillHeads(student.driving.cfg["feat_dim"], student.driving.cfg["dim"], teacher.dim)
-    base_targets = None
-    if not stage1_reads_teacher(cfg):
-        base_targets = cl.no_teacher_targets(len(data), teacher.dim)
-    elif cfg["onpolicy_rounds"] > 0:  # the teacher's targets on the offline frames, once (stage 1 and every round)
-        t0 = time.time()
-        base_targets = cl.cached(os.path.join(run_dir, f"teacher_targets{teacher_tag}.pt"),
-                                 lambda: cache_teacher_targets(teacher, data))
-        timings["teacher_targets_s"] = time.time() - t0  # 2.1 min on 24 000 frames (run cl-tt); a reload: seconds
+    t0 = time.time()
+    base_targets = offline_teacher_targets(cfg, teacher, data,
+                                           os.path.join(run_dir, f"teacher_targets{teacher_tag}.pt"))
+    if base_targets is not None and stage1_reads_teacher(cfg):  # the teacher's pass ran (or was reloaded: seconds)
+        timings["teacher_targets_s"] = time.time() - t0  # 2.1 min on 24 000 frames (run cl-tt)
     timings["student_s1"] = train_student_driving(student, teacher, data, tr, va, run_dir,
                                                   stage_cfg(cfg["s1_steps"], cfg["lr_student"],
                                                             start_boost=cfg["student_start_boost"],

@@ -24,10 +24,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import closedloop as cl  # noqa: E402
 from data import DrivingData  # noqa: E402
-from distill import (DistillHeads, cache_teacher_targets, load_ckpt, student_aux, teacher_config_of,  # noqa: E402
-                     train_student_driving)
+from distill import DistillHeads, load_ckpt, student_aux, teacher_config_of, train_student_driving  # noqa: E402
 from export import export_driving  # noqa: E402
-from pipeline import (PRESETS, START_BOOST, TEACHER, apply_sets, find_rtvla, stage1_reads_teacher,  # noqa: E402
+from pipeline import (PRESETS, START_BOOST, TEACHER, apply_sets, find_rtvla, offline_teacher_targets,  # noqa: E402
                       student_config)
 from seeds import closed_loop, paired_summary, span  # noqa: E402
 from student import Student  # noqa: E402
@@ -49,15 +48,6 @@ def stage1(cfg: dict, seed: int, steps: int) -> dict:
     return {"steps": steps, "batch": cfg["batch"], "lr": cfg["lr_student"], "seed": 1 + seed, "eval_every": 10**9,
             "ckpt_every": cfg["ckpt_every"], "wp_loss": cfg["wp_loss"], "start_boost": cfg["student_start_boost"],
             **student_aux(cfg)}
-
-
-def offline_targets(cfg: dict, teacher, data, out: str):
-    """What stage 1 and the rounds read on the offline frames, as pipeline.py: the teacher's targets (one pass, cached
-    under `out` for every seed) or none (ground truth only). Until 2026-12-04 this study always used none, so with a
-    preset whose stage 1 reads the teacher it studied another recipe than the pipeline's."""
-    if not stage1_reads_teacher(cfg):
-        return cl.no_teacher_targets(len(data), teacher.dim)
-    return cl.cached(os.path.join(out, "teacher_targets.pt"), lambda: cache_teacher_targets(teacher, data))
 
 
 def distilled_arm(seed: int, cfg: dict, data, tr, va, teacher, base, out: str, rtvla: str) -> str:
@@ -99,7 +89,9 @@ def main() -> None:
     va = va[: cfg["val_limit"]]
     teacher = kept_teacher(a.run_dir)
     os.makedirs(a.out, exist_ok=True)
-    base = offline_targets(cfg, teacher, data, a.out)
+    # as the pipeline's (until 2026-12-04 this study always trained stage 1 on ground truth, whatever the preset
+    # said); the teacher's pass is cached under --out, once for every seed
+    base = offline_teacher_targets(cfg, teacher, data, os.path.join(a.out, "teacher_targets.pt"))
     results_path = os.path.join(a.out, "seeds.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
     for seed in span(a.seeds):

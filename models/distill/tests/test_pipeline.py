@@ -579,3 +579,21 @@ def test_a_student_that_kept_round_0_of_ground_truth_rounds_learnt_nothing_from_
         "stage 1 on the teacher's targets", "stage 2's KL to the teacher's commentary"]
     assert pipeline.teacher_in_student(dict(closed, onpolicy_base_targets="teacher"), rounds(80.0, 70.0)) == [
         "stage 1 on the teacher's targets"]
+
+
+def test_offline_teacher_targets_follow_the_preset_for_the_pipeline_and_the_seed_study(tmp_path):
+    class Frames:  # the helper reads only the frame count, the teacher only its width
+        def __len__(self):
+            return 5
+    teacher = type("T", (), {"dim": 8})()
+    closed = {"onpolicy_rounds": 3, "onpolicy_base_targets": "none"}
+    none = pipeline.offline_teacher_targets(closed, teacher, Frames(), str(tmp_path / "t.pt"))
+    assert none["feat"].shape[:2] == (5, 8) and not none["has"].any()  # ground truth only: no teacher pass
+    assert not (tmp_path / "t.pt").exists()
+    # offline distillation without rounds: stage 1 runs the teacher batch by batch
+    assert pipeline.offline_teacher_targets(dict(closed, onpolicy_rounds=0), teacher, Frames(), "unused") is None
+    # stage 1 on the teacher's targets with rounds: one pass, cached (here already there, so the teacher is not run)
+    torch.save({"path": torch.ones(5, 20, 2)}, tmp_path / "t.pt")
+    got = pipeline.offline_teacher_targets(dict(closed, onpolicy_base_targets="teacher"), teacher, Frames(),
+                                           str(tmp_path / "t.pt"))
+    assert torch.equal(got["path"], torch.ones(5, 20, 2))
